@@ -1,0 +1,41 @@
+# pcad: `make demo` runs the main job, `make test` the whole suite. Both install first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.pcad-installed
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so'; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing libusb-1.0 (needed by open3d)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	  else \
+	    echo "open3d needs the system library libusb-1.0: run 'sudo apt-get install libusb-1.0-0' (Debian/Ubuntu)"; \
+	  fi; \
+	fi
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# A CPU build of torch first, so that no CUDA build is pulled in as a dependency.
+	$(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: install
+	$(VENV)/bin/pcad demo --out demo_out
+
+test: install
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+
+bench: install
+	$(PY) benchmarks/run.py --out benchmarks/results.json
+
+lint: install
+	$(VENV)/bin/ruff check pcad synth viz tests benchmarks data_scripts
+
+clean:
+	rm -rf demo_out build *.egg-info
