@@ -2,12 +2,29 @@
 
 Example:
     >>> import numpy as np
-    >>> from synth import pnoise2
-    >>> float(pnoise2(0.5, 0.25)) == float(pnoise2(np.float32(0.5), np.float32(0.25)))
-    True
+    >>> from synth import apply_defect, list_defects, pnoise2
+    >>> list_defects()
+    ['bump', 'crack', 'dent', 'hole', 'perlin']
+    >>> float(pnoise2(3.0, 7.0))
+    0.0
 """
 
+from synth.apply import apply_defect, apply_defect_to_mesh
+from synth.defects import Defect, create_defect, list_defects, register_defect
 from synth.field import perlin_field
 from synth.perlin import pnoise2, pnoise3
+from synth.result import DefectResult, gt_rule
 
-__all__ = ["perlin_field", "pnoise2", "pnoise3"]
+__all__ = [
+    "Defect",
+    "DefectResult",
+    "apply_defect",
+    "apply_defect_to_mesh",
+    "create_defect",
+    "gt_rule",
+    "list_defects",
+    "perlin_field",
+    "pnoise2",
+    "pnoise3",
+    "register_defect",
+]

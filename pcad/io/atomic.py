@@ -1,0 +1,180 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Data is written to a temporary file in the destination directory (its name starts with ``.``
+and contains ``.tmp``), flushed to disk with ``fsync`` and then renamed onto the final path with
+:func:`os.replace`, which is atomic on POSIX and Windows. If anything fails, the temporary
+file is removed and a file that already existed at the final path is left untouched.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from pcad.io.atomic import atomic_write, atomic_save
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_write(d / "sub" / "a.txt", "w") as f:
+    ...     _ = f.write("hello")
+    >>> (d / "sub" / "a.txt").read_text()
+    'hello'
+    >>> atomic_save(d / "b.txt", lambda tmp: tmp.write_text("world"))
+    >>> sorted(p.name for p in d.iterdir())
+    ['b.txt', 'sub']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_save", "atomic_write"]
+
+_MODES = ("w", "wt", "wb")
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, only used where /proc is missing
+    os.umask(mask)
+    return mask
+
+
+def _final_permissions(final: Path) -> int:
+    """Permission bits the finished file gets: those of the file it replaces, else 0o666 & ~umask.
+
+    :func:`tempfile.mkstemp` creates files readable by their owner only; without this step an
+    atomic write would silently make the output private.
+    """
+    try:
+        return stat.S_IMODE(final.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_current_umask()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush the directory entry of a rename to disk (best effort; not possible on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file that replaces ``path`` when the ``with`` block ends without error.
+
+    Args:
+        path: final destination; missing parent directories are created.
+        mode: ``"wb"`` (binary, default), ``"w"`` or ``"wt"`` (UTF-8 text, ``"\\n"`` newlines).
+
+    Yields:
+        The open file object of the temporary file ``.<name>.<random>.tmp`` next to ``path``.
+
+    On an exception inside the block the temporary file is deleted, ``path`` is left as it was
+    and the exception propagates.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+        >>> with atomic_write(p) as f:
+        ...     _ = f.write(b"\\x00\\x01")
+        >>> p.read_bytes()
+        b'\\x00\\x01'
+    """
+    if mode not in _MODES:
+        raise ValueError(f"atomic_write: mode must be one of {_MODES}, got {mode!r}")
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    perms = _final_permissions(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    tmp = Path(tmp_name)
+    os.close(fd)
+    # reopen by name (not os.fdopen) so that ``f.name`` is a path: tifffile and others use it
+    try:
+        if "b" in mode:
+            f: IO[Any] = open(tmp, "wb")
+        else:
+            f = open(tmp, "w", encoding="utf-8", newline="\n")
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, perms)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(final.parent)
+
+
+def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
+    """Atomically create ``path`` with a library function that wants a file name.
+
+    ``writer`` is called with a temporary path in the same directory that has the same
+    extension as ``path`` (``.<name>.<random>.tmp<ext>``, e.g. ``.cloud.ply.k3j_x.tmp.ply``)
+    because open3d, tifffile and PIL choose the format from the extension. After ``writer``
+    returns, the temporary file is fsynced and renamed onto ``path``.
+
+    Args:
+        path: final destination; missing parent directories are created.
+        writer: writes the file at the path it is given and raises on failure. A writer that
+            returns without creating a non-empty file (open3d returns False instead of
+            raising) makes atomic_save raise :class:`OSError`.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> import numpy as np
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+        >>> atomic_save(p, lambda tmp: np.save(tmp, np.arange(3)))
+        >>> np.load(p).tolist()
+        [0, 1, 2]
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    perms = _final_permissions(final)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        try:
+            size = tmp.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size == 0:
+            raise OSError(f"{final}: the writer produced no data (temporary file {tmp.name})")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, perms)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(final.parent)
