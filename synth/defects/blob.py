@@ -29,7 +29,7 @@ class BlobDefect(NoiseDefect):
     sign: ClassVar[float] = 1.0
 
     strength: float = param(0.01, "positive", "peak height/depth (fraction of the diagonal)")
-    radius: float = param(0.08, "positive", "blob radius (fraction of the diagonal)")
+    radius: float = param(0.1, "positive", "blob radius (fraction of the diagonal)")
     scale: float = param(3.0, "positive", "noise lattice cells per bbox diagonal")
     octaves: int = param(3, "int", "fBm octaves", min=1, max=16)
     irregularity: float = param(0.3, "nonneg", "relative radius variation by the noise")

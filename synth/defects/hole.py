@@ -27,7 +27,7 @@ from synth.regions import facing_gate, irregular_radius
 class HoleDefect(NoiseDefect):
     """Removed material; see the module docstring."""
 
-    radius: float = param(0.05, "positive", "hole radius (fraction of the diagonal)")
+    radius: float = param(0.06, "positive", "hole radius (fraction of the diagonal)")
     irregularity: float = param(0.3, "nonneg", "relative radius variation by the noise")
     scale: float = param(3.0, "positive", "noise lattice cells per bbox diagonal")
     octaves: int = param(3, "int", "fBm octaves", min=1, max=16)
