@@ -53,7 +53,9 @@ def check_organized(xyz: Any, name: str = "xyz") -> np.ndarray:
     """
     arr = np.asarray(xyz)
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise InvalidInputError(f"{name}: expected an organized cloud of shape (H, W, 3), got {arr.shape}")
+        raise InvalidInputError(
+            f"{name}: expected an organized cloud of shape (H, W, 3), got {arr.shape}"
+        )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidInputError(f"{name}: the organized cloud is empty, shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)

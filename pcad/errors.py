@@ -23,7 +23,7 @@ class InvalidInputError(PcadError, ValueError):
 
 
 class DegenerateGeometryError(InvalidInputError):
-    """Geometry with no extent in some direction: a single point, a collinear cloud, a zero-area mesh."""
+    """Geometry without extent: a single point, a collinear cloud, a zero-area mesh."""
 
 
 class FileFormatError(PcadError, ValueError):
