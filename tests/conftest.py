@@ -1,0 +1,47 @@
+"""Shared fixtures: seeded clouds, small meshes and the real CAD meshes of ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+SHARED_MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off")
+
+
+def shared_mesh_paths() -> list[Path]:
+    """The real third-party meshes, or [] when the shared folder is absent."""
+    if not SHARED_MESHES.is_dir():
+        return []
+    return sorted(p for p in SHARED_MESHES.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+
+
+@pytest.fixture
+def sphere_cloud() -> tuple[np.ndarray, np.ndarray]:
+    """4000 points on the unit sphere and their exact outward normals (float32)."""
+    rng = np.random.default_rng(123)
+    p = rng.normal(size=(4000, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    return p.astype(np.float32), p.astype(np.float32)
+
+
+@pytest.fixture
+def box_mesh() -> trimesh.Trimesh:
+    return trimesh.creation.box(extents=[2.0, 1.0, 0.5])
+
+
+@pytest.fixture
+def organized_scan() -> np.ndarray:
+    """A (60, 80, 3) float32 wavy surface seen from a camera at the origin; rows 0-4 and a
+    block of pixels have no measurement (zeros)."""
+    yy, xx = np.mgrid[:60, :80].astype(np.float32)
+    xyz = np.zeros((60, 80, 3), np.float32)
+    xyz[..., 0] = (xx - 40) * 0.01
+    xyz[..., 1] = (yy - 30) * 0.01
+    xyz[..., 2] = 1.0 + 0.03 * np.sin(xx / 9.0) + 0.02 * np.cos(yy / 7.0)
+    xyz[:5] = 0.0
+    xyz[40:46, 10:20] = 0.0
+    return xyz
