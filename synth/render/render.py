@@ -1,0 +1,271 @@
+"""Render one sample: a part (good or with a defect) seen by the virtual sensor.
+
+Pipeline (all seeded from one ``seed``): pose -> (geometric defect on the finely subdivided
+mesh, its centre drawn among the vertices the camera sees) -> ray cast -> structured-light
+sensor model (projector shadow, grazing-angle and random dropouts, depth noise) for ``xyz`` ->
+albedo, optional colour contamination, lighting and camera noise for ``rgb`` -> ground truth.
+
+Ground truth per pixel (object pixels only, whether or not the sensor kept the xyz value):
+
+- geometric defects: the seen surface point's offset is the barycentric interpolation of the
+  vertex offsets of the hit triangle, and the pixel is anomalous iff its norm is at least the
+  synthesizer's ``threshold_abs`` (:mod:`synth.result`);
+- holes: pixels whose ray hits a removed face of the intact part;
+- contamination: pixels whose stain weight is at least ``gt_threshold``.
+
+Example:
+    >>> from synth.objects import make_object
+    >>> from synth.render import Camera, render_sample
+    >>> s = render_sample(make_object("plate"), Camera.for_size(64, 64), seed=0, defect="dent")
+    >>> s.rgb.shape, s.xyz.dtype, s.gt.dtype
+    ((64, 64, 3), dtype('float32'), dtype('bool'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import trimesh
+
+from pcad.checks import check_fraction, check_positive
+from pcad.errors import DegenerateGeometryError, InvalidInputError
+from synth.apply import apply_defect
+from synth.defects import list_defects
+from synth.field import normalize01, perlin_field
+from synth.regions import falloff, irregular_radius
+from synth.render.camera import Camera
+from synth.render.scene import (
+    OBJECT,
+    PLANE,
+    Hits,
+    Pose,
+    build_scene,
+    cast,
+    occluded_from,
+    place_object,
+)
+from synth.render.shading import Lighting, albedo, background_albedo, shade, to_uint8
+
+RGB_DEFECTS = ("contamination",)
+COMBINED = "combined"
+COMBINED_GEOMETRIC = ("bump", "dent", "crack", "hole")
+MIN_OBJECT_FRACTION = 0.002
+
+
+def render_defects() -> list[str]:
+    """Defect names a rendered sample accepts: the geometric ones, RGB-only and combined."""
+    return [*list_defects(), *RGB_DEFECTS, COMBINED]
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """Structured-light sensor and scene settings (all relative or unitless)."""
+
+    depth_noise: float = 0.0003     # relative depth noise (sigma / depth)
+    dropout: float = 0.002          # random invalid pixels
+    grazing_deg: float = 82.0       # rays more oblique than this are not measured
+    baseline: float = 0.12          # projector offset along x, fraction of the distance
+    rgb_noise: float = 1.5          # camera noise, 8-bit steps
+    fill: float = 0.65              # part span / image size
+    tilt_deg: float = 6.0           # pose tilt jitter
+    light_jitter: float = 1.0       # 0 = fixed light, 1 = full jitter
+    subdivide_px: float = 2.0       # edge length of the defect mesh, in pixel footprints
+
+    def __post_init__(self) -> None:
+        for name in ("depth_noise", "dropout", "baseline", "rgb_noise", "tilt_deg",
+                     "light_jitter"):
+            check_positive(getattr(self, name), f"sensor.{name}", allow_zero=True)
+        check_fraction(self.fill, "sensor.fill", inclusive_zero=False)
+        check_positive(self.subdivide_px, "sensor.subdivide_px")
+        if not 0 < self.grazing_deg <= 90:
+            raise InvalidInputError(f"sensor.grazing_deg: must be in (0, 90], got "
+                                    f"{self.grazing_deg}")
+
+
+@dataclass
+class RenderedSample:
+    """``rgb (H, W, 3) uint8``, ``xyz (H, W, 3) float32`` (zeros = no measurement),
+    ``gt (H, W) bool``, ``object_mask (H, W) bool`` (pixels showing the part) and ``meta``."""
+
+    rgb: np.ndarray
+    xyz: np.ndarray
+    gt: np.ndarray
+    object_mask: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _streams(seed: int) -> dict[str, int]:
+    names = ("pose", "light", "defect", "sensor", "texture", "stain", "combined")
+    children = np.random.SeedSequence(seed).spawn(len(names))
+    return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
+
+
+def _subdivide(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera,
+               cfg: SensorConfig) -> trimesh.Trimesh:
+    """The part subdivided so that edges are about ``subdivide_px`` pixel footprints."""
+    footprint = pose.plane_z / camera.fx
+    v, f = trimesh.remesh.subdivide_to_size(mesh_obj.vertices, mesh_obj.faces,
+                                            max_edge=cfg.subdivide_px * footprint, max_iter=12)
+    return trimesh.Trimesh(v, f, process=False)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``(V, 3)`` area-weighted unit vertex normals (zero for unreferenced vertices)."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
+    out = np.zeros_like(vertices, dtype=np.float64)
+    for corner in range(3):
+        for k in range(3):
+            out[:, k] += np.bincount(faces[:, corner], weights=fn[:, k],
+                                     minlength=len(vertices))
+    length = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, length, out=np.zeros_like(out), where=length > 0)
+
+
+def visible_vertices(vertices_cam: np.ndarray, normals_cam: np.ndarray, camera: Camera,
+                     intact: Hits) -> np.ndarray:
+    """Indices of vertices the camera sees: facing it and not behind the intact surface."""
+    z = vertices_cam[:, 2]
+    ok = z > 0
+    uv = np.full((len(z), 2), -1.0)
+    uv[ok] = camera.project(vertices_cam[ok])
+    col, row = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+    ok &= (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
+    facing = (normals_cam * vertices_cam).sum(1) < 0
+    idx = np.flatnonzero(ok & facing)
+    depth = intact.depth[row[idx], col[idx]]
+    seen = (intact.geometry[row[idx], col[idx]] == OBJECT) & (z[idx] <= depth * (1 + 2e-3))
+    return idx[seen]
+
+
+def _geometric(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera, cfg: SensorConfig,
+               intact: Hits, name: str, seed: int, params: dict[str, Any]
+               ) -> tuple[trimesh.Trimesh, np.ndarray, dict[str, Any]]:
+    """Apply a geometric defect to the subdivided part. Returns the defective mesh (object
+    frame), its per-vertex offsets and the defect's parameters."""
+    fine = _subdivide(mesh_obj, pose, camera, cfg)
+    v = np.asarray(fine.vertices, np.float64)
+    f = np.asarray(fine.faces, np.int64)
+    normals = vertex_normals(v, f)
+    visible = visible_vertices(v @ pose.rotation.T + pose.translation,
+                               normals @ pose.rotation.T, camera, intact)
+    if visible.size == 0:
+        raise DegenerateGeometryError("the camera does not see the part")
+    used = np.zeros(len(v), bool)
+    used[f.reshape(-1)] = True
+    if not used.all():  # unreferenced vertices carry no normal; keep them out of the defect
+        raise DegenerateGeometryError("mesh: unreferenced vertices; clean the mesh first")
+    res = apply_defect(v, name, normals=normals, seed=seed, centre_candidates=visible,
+                       **params)
+    offsets = np.zeros_like(v)
+    keep = np.ones(len(v), bool)
+    keep[res.removed] = False
+    offsets[keep] = res.offsets
+    damaged = trimesh.Trimesh(v + offsets, f[keep[f].all(axis=1)], process=False)
+    return damaged, offsets, res.params
+
+
+def _stain(points_obj: np.ndarray, diag: float, rng: np.random.Generator, seed: int
+           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Colour contamination weights ``(N,)`` on object points and the stain colour."""
+    centre = points_obj[rng.integers(len(points_obj))]
+    radius = diag * rng.uniform(0.05, 0.12)
+    g = normalize01(perlin_field(points_obj / diag, 6.0, 4, 0.5, 2.0, seed=seed))
+    r = irregular_radius(radius, g, 0.5)
+    w = falloff(np.linalg.norm(points_obj - centre, axis=1) / r, "poly")
+    beta = rng.uniform(0.55, 0.9)
+    colour = np.array(rng.choice([[0.25, 0.15, 0.08], [0.55, 0.45, 0.15], [0.1, 0.1, 0.1],
+                                  [0.6, 0.2, 0.1]]))
+    info = {"centre": centre.tolist(), "radius_abs": radius, "blend": beta,
+            "colour": colour.tolist(), "gt_threshold": 0.1}
+    return w * beta, colour, info
+
+
+def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str | None = None,
+                  defect_params: dict[str, Any] | None = None,
+                  sensor: SensorConfig | None = None, colour: tuple[float, float, float] = (
+                      0.6, 0.6, 0.62), material: str = "metal",
+                  texture: np.ndarray | None = None) -> RenderedSample:
+    """Render the part ``mesh`` (object frame, any units) as one dataset sample.
+
+    Args:
+        mesh: a watertight or open triangle mesh with non-zero area.
+        camera: the sensor's intrinsics (image size). seed: the sample's seed.
+        defect: ``None`` (good), a geometric defect name, ``"contamination"`` or
+            ``"combined"`` (a random geometric defect plus contamination).
+        defect_params: parameters of the geometric defect (relative sizes).
+        sensor: :class:`SensorConfig`. colour, material, texture: the part's look.
+    """
+    cfg = sensor or SensorConfig()
+    if defect is not None and defect not in render_defects():
+        raise InvalidInputError(f"defect: unknown type {defect!r}; expected one of "
+                                f"{render_defects()}")
+    if len(mesh.faces) == 0 or float(mesh.area) <= 0:
+        raise DegenerateGeometryError("mesh: empty or zero-area mesh")
+    s = _streams(seed)
+    pose = place_object(mesh, camera, np.random.default_rng(s["pose"]), cfg.fill, cfg.tilt_deg)
+    diag = float(np.linalg.norm(mesh.extents))
+    meta: dict[str, Any] = {"seed": seed, "defect": defect or "good", "pose": pose.to_json(),
+                            "sensor": asdict(cfg)}
+    geometric = defect if defect in list_defects() else None
+    if defect == COMBINED:
+        geometric = str(np.random.default_rng(s["combined"]).choice(COMBINED_GEOMETRIC))
+    params = dict(defect_params or {})
+    intact_scene = build_scene(pose.apply(mesh), camera, pose.plane_z)
+    intact = cast(camera, intact_scene)
+    scene, hits = intact_scene, intact
+    if geometric is not None:
+        damaged, offsets, dparams = _geometric(mesh, pose, camera, cfg, intact, geometric,
+                                               s["defect"], params)
+        scene = build_scene(pose.apply(damaged), camera, pose.plane_z)
+        hits = cast(camera, scene)
+        meta["geometric"] = {"type": geometric, **dparams}
+    obj = hits.geometry == OBJECT
+    if obj.mean() < MIN_OBJECT_FRACTION:
+        raise DegenerateGeometryError("the camera does not see the part (fewer than "
+                                      f"{MIN_OBJECT_FRACTION:.1%} of the pixels)")
+    pts = hits.points(camera)
+    gt = np.zeros(obj.shape, bool)
+    if geometric is not None:
+        faces = damaged.faces[hits.face[obj]]
+        off = (offsets[faces] * hits.bary[obj][..., None]).sum(axis=1)
+        gt[obj] = np.linalg.norm(off, axis=1) >= dparams["threshold_abs"]
+        # holes: pixels where the intact part was seen and its surface is gone
+        was = intact.geometry == OBJECT
+        gone = (hits.geometry != OBJECT) | (hits.depth > intact.depth * (1 + 1e-6))
+        if dparams.get("defect") == "hole":
+            gt |= was & gone
+    # --- RGB -------------------------------------------------------------------------------
+    alb = np.zeros(pts.shape)
+    pts_obj = pose.to_object(pts[obj])
+    alb[obj] = albedo(pts_obj, diag, np.asarray(colour, np.float64), material, s["texture"],
+                      texture)
+    plane = hits.geometry == PLANE
+    alb[plane] = background_albedo(pts[plane], diag * 2.0, s["texture"] + 7)
+    if defect in (*RGB_DEFECTS, COMBINED):
+        w, stain, info = _stain(pts_obj, diag, np.random.default_rng(s["stain"]), s["stain"])
+        alb[obj] = alb[obj] * (1.0 - w[:, None]) + stain[None, :] * w[:, None]
+        gt[obj] |= w >= info["gt_threshold"] * info["blend"]
+        meta["contamination"] = info
+    light = Lighting.sample(np.random.default_rng(s["light"]), cfg.light_jitter)
+    linear = shade(hits.geometry, hits.normal, camera.directions(), alb, light, material)
+    sensor_rng = np.random.default_rng(s["sensor"])
+    rgb = to_uint8(linear, sensor_rng, cfg.rgb_noise)
+    meta["lighting"] = {"direction": light.direction.tolist(), "intensity": light.intensity,
+                        "ambient": light.ambient}
+    # --- xyz: structured-light sensor ------------------------------------------------------
+    valid = np.isfinite(hits.depth)
+    d = camera.directions()
+    cosang = np.abs((hits.normal * d).sum(-1)) / np.linalg.norm(d, axis=-1)
+    valid &= cosang >= np.cos(np.radians(cfg.grazing_deg))
+    if cfg.baseline > 0:
+        source = np.array([cfg.baseline * pose.plane_z, 0.0, 0.0])
+        valid &= ~occluded_from(scene, pts, source)
+    valid &= sensor_rng.random(valid.shape) >= cfg.dropout
+    scale = 1.0 + cfg.depth_noise * sensor_rng.standard_normal(valid.shape)
+    xyz = np.where(valid[..., None], pts * scale[..., None], 0.0).astype(np.float32)
+    meta.update(n_object_pixels=int(obj.sum()), n_valid=int(valid.sum()),
+                n_anomalous=int(gt.sum()))
+    return RenderedSample(rgb, xyz, gt, obj, meta)
