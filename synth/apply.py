@@ -49,11 +49,23 @@ def _unit_normals(normals: Any, n: int) -> np.ndarray:
     return nr / length[:, None]
 
 
+def _candidates(centre_candidates: Any, n: int) -> np.ndarray | None:
+    if centre_candidates is None:
+        return None
+    c = np.asarray(centre_candidates)
+    if c.ndim != 1 or c.size == 0 or not np.issubdtype(c.dtype, np.integer):
+        raise InvalidInputError("centre_candidates: expected a non-empty 1D array of indices")
+    if c.min() < 0 or c.max() >= n:
+        raise InvalidInputError(f"centre_candidates: indices must lie in [0, {n})")
+    return c.astype(np.int64)
+
+
 def _displace(points: np.ndarray, normals: np.ndarray, defect: Defect, seed: int,
-              organized: bool) -> tuple[Displacement, np.ndarray, float, dict[str, Any]]:
+              organized: bool, candidates: np.ndarray | None = None
+              ) -> tuple[Displacement, np.ndarray, float, dict[str, Any]]:
     p64 = points.astype(np.float64)
     diag = bbox_diagonal(p64)
-    ctx = SurfaceContext(p64, normals, diag, np.random.default_rng(seed), organized)
+    ctx = SurfaceContext(p64, normals, diag, np.random.default_rng(seed), organized, candidates)
     disp = defect.displace(ctx)
     offsets = (disp.magnitude[:, None] * normals).astype(np.float32)
     offsets[disp.removed] = 0.0
@@ -64,7 +76,7 @@ def _displace(points: np.ndarray, normals: np.ndarray, defect: Defect, seed: int
 
 
 def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any = None,
-                 seed: int = 0, **params: Any) -> DefectResult:
+                 seed: int = 0, centre_candidates: Any = None, **params: Any) -> DefectResult:
     """Apply one defect and return the new geometry with its exact ground truth.
 
     Args:
@@ -74,6 +86,8 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
         normals: ``(N, 3)`` normals (for example from a mesh); estimated and oriented outward
             when omitted. Organized grids always use grid normals facing the sensor.
         seed: int >= 0; the same input, parameters and seed give byte-identical output.
+        centre_candidates: optional point indices the defect's centre is drawn from (for
+            example the points a camera sees); unorganized input only.
         **params: parameters of the defect type (see its class).
 
     Returns:
@@ -84,6 +98,8 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
     seed = _check_seed(seed)
     arr = np.asarray(points)
     if arr.ndim == 3:
+        if centre_candidates is not None:
+            raise InvalidInputError("centre_candidates: not accepted for organized grids")
         if normals is not None:
             raise InvalidInputError("normals: not accepted for organized grids (computed from "
                                     "the grid, facing the sensor)")
@@ -92,7 +108,8 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
     check_not_degenerate(pts, "points")
     nrm = (_unit_normals(normals, len(pts)) if normals is not None
            else estimate_normals(pts, orient="outward").astype(np.float64))
-    disp, offsets, threshold, info = _displace(pts, nrm, d, seed, organized=False)
+    cand = _candidates(centre_candidates, len(pts))
+    disp, offsets, threshold, info = _displace(pts, nrm, d, seed, False, cand)
     keep = ~disp.removed
     if keep.sum() < MIN_POINTS:
         raise InvalidInputError(

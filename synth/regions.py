@@ -40,9 +40,15 @@ def falloff(t: np.ndarray, kind: str = "cosine") -> np.ndarray:
     return np.where(inside, w, 0.0)
 
 
-def pick_centre(n_points: int, rng: np.random.Generator) -> int:
-    """A uniformly drawn point index: the defect's centre on the sampled surface."""
-    return int(rng.integers(n_points))
+def pick_centre(n_points: int, rng: np.random.Generator,
+                candidates: np.ndarray | None = None) -> int:
+    """A uniformly drawn point index: the defect's centre on the sampled surface.
+
+    ``candidates`` (indices) restricts the draw, for example to the points a camera sees.
+    """
+    if candidates is None:
+        return int(rng.integers(n_points))
+    return int(candidates[rng.integers(len(candidates))])
 
 
 def facing_gate(normals: np.ndarray, centre_normal: np.ndarray) -> np.ndarray:

@@ -17,14 +17,23 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from pcad.checks import MIN_POINTS, check_int
+    from pcad.errors import InvalidInputError
     from pcad.io import atomic_write, sample_mesh
     from synth import apply_defect, list_defects
     from synth.objects import list_objects, make_object
     from synth.writers import write_result
 
+    # check every argument before writing anything
+    check_int(args.points, "--points", minimum=MIN_POINTS)
+    check_int(args.seed, "--seed", minimum=0)
+    parts = args.objects or list_objects()
+    unknown = [p for p in parts if p not in list_objects()]
+    if unknown:
+        raise InvalidInputError(f"--objects: unknown built-in part(s) {unknown}; expected "
+                                f"one of {list_objects()}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = args.objects or list_objects()
     rows = []
     t0 = time.perf_counter()
     for part in parts:
@@ -48,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
             _write_page(out / f"{part}.html", part, results, np)
     with atomic_write(out / "summary.json", "w") as fh:
         json.dump({"seed": args.seed, "points": args.points, "rows": rows}, fh, indent=2)
-    print(f"wrote {len(rows)} samples to {out} in {time.perf_counter() - t0:.1f} s; "
-          f"open {out / (parts[0] + '.html')}")
+    print(f"wrote {len(rows)} samples to {out} in {time.perf_counter() - t0:.1f} s"
+          + ("" if args.no_html else f"; open {out / (parts[0] + '.html')}"))
     return 0
 
 

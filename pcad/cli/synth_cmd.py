@@ -6,30 +6,45 @@ import argparse
 import json
 from pathlib import Path
 
-from pcad.errors import InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 
 #: CLI option -> defect parameter; only options the user gave are passed on.
 PARAM_OPTIONS = ("mode", "scale", "strength", "octaves", "persistence", "lacunarity", "radius")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pcad.checks import MIN_POINTS, check_int
     from pcad.io import read_input
-    from synth import apply_defect
-    from synth.writers import write_result
+    from synth import apply_defect, create_defect
+    from synth.writers import ORGANIZED_EXTENSIONS, UNORGANIZED_EXTENSIONS, write_result
 
     inp = Path(args.input)
     out = Path(args.output)
     if out.resolve() == inp.resolve():
         raise InvalidInputError(f"{out}: the output would overwrite the input")
+    allowed = tuple(dict.fromkeys(UNORGANIZED_EXTENSIONS + ORGANIZED_EXTENSIONS))
+    if out.suffix.lower() not in allowed:  # fail before reading the input
+        raise FileFormatError(f"{out}: unsupported output extension "
+                              f"{out.suffix or '(no extension)'!r}; use one of "
+                              f"{', '.join(allowed)}")
+    check_int(args.seed, "--seed", minimum=0)
+    check_int(args.points, "--points", minimum=MIN_POINTS)
     params = {k: getattr(args, k) for k in PARAM_OPTIONS if getattr(args, k) is not None}
     if args.absolute:
         params["units"] = "absolute"
-    data = read_input(inp, n_points=args.points, seed=args.seed)
-    if data.kind == "organized":
-        result = apply_defect(data.organized, args.defect, seed=args.seed, **params)
-    else:
-        result = apply_defect(data.points, args.defect, normals=data.normals, seed=args.seed,
-                              **params)
+    # check the parameters before reading a possibly large input
+    defect = create_defect(args.defect, **params)
+    try:
+        data = read_input(inp, n_points=args.points, seed=args.seed)
+        if data.kind == "organized":
+            result = apply_defect(data.organized, defect, seed=args.seed)
+        else:
+            result = apply_defect(data.points, defect, normals=data.normals, seed=args.seed)
+    except PcadError as exc:  # bad file or geometry: say which file it came from
+        msg = str(exc)
+        if msg.startswith(str(inp)):
+            raise
+        raise type(exc)(f"{inp}: {msg}") from None
     result.params["input_kind"] = data.kind
     written = write_result(out, result)
     summary = result.summary()

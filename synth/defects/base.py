@@ -80,13 +80,19 @@ def param(default: Any, check: str, doc: str, **bounds: Any) -> Any:
 @dataclass
 class SurfaceContext:
     """What a defect sees: ``points``/``normals`` ``(N, 3) float64`` (unit normals), the
-    bounding-box ``diag``, the seeded ``rng`` and whether the input was an organized grid."""
+    bounding-box ``diag``, the seeded ``rng``, whether the input was an organized grid, and
+    optionally the point indices allowed as the defect's centre."""
 
     points: np.ndarray
     normals: np.ndarray
     diag: float
     rng: np.random.Generator
     organized: bool = False
+    candidates: np.ndarray | None = None
+
+    def pick_centre(self) -> int:
+        """Draw the defect's centre (among ``candidates`` when given)."""
+        return pick_centre(len(self.points), self.rng, self.candidates)
 
 
 @dataclass
@@ -159,7 +165,7 @@ class NoiseDefect(Defect):
                          ) -> tuple[int, np.ndarray, dict[str, Any]]:
         """Draw the centre, then the field seed; return the centre index, the field
         normalized to ``[0, 1]`` over the points, and facts for ``params``."""
-        centre = pick_centre(len(ctx.points), ctx.rng)
+        centre = ctx.pick_centre()
         field_seed = int(ctx.rng.integers(2**31))
         coords = surface_coords(ctx.points, self.mode, centre, ctx.diag, radius_abs,
                                 ctx.normals[centre])

@@ -22,7 +22,7 @@ import numpy as np
 from synth.defects.base import Displacement, NoiseDefect, SurfaceContext, param, register_defect
 from synth.field import perlin_field
 from synth.parameterize import local_axes
-from synth.regions import facing_gate, pick_centre
+from synth.regions import facing_gate
 
 _PATH_SAMPLES = 129
 _CHUNK = 4096
@@ -75,7 +75,7 @@ class CrackDefect(NoiseDefect):
         depth = self.size(self.strength, ctx.diag)
         length = self.size(self.length, ctx.diag)
         half_w = 0.5 * self.size(self.width, ctx.diag)
-        centre = pick_centre(len(ctx.points), ctx.rng)
+        centre = ctx.pick_centre()
         field_seed = int(ctx.rng.integers(2**31))
         heading0 = float(ctx.rng.uniform(0.0, 2.0 * np.pi))
         n_c = ctx.normals[centre]
