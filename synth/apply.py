@@ -86,8 +86,9 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
         normals: ``(N, 3)`` normals (for example from a mesh); estimated and oriented outward
             when omitted. Organized grids always use grid normals facing the sensor.
         seed: int >= 0; the same input, parameters and seed give byte-identical output.
-        centre_candidates: optional point indices the defect's centre is drawn from (for
-            example the points a camera sees); unorganized input only.
+        centre_candidates: where the defect's centre may be drawn: point indices for a cloud
+            (for example the points a camera sees), an ``(H, W) bool`` mask for a grid (for
+            example the foreground).
         **params: parameters of the defect type (see its class).
 
     Returns:
@@ -98,12 +99,10 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
     seed = _check_seed(seed)
     arr = np.asarray(points)
     if arr.ndim == 3:
-        if centre_candidates is not None:
-            raise InvalidInputError("centre_candidates: not accepted for organized grids")
         if normals is not None:
             raise InvalidInputError("normals: not accepted for organized grids (computed from "
                                     "the grid, facing the sensor)")
-        return _apply_organized(arr, d, seed)
+        return _apply_organized(arr, d, seed, centre_candidates)
     pts = check_points(arr, "points")
     check_not_degenerate(pts, "points")
     nrm = (_unit_normals(normals, len(pts)) if normals is not None
@@ -140,9 +139,19 @@ def _rim(points: np.ndarray, keep: np.ndarray, removed: np.ndarray,
     return out
 
 
-def _apply_organized(xyz: Any, defect: Defect, seed: int) -> DefectResult:
+def _apply_organized(xyz: Any, defect: Defect, seed: int,
+                     centre_mask: Any = None) -> DefectResult:
     grid = check_organized(xyz, "xyz")
     valid = valid_pixels(grid)
+    candidates = None
+    if centre_mask is not None:
+        cm = np.asarray(centre_mask)
+        if cm.shape != valid.shape or cm.dtype != bool:
+            raise InvalidInputError(f"centre_candidates: for an organized grid, expected a "
+                                    f"bool mask of shape {valid.shape}, got {cm.dtype} {cm.shape}")
+        candidates = np.flatnonzero(cm[valid])
+        if candidates.size == 0:
+            raise InvalidInputError("centre_candidates: no valid pixel in the mask")
     n_valid = int(valid.sum())
     if n_valid < MIN_POINTS:
         raise InvalidInputError(
@@ -155,7 +164,8 @@ def _apply_organized(xyz: Any, defect: Defect, seed: int) -> DefectResult:
     if bad.any():  # isolated pixels without a usable neighbourhood: face the sensor
         toward = -pts[bad].astype(np.float64)
         nrm[bad] = toward / np.linalg.norm(toward, axis=1, keepdims=True)
-    disp, offsets, threshold, info = _displace(pts, nrm, defect, seed, organized=True)
+    disp, offsets, threshold, info = _displace(pts, nrm, defect, seed, True, candidates)
+    info["n_valid"] = n_valid
     h, w, _ = grid.shape
     out = grid.copy()
     off_grid = np.zeros_like(grid)

@@ -73,9 +73,9 @@ class DefectResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary: counts, largest offset, defect name and parameters."""
-        n = int(self.mask.size)
+        n = int(self.params.get("n_valid", self.mask.size))
         return {
-            "n_points": n,
+            "n_points": n,  # measured pixels for an organized grid
             "n_anomalous": self.n_anomalous,
             "n_removed": int(self.removed.size),
             "max_offset": self.max_offset,

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from pcad.errors import FileFormatError
-from pcad.io import atomic_save, write_labeled_txt, write_mask_png, write_points, write_xyz_tiff
+from pcad.io import (
+    atomic_group,
+    atomic_save,
+    write_labeled_txt,
+    write_mask_png,
+    write_points,
+    write_xyz_tiff,
+)
 from synth.result import DefectResult
 
 UNORGANIZED_EXTENSIONS = (".ply", ".pcd", ".npz", ".txt", ".xyz")
@@ -52,8 +59,9 @@ def write_result(path: str | os.PathLike[str], result: DefectResult) -> list[Pat
         return [path]
     if result.organized:
         gt = path.with_name(path.stem + "_gt.png")
-        write_mask_png(gt, result.mask)
-        write_xyz_tiff(path, result.points)
+        with atomic_group() as stage:
+            stage(gt, lambda tmp: write_mask_png(tmp, result.mask))
+            stage(path, lambda tmp: write_xyz_tiff(tmp, result.points))
         return [path, gt]
     if ext in (".txt", ".xyz"):
         write_labeled_txt(path, result.points, result.mask)

@@ -27,7 +27,7 @@ import trimesh
 
 from pcad.checks import check_int, valid_pixels
 from pcad.errors import FileFormatError
-from pcad.io.atomic import atomic_save, atomic_write
+from pcad.io.atomic import atomic_group, atomic_save, atomic_write
 from pcad.io.meshes import SUPPORTED_MESH_EXTENSIONS, read_mesh, sample_mesh
 from pcad.io.organized import (
     SUPPORTED_ORGANIZED_EXTENSIONS,
@@ -57,6 +57,7 @@ __all__ = [
     "InputData",
     "InputKind",
     "PointCloudData",
+    "atomic_group",
     "atomic_save",
     "atomic_write",
     "ply_has_faces",

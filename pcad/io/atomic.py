@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_save", "atomic_write"]
+__all__ = ["atomic_group", "atomic_save", "atomic_write"]
 
 _MODES = ("w", "wt", "wb")
 
@@ -178,3 +178,57 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) ->
         _remove_quietly(tmp)
         raise
     _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[Callable[[str | os.PathLike[str], Callable[[Path], None]], None]]:
+    """Write several files as one unit: all are staged, then renamed in order at the end.
+
+    Inside the ``with`` block, ``stage(path, writer)`` writes one file to a temporary name
+    beside ``path`` (same extension, as :func:`atomic_save`). When the block ends without an
+    error every staged file is renamed onto its final path in the order staged (put a commit
+    marker, such as a sample's ``meta.json``, last); on an error every temporary file is removed
+    and no final path is touched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_group() as stage:
+        ...     stage(d / "a.txt", lambda tmp: tmp.write_text("a"))
+        ...     stage(d / "b.txt", lambda tmp: tmp.write_text("b"))
+        >>> sorted(p.name for p in d.iterdir())
+        ['a.txt', 'b.txt']
+    """
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        staged.append((tmp, final))
+        writer(tmp)
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise OSError(f"{final}: the writer produced no data")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+    try:
+        yield stage
+    except BaseException:
+        for tmp, _ in staged:
+            _remove_quietly(tmp)
+        raise
+    try:
+        for tmp, final in staged:
+            os.chmod(tmp, _final_permissions(final))
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            _remove_quietly(tmp)
+        raise
+    for directory in {final.parent for _, final in staged}:
+        _fsync_dir(directory)
