@@ -142,6 +142,11 @@ class Defect:
         """A size parameter in absolute units."""
         return value * diag if self.units == "relative" else value
 
+    def support(self, diag: float) -> float | None:
+        """Radius (absolute units) around the centre beyond which nothing moves, or None
+        when the defect may act on the whole surface."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The parameters as a JSON-ready dict (with the type's name)."""
         return {"defect": self.name, **dataclasses.asdict(self)}

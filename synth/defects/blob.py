@@ -35,6 +35,9 @@ class BlobDefect(NoiseDefect):
     irregularity: float = param(0.3, "nonneg", "relative radius variation by the noise")
     modulation: float = param(0.3, "nonneg", "share of the relief shaped by the noise")
 
+    def support(self, diag: float) -> float:
+        return self.size(self.radius, diag) * (1.0 + min(self.irregularity, 0.9))
+
     def displace(self, ctx: SurfaceContext) -> Displacement:
         strength = self.size(self.strength, ctx.diag)
         radius = self.size(self.radius, ctx.diag)

@@ -71,6 +71,9 @@ class CrackDefect(NoiseDefect):
     mode: str = param("local", "choice", "the crack always lies in the local tangent frame",
                       choices=("local",))
 
+    def support(self, diag: float) -> float:
+        return self.size(self.length, diag) + self.size(self.width, diag)
+
     def displace(self, ctx: SurfaceContext) -> Displacement:
         depth = self.size(self.strength, ctx.diag)
         length = self.size(self.length, ctx.diag)

@@ -34,6 +34,9 @@ class HoleDefect(NoiseDefect):
     rim: float = param(1.5, "nonneg", "anomalous border width, in mean point spacings "
                        "(unorganized clouds)")
 
+    def support(self, diag: float) -> float:
+        return self.size(self.radius, diag) * (1.0 + min(self.irregularity, 0.9))
+
     def displace(self, ctx: SurfaceContext) -> Displacement:
         radius = self.size(self.radius, ctx.diag)
         centre, g, info = self.centre_and_field(ctx, radius)

@@ -38,6 +38,9 @@ class PerlinDefect(NoiseDefect):
                              "acts")
     signed: bool = param(False, "bool", "use 2g-1 (bumps and dents) instead of g in [0, 1]")
 
+    def support(self, diag: float) -> float | None:
+        return self.size(self.radius, diag) if self.region == "ball" else None
+
     def displace(self, ctx: SurfaceContext) -> Displacement:
         strength = self.size(self.strength, ctx.diag)
         radius = self.size(self.radius, ctx.diag)

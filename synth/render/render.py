@@ -32,7 +32,7 @@ import trimesh
 from pcad.checks import check_fraction, check_positive
 from pcad.errors import DegenerateGeometryError, InvalidInputError
 from synth.apply import apply_defect
-from synth.defects import list_defects
+from synth.defects import create_defect, list_defects
 from synth.field import normalize01, perlin_field
 from synth.regions import falloff, irregular_radius
 from synth.render.camera import Camera
@@ -97,18 +97,9 @@ class RenderedSample:
 
 
 def _streams(seed: int) -> dict[str, int]:
-    names = ("pose", "light", "defect", "sensor", "texture", "stain", "combined")
+    names = ("pose", "light", "defect", "sensor", "texture", "stain", "combined", "centre")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
-
-
-def _subdivide(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera,
-               cfg: SensorConfig) -> trimesh.Trimesh:
-    """The part subdivided so that edges are about ``subdivide_px`` pixel footprints."""
-    footprint = pose.plane_z / camera.fx
-    v, f = trimesh.remesh.subdivide_to_size(mesh_obj.vertices, mesh_obj.faces,
-                                            max_edge=cfg.subdivide_px * footprint, max_iter=12)
-    return trimesh.Trimesh(v, f, process=False)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -124,41 +115,46 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(out, length, out=np.zeros_like(out), where=length > 0)
 
 
-def visible_vertices(vertices_cam: np.ndarray, normals_cam: np.ndarray, camera: Camera,
-                     intact: Hits) -> np.ndarray:
-    """Indices of vertices the camera sees: facing it and not behind the intact surface."""
-    z = vertices_cam[:, 2]
-    ok = z > 0
-    uv = np.full((len(z), 2), -1.0)
-    uv[ok] = camera.project(vertices_cam[ok])
-    col, row = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-    ok &= (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height)
-    facing = (normals_cam * vertices_cam).sum(1) < 0
-    idx = np.flatnonzero(ok & facing)
-    depth = intact.depth[row[idx], col[idx]]
-    seen = (intact.geometry[row[idx], col[idx]] == OBJECT) & (z[idx] <= depth * (1 + 2e-3))
-    return idx[seen]
+def refine_near(vertices: np.ndarray, faces: np.ndarray, centre: np.ndarray,
+                radius: float | None, max_edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Subdivide the faces that come within ``radius`` of ``centre`` (all faces when radius is
+    None) until their edges are shorter than ``max_edge``. Original vertices keep their
+    indices; T-junctions appear only beyond ``radius``, where a defect moves nothing, so the
+    surface stays closed."""
+    if radius is None:
+        sel = np.ones(len(faces), bool)
+    else:
+        tri = vertices[faces]
+        reach = np.linalg.norm(tri - tri.mean(axis=1, keepdims=True), axis=2).max(axis=1)
+        dist = np.linalg.norm(tri.mean(axis=1) - centre, axis=1)
+        sel = dist <= radius + reach + max_edge
+    v, f = trimesh.remesh.subdivide_to_size(vertices, faces[sel], max_edge=max_edge,
+                                            max_iter=12)
+    return np.asarray(v, np.float64), np.vstack([faces[~sel], f]).astype(np.int64)
 
 
 def _geometric(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera, cfg: SensorConfig,
-               intact: Hits, name: str, seed: int, params: dict[str, Any]
+               intact: Hits, name: str, seed: int, centre_seed: int, params: dict[str, Any]
                ) -> tuple[trimesh.Trimesh, np.ndarray, dict[str, Any]]:
-    """Apply a geometric defect to the subdivided part. Returns the defective mesh (object
-    frame), its per-vertex offsets and the defect's parameters."""
-    fine = _subdivide(mesh_obj, pose, camera, cfg)
-    v = np.asarray(fine.vertices, np.float64)
-    f = np.asarray(fine.faces, np.int64)
-    normals = vertex_normals(v, f)
-    visible = visible_vertices(v @ pose.rotation.T + pose.translation,
-                               normals @ pose.rotation.T, camera, intact)
-    if visible.size == 0:
-        raise DegenerateGeometryError("the camera does not see the part")
+    """Apply a geometric defect around a seeded point the camera sees, on the part refined
+    near that point. Returns the defective mesh (object frame), its per-vertex offsets and the
+    defect's parameters."""
+    defect = create_defect(name, **params)
+    seen = intact.geometry == OBJECT
+    pts = pose.to_object(intact.points(camera)[seen])
+    centre = pts[np.random.default_rng(centre_seed).integers(len(pts))]
+    v0 = np.asarray(mesh_obj.vertices, np.float64)
+    diag = float(np.linalg.norm(v0.max(axis=0) - v0.min(axis=0)))
+    footprint = pose.plane_z / camera.fx
+    v, f = refine_near(v0, np.asarray(mesh_obj.faces, np.int64), centre, defect.support(diag),
+                       cfg.subdivide_px * footprint)
     used = np.zeros(len(v), bool)
     used[f.reshape(-1)] = True
-    if not used.all():  # unreferenced vertices carry no normal; keep them out of the defect
+    if not used.all():
         raise DegenerateGeometryError("mesh: unreferenced vertices; clean the mesh first")
-    res = apply_defect(v, name, normals=normals, seed=seed, centre_candidates=visible,
-                       **params)
+    normals = vertex_normals(v, f)
+    nearest = int(np.argmin(np.linalg.norm(v - centre, axis=1)))
+    res = apply_defect(v, defect, normals=normals, seed=seed, centre_candidates=[nearest])
     offsets = np.zeros_like(v)
     keep = np.ones(len(v), bool)
     keep[res.removed] = False
@@ -218,7 +214,7 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     scene, hits = intact_scene, intact
     if geometric is not None:
         damaged, offsets, dparams = _geometric(mesh, pose, camera, cfg, intact, geometric,
-                                               s["defect"], params)
+                                               s["defect"], s["centre"], params)
         scene = build_scene(pose.apply(damaged), camera, pose.plane_z)
         hits = cast(camera, scene)
         meta["geometric"] = {"type": geometric, **dparams}

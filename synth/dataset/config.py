@@ -1,0 +1,160 @@
+"""Configuration of a synthetic dataset and the plan of its samples.
+
+Sample ``i`` of a split depends only on ``(seed, category, split, i)``: its seed is drawn from
+``numpy.random.SeedSequence([seed, crc32(category), crc32(split), i])``, so the bytes of a
+sample do not depend on the worker count, the order of work, or which other samples exist.
+
+Example:
+    >>> from synth.dataset.config import DatasetConfig
+    >>> cfg = DatasetConfig(categories=("gear",), train=2, validation=1, test_good=1,
+    ...                     test_defect=1, defects=("dent",))
+    >>> [f"{t.split}:{t.index}" for t in cfg.plan()]
+    ['train/good:0', 'train/good:1', 'validation/good:0', 'test/good:0', 'test/dent:0']
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcad.checks import check_int, check_positive
+from pcad.errors import InvalidInputError
+from synth.objects import list_objects
+from synth.render.render import SensorConfig, render_defects
+
+GENERATOR_VERSION = "1"
+FORMATS = ("mvtec3d", "real3d")
+DEFAULT_CATEGORIES = ("bracket", "cookie", "gear", "hex_nut", "plate_holes", "potato", "shaft")
+DEFAULT_DEFECTS = ("bump", "dent", "crack", "hole", "contamination", "combined")
+MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A category: a built-in part (``mesh`` is None) or a user mesh file."""
+
+    name: str
+    mesh: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleTask:
+    """One sample to make: its category, split (``train/good``, ``test/<defect>``...), index."""
+
+    category: Category
+    split: str
+    index: int
+
+    @property
+    def defect(self) -> str | None:
+        """The defect of a test split, or None for good samples."""
+        kind = self.split.split("/")[1]
+        return None if kind == "good" else kind
+
+
+def sample_seed(seed: int, category: str, split: str, index: int) -> int:
+    """The seed of one sample (module docstring)."""
+    key = [seed, zlib.crc32(category.encode()), zlib.crc32(split.encode()), index]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def categories_from(objects: list[str] | None, names: list[str] | None) -> tuple[Category, ...]:
+    """Categories from ``--objects`` (``builtin`` or mesh files / folders) and ``--categories``.
+
+    Built-in names must exist; a folder contributes every mesh file in it; a mesh file becomes
+    a category named after its stem.
+    """
+    cats: list[Category] = []
+    for obj in objects or ["builtin"]:
+        if obj == "builtin":
+            wanted = names or list(DEFAULT_CATEGORIES)
+            known = list_objects()
+            for n in wanted:
+                if n not in known:
+                    raise InvalidInputError(f"categories: unknown built-in part {n!r}; "
+                                            f"expected one of {known}")
+                cats.append(Category(n))
+            continue
+        path = Path(obj)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+            if not files:
+                raise InvalidInputError(f"{path}: no mesh files ({', '.join(MESH_SUFFIXES)})")
+        elif path.exists():
+            files = [path]
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        for f in files:
+            if names and f.stem not in names:
+                continue
+            cats.append(Category(f.stem, str(f.resolve())))
+    seen = set()
+    for c in cats:
+        if c.name in seen:
+            raise InvalidInputError(f"categories: two categories are named {c.name!r}")
+        seen.add(c.name)
+    if not cats:
+        raise InvalidInputError("categories: nothing selected")
+    return tuple(cats)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Everything that defines a dataset's bytes (written to ``dataset.json``)."""
+
+    categories: tuple[str | Category, ...] = DEFAULT_CATEGORIES
+    train: int = 10
+    validation: int = 2
+    test_good: int = 4
+    test_defect: int = 4
+    defects: tuple[str, ...] = DEFAULT_DEFECTS
+    size: tuple[int, int] = (256, 256)
+    seed: int = 0
+    format: str = "mvtec3d"
+    variation: float = 0.03
+    points: int = 16384
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+
+    def __post_init__(self) -> None:
+        cats = tuple(c if isinstance(c, Category) else Category(c) for c in self.categories)
+        object.__setattr__(self, "categories", cats)
+        for name in ("train", "validation", "test_good", "test_defect"):
+            check_int(getattr(self, name), f"--{name.replace('_', '-')}", minimum=0)
+        h, w = self.size
+        check_int(h, "--size height", minimum=8)
+        check_int(w, "--size width", minimum=8)
+        check_int(self.seed, "--seed", minimum=0)
+        check_int(self.points, "--points", minimum=10)
+        check_positive(self.variation, "variation", allow_zero=True)
+        if self.format not in FORMATS:
+            raise InvalidInputError(f"--format: expected one of {FORMATS}, got {self.format!r}")
+        allowed = render_defects()
+        for d in self.defects:
+            if d not in allowed:
+                raise InvalidInputError(f"--defects: unknown type {d!r}; expected {allowed}")
+        if self.test_defect > 0 and not self.defects:
+            raise InvalidInputError("--defects: empty list with --test-defect > 0")
+        if len(set(self.defects)) != len(self.defects):
+            raise InvalidInputError("--defects: a type is listed twice")
+
+    def splits(self) -> list[tuple[str, int]]:
+        """``(split, count)`` in writing order."""
+        out = [("train/good", self.train), ("validation/good", self.validation),
+               ("test/good", self.test_good)]
+        return out + [(f"test/{d}", self.test_defect) for d in self.defects]
+
+    def plan(self) -> list[SampleTask]:
+        """Every sample of the dataset, category by category."""
+        return [SampleTask(c, split, i) for c in self.categories
+                for split, n in self.splits() for i in range(n)]
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"] = [asdict(c) for c in self.categories]
+        d["size"] = list(self.size)
+        d["defects"] = list(self.defects)
+        return d
