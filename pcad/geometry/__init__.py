@@ -25,6 +25,7 @@ from pcad.geometry.normals import (
     orient_outward,
     orient_towards,
 )
+from pcad.geometry.planes import foreground_mask
 
 __all__ = [
     "DEFAULT_K",
@@ -32,6 +33,7 @@ __all__ = [
     "bbox_diagonal",
     "check_not_degenerate",
     "estimate_normals",
+    "foreground_mask",
     "orient_outward",
     "orient_towards",
     "organized_normals",

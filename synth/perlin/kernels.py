@@ -27,6 +27,9 @@ import numpy as np
 
 from synth.perlin.tables import GRAD3, PERM256
 
+# OpenMP first: numba otherwise tries TBB and warns when the installed TBB is too old.
+numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
 _PERM = PERM256.astype(np.int32)
 _GX = np.ascontiguousarray(GRAD3[:, 0])
 _GY = np.ascontiguousarray(GRAD3[:, 1])
