@@ -1,9 +1,13 @@
 """``pcad demo``: the main job on the built-in parts.
 
-For now (until the dataset generator and detectors land) it samples each built-in part,
-applies every defect type with a fixed seed, and writes the defective clouds (``.ply`` with
-labels and offsets), a summary table (``summary.json``) and an interactive before/after page
-per part (``<part>.html``).
+1. Generates a small multimodal dataset (RGB + xyz + gt, MVTec 3D-AD layout) from the built-in
+   parts in ``<out>/dataset`` and a preview image of its test samples
+   (``<out>/dataset_preview.png``).
+2. Samples each part as a point cloud, applies every geometric defect type with a fixed seed,
+   and writes the defective clouds (``.ply`` with labels and offsets), a summary table
+   (``summary.json``) and an interactive before/after page per part (``<part>.html``).
+
+Detectors and evaluation join this pipeline as they land.
 """
 
 from __future__ import annotations
@@ -21,21 +25,31 @@ def run(args: argparse.Namespace) -> int:
     from pcad.errors import InvalidInputError
     from pcad.io import atomic_write, sample_mesh
     from synth import apply_defect, list_defects
+    from synth.dataset import DEFAULT_CATEGORIES, DatasetConfig, generate
     from synth.objects import list_objects, make_object
     from synth.writers import write_result
 
     # check every argument before writing anything
     check_int(args.points, "--points", minimum=MIN_POINTS)
     check_int(args.seed, "--seed", minimum=0)
-    parts = args.objects or list_objects()
+    parts = args.objects or list(DEFAULT_CATEGORIES)
     unknown = [p for p in parts if p not in list_objects()]
     if unknown:
         raise InvalidInputError(f"--objects: unknown built-in part(s) {unknown}; expected "
                                 f"one of {list_objects()}")
     out = Path(args.out)
+    t0 = time.perf_counter()
+    if not args.no_dataset:
+        cfg = DatasetConfig(categories=tuple(parts), train=4, validation=1, test_good=2,
+                            test_defect=2, size=tuple(args.size), seed=args.seed)
+        print(f"generating a demo dataset: {len(cfg.plan())} samples of {len(parts)} parts "
+              f"at {args.size[0]}x{args.size[1]} -> {out / 'dataset'}")
+        report = generate(cfg, out / "dataset", workers=args.workers, progress=True)
+        print(f"  {report['written']} written, {report['skipped']} already there, "
+              f"{report['samples_per_second']:.1f} samples/s")
+        _write_preview(out / "dataset", cfg, out / "dataset_preview.png")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    t0 = time.perf_counter()
     for part in parts:
         mesh = make_object(part, seed=args.seed)
         pts, nrm, _ = sample_mesh(mesh, args.points, args.seed)
@@ -60,6 +74,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} samples to {out} in {time.perf_counter() - t0:.1f} s"
           + ("" if args.no_html else f"; open {out / (parts[0] + '.html')}"))
     return 0
+
+
+def _write_preview(root: Path, cfg, path: Path) -> None:
+    """One row per category: RGB, gt and depth of its first test sample of each defect."""
+    import numpy as np
+    from PIL import Image
+
+    from pcad.io import atomic_save, read_mask_png, read_rgb, read_xyz_tiff
+
+    rows = []
+    for cat in cfg.categories:
+        tiles = []
+        for d in cfg.defects[:3]:
+            base = root / cat.name / "test" / d
+            rgb = read_rgb(base / "rgb" / "000.png")
+            gt = read_mask_png(base / "gt" / "000.png")
+            z = read_xyz_tiff(base / "xyz" / "000.tiff")[..., 2]
+            valid = z > 0
+            depth = np.zeros_like(z)
+            if valid.any():
+                lo, hi = np.percentile(z[valid], [1, 99])
+                depth[valid] = 1.0 - np.clip((z[valid] - lo) / max(hi - lo, 1e-9), 0, 1)
+            overlay = rgb.copy()
+            overlay[gt] = (0.5 * overlay[gt] + [127, 0, 0]).astype(np.uint8)
+            tiles += [overlay, np.repeat((depth[..., None] * 255).astype(np.uint8), 3, 2)]
+        rows.append(np.concatenate(tiles, axis=1))
+    image = np.concatenate(rows, axis=0)
+    atomic_save(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def _write_page(path: Path, part: str, results: dict, np) -> None:
@@ -91,4 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", nargs="*", help="built-in parts to use (default: all)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML pages")
+    p.add_argument("--no-dataset", action="store_true", help="skip the demo dataset")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="image size of the demo dataset")
+    p.add_argument("--workers", type=int, default=2, help="processes for the demo dataset")
     p.set_defaults(func=run)

@@ -87,13 +87,20 @@ class SensorConfig:
 @dataclass
 class RenderedSample:
     """``rgb (H, W, 3) uint8``, ``xyz (H, W, 3) float32`` (zeros = no measurement),
-    ``gt (H, W) bool``, ``object_mask (H, W) bool`` (pixels showing the part) and ``meta``."""
+    ``gt (H, W) bool``, ``object_mask (H, W) bool`` (pixels showing the part) and ``meta``.
+
+    The terms of the ground-truth rule, per pixel: ``offset_norm`` (norm of the seen surface
+    point's displacement, 0 off the part), ``hole`` (the intact part was seen here and its
+    surface is gone) and ``stain`` (contamination weight)."""
 
     rgb: np.ndarray
     xyz: np.ndarray
     gt: np.ndarray
     object_mask: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    offset_norm: np.ndarray | None = None
+    hole: np.ndarray | None = None
+    stain: np.ndarray | None = None
 
 
 def _streams(seed: int) -> dict[str, int]:
@@ -224,15 +231,19 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
                                       f"{MIN_OBJECT_FRACTION:.1%} of the pixels)")
     pts = hits.points(camera)
     gt = np.zeros(obj.shape, bool)
+    offset_norm = np.zeros(obj.shape)
+    hole = np.zeros(obj.shape, bool)
+    stain_map = np.zeros(obj.shape)
     if geometric is not None:
         faces = damaged.faces[hits.face[obj]]
         off = (offsets[faces] * hits.bary[obj][..., None]).sum(axis=1)
-        gt[obj] = np.linalg.norm(off, axis=1) >= dparams["threshold_abs"]
-        # holes: pixels where the intact part was seen and its surface is gone
-        was = intact.geometry == OBJECT
-        gone = (hits.geometry != OBJECT) | (hits.depth > intact.depth * (1 + 1e-6))
+        offset_norm[obj] = np.linalg.norm(off, axis=1)
+        gt[obj] = offset_norm[obj] >= dparams["threshold_abs"]
         if dparams.get("defect") == "hole":
-            gt |= was & gone
+            # pixels where the intact part was seen and its surface is gone
+            gone = (hits.geometry != OBJECT) | (hits.depth > intact.depth * (1 + 1e-6))
+            hole = (intact.geometry == OBJECT) & gone
+            gt |= hole
     # --- RGB -------------------------------------------------------------------------------
     alb = np.zeros(pts.shape)
     pts_obj = pose.to_object(pts[obj])
@@ -243,6 +254,7 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     if defect in (*RGB_DEFECTS, COMBINED):
         w, stain, info = _stain(pts_obj, diag, np.random.default_rng(s["stain"]), s["stain"])
         alb[obj] = alb[obj] * (1.0 - w[:, None]) + stain[None, :] * w[:, None]
+        stain_map[obj] = w
         gt[obj] |= w >= info["gt_threshold"] * info["blend"]
         meta["contamination"] = info
     light = Lighting.sample(np.random.default_rng(s["light"]), cfg.light_jitter)
@@ -264,4 +276,4 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     xyz = np.where(valid[..., None], pts * scale[..., None], 0.0).astype(np.float32)
     meta.update(n_object_pixels=int(obj.sum()), n_valid=int(valid.sum()),
                 n_anomalous=int(gt.sum()))
-    return RenderedSample(rgb, xyz, gt, obj, meta)
+    return RenderedSample(rgb, xyz, gt, obj, meta, offset_norm, hole, stain_map)
