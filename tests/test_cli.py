@@ -562,7 +562,7 @@ def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_without_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     status, stdout, err = cli(capsys, "demo", "--out", out, "--points", "3000", "--objects",
-                              "plate", "ring", "--no-html")
+                              "plate", "ring", "--no-html", "--no-dataset")
     assert status == 0 and err == ""
     assert ".html" not in stdout  # no page is advertised when none was written
     summary = json.loads((out / "summary.json").read_text())
@@ -584,8 +584,12 @@ def test_demo_without_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_demo_with_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     status, stdout, _ = cli(capsys, "demo", "--out", out, "--points", "3000", "--objects",
-                            "washer")
+                            "washer", "--size", "64", "64", "--workers", "1")
     assert status == 0
+    dataset = json.loads((out / "dataset" / "dataset.json").read_text())
+    assert dataset["complete"] and dataset["config"]["size"] == [64, 64]
+    assert (out / "dataset" / "washer" / "test" / "hole" / "gt" / "000.png").is_file()
+    assert (out / "dataset_preview.png").stat().st_size > 0
     page = out / "washer.html"
     assert page.is_file() and str(page) in stdout
     assert "plotly" in page.read_text(encoding="utf-8").lower()
