@@ -153,8 +153,18 @@ def _geometric(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera, cfg: Senso
     v0 = np.asarray(mesh_obj.vertices, np.float64)
     diag = float(np.linalg.norm(v0.max(axis=0) - v0.min(axis=0)))
     footprint = pose.plane_z / camera.fx
-    v, f = refine_near(v0, np.asarray(mesh_obj.faces, np.int64), centre, defect.support(diag),
-                       cfg.subdivide_px * footprint)
+    support = defect.support(diag)
+    # about one vertex per `subdivide_px` pixels, and at least 40 across the defect's support
+    max_edge = cfg.subdivide_px * footprint
+    f0 = np.asarray(mesh_obj.faces, np.int64)
+    if support is not None:
+        max_edge = max(max_edge, support / 40.0)
+        # CAD triangulations have long slivers: even them out first (coarsely, everywhere) so
+        # that the fine refinement stays local to the support
+        v0, f0 = trimesh.remesh.subdivide_to_size(v0, f0, max_edge=max(diag / 50.0, max_edge),
+                                                  max_iter=12)
+    v, f = refine_near(np.asarray(v0, np.float64), np.asarray(f0, np.int64), centre, support,
+                       max_edge)
     used = np.zeros(len(v), bool)
     used[f.reshape(-1)] = True
     if not used.all():

@@ -138,7 +138,7 @@ def build_scene(mesh_cam: trimesh.Trimesh, camera: Camera, plane_z: float
 
 def cast(camera: Camera, scene: o3d.t.geometry.RaycastingScene) -> Hits:
     """Cast every pixel's ray into a scene made by :func:`build_scene`."""
-    out = scene.cast_rays(o3d.core.Tensor(camera.rays()), nthreads=1)
+    out = scene.cast_rays(o3d.core.Tensor(camera.rays()))
     t = out["t_hit"].numpy().astype(np.float64)
     gid = out["geometry_ids"].numpy().astype(np.int64)
     gid[gid == o3d.t.geometry.RaycastingScene.INVALID_ID] = MISS
@@ -162,5 +162,5 @@ def occluded_from(scene: o3d.t.geometry.RaycastingScene, points: np.ndarray,
     dist = np.linalg.norm(vec, axis=-1)
     rays = np.concatenate([np.broadcast_to(source, points.shape),
                            vec / np.maximum(dist[..., None], 1e-12)], axis=-1).astype(np.float32)
-    t = scene.cast_rays(o3d.core.Tensor(rays), nthreads=1)["t_hit"].numpy()
+    t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
     return t < dist * (1.0 - 1e-4)
