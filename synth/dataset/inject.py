@@ -33,7 +33,7 @@ from pcad.geometry import foreground_mask
 from pcad.io import atomic_group, atomic_write, read_xyz_tiff, write_mask_png, write_xyz_tiff
 from synth.apply import apply_defect
 from synth.dataset.config import sample_seed
-from synth.dataset.sample import width
+from synth.dataset.sample import remove_stale_temps, width
 from synth.defects import list_defects
 
 XYZ_SUFFIXES = (".tiff", ".tif")
@@ -141,6 +141,7 @@ def inject(cfg: InjectConfig, out: str | Path, progress: bool = True) -> dict[st
     elif root.exists() and any(root.iterdir()):
         raise InvalidInputError(f"{root}: folder is not empty and has no dataset.json")
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root)
     with atomic_write(meta_path, "w") as fh:
         json.dump({**record, "complete": False}, fh, indent=2)
     jobs = [(c, d, i) for c in cats for d in cfg.defects for i in range(cfg.test_defect)]

@@ -31,7 +31,13 @@ from pcad.checks import check_int
 from pcad.errors import DegenerateGeometryError, InvalidInputError
 from pcad.io import atomic_write
 from synth.dataset.config import GENERATOR_VERSION, DatasetConfig, SampleTask
-from synth.dataset.sample import _user_mesh, make_sample, sample_paths, write_sample
+from synth.dataset.sample import (
+    _user_mesh,
+    make_sample,
+    remove_stale_temps,
+    sample_paths,
+    write_sample,
+)
 from synth.render import Camera
 
 
@@ -138,6 +144,7 @@ def generate(cfg: DatasetConfig, out: str | os.PathLike[str], workers: int = 1,
     root = Path(out)
     check_categories(cfg)
     prepare_root(root, cfg)
+    remove_stale_temps(root)
     plan = cfg.plan()
     todo = [t for t in plan if not sample_paths(root, t, cfg)["meta"].exists()]
     t0 = time.perf_counter()

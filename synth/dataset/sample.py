@@ -95,7 +95,10 @@ def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:
             np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
         rendered = render_sample(mesh, camera, s, task.defect, sensor=cfg.sensor,
                                  colour=look["albedo"], material=look["kind"])
-        if task.defect is None or rendered.gt.any():
+        visible = rendered.gt
+        if cfg.format == "real3d":  # only object pixels with a measurement become points
+            visible = visible & rendered.object_mask & np.any(rendered.xyz != 0, axis=-1)
+        if task.defect is None or visible.any():
             meta["attempt"] = attempt
             break
     else:
@@ -132,6 +135,18 @@ def sample_paths(root: Path, task: SampleTask, cfg: DatasetConfig) -> dict[str, 
         paths = {"points": base / split / f"{stem}.pcd"}
     paths["meta"] = base / "meta" / f"{split}_{kind}_{stem}.json"
     return paths
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete the temporary files (``.<name>.<random>.tmp[<ext>]``, :mod:`pcad.io.atomic`) that a
+    killed run left under ``root``, so that a resumed dataset holds no stray files. Returns how
+    many were removed."""
+    n = 0
+    for p in root.rglob(".*.tmp*"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def write_sample(sample: Sample, paths: dict[str, Path]) -> None:
