@@ -1,12 +1,13 @@
 """Seeded Perlin fields over 2D or 3D coordinates.
 
-The ``noise`` package has no seed: its ``base`` argument only shifts the lattice along the
-diagonal (``pnoise2(x, y, base=b) == pnoise2(x + b, y + b)``), and only ``base`` 0 and 1 stay
-inside its tables. pcad's seed therefore transforms the *coordinates*: a ``numpy`` generator seeded
-with ``seed`` draws a random rotation (one angle in 2D, a uniform rotation in 3D) and a random
-offset in ``[0, 256)`` per axis (256 is the lattice period, so every offset gives a distinct field
-and coordinates stay small enough for float32). Fractional offsets also move the lattice points,
-where Perlin noise is exactly zero, off any regular grid of the input. Then
+The ``noise`` package has no seed: its ``base`` argument only shifts each octave's lattice by
+``base`` cells along the diagonal (with one octave ``pnoise2(x, y, base=b) == pnoise2(x + b, y +
+b)``; with more, every octave moves by ``b`` cells of its own size), and only ``base`` 0 and 1
+stay inside its tables. pcad's seed therefore transforms the *coordinates*: a ``numpy`` generator
+seeded with ``seed`` draws a random rotation (one angle in 2D, a uniform rotation in 3D) and a
+random offset in ``[0, 256)`` per axis (256 is the lattice period, so every offset gives a
+distinct field and coordinates stay small enough for float32). Fractional offsets also move the
+lattice points, where Perlin noise is exactly zero, off any regular grid of the input. Then
 
     field(c) = pnoise(R @ (c * scale) + offset, octaves, persistence, lacunarity)
 

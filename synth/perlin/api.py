@@ -1,11 +1,11 @@
 """Public ``pnoise2`` / ``pnoise3``: the ``noise`` package's functions over arrays and tensors.
 
 Same signatures and semantics as ``noise.pnoise2`` / ``noise.pnoise3`` (caseman/noise 1.2.2):
-coordinates, persistence and lacunarity are rounded to float32; ``repeatx/y`` are floats in 2D
-and ints in 3D; ``octaves < 1`` is an error; ``base`` shifts the lattice (it is *not* a seed:
-``pnoise2(x, y, base=b) == pnoise2(x + b, y + b)``). Inputs may be Python scalars (a float is
-returned), numpy arrays of any shape (broadcast together, float32 out) or torch tensors (CPU or
-CUDA, float32 out on the same device).
+coordinates, persistence and lacunarity are rounded to float32; ``repeatx/y`` are floats in 2D and
+ints in 3D; ``octaves < 1`` is an error; ``base`` shifts each octave's lattice by ``base`` cells
+(it is *not* a seed; with one octave ``pnoise2(x, y, base=b) == pnoise2(x + b, y + b)``). Inputs
+may be Python scalars (a float is returned), numpy arrays of any shape (broadcast together,
+float32 out) or torch tensors (CPU or CUDA, float32 out on the same device).
 
 Backends for numpy input: ``"numba"`` (compiled, parallel, the default) and ``"numpy"`` (the
 plain reference). Set ``PCAD_PERLIN_BACKEND=numpy`` to force the reference everywhere.
@@ -56,6 +56,12 @@ def _check_repeats(**repeats: Any) -> None:
             raise InvalidInputError(f"{name}: must be a finite value > 0, got {v!r}")
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A contiguous 1D float32 array owning its data (no read-only broadcast view reaches
+    numba, which warns about those)."""
+    return np.require(a, np.float32, ["C_CONTIGUOUS", "OWNDATA"]).ravel()
+
+
 def _backend(backend: str) -> str:
     choice = os.environ.get("PCAD_PERLIN_BACKEND", backend) if backend == "auto" else backend
     if choice not in BACKENDS:
@@ -99,7 +105,7 @@ def pnoise2(x: Any, y: Any, octaves: int = 1, persistence: float = 0.5, lacunari
 
         f32 = np.float32
         out = np.empty(xa.size, np.float32)
-        pnoise2_kernel(np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel(), octaves,
+        pnoise2_kernel(_flat(xa), _flat(ya), octaves,
                        f32(persistence), f32(lacunarity), f32(repeatx), f32(repeaty),
                        np.int32(base), out)
         out = out.reshape(xa.shape)
@@ -136,7 +142,7 @@ def pnoise3(x: Any, y: Any, z: Any, octaves: int = 1, persistence: float = 0.5,
         from synth.perlin.kernels import pnoise3_kernel
 
         f32 = np.float32
-        flat = [np.ascontiguousarray(a).ravel() for a in arrs]
+        flat = [_flat(a) for a in arrs]
         out = np.empty(flat[0].size, np.float32)
         pnoise3_kernel(*flat, octaves, f32(persistence), f32(lacunarity), kw["repeatx"],
                        kw["repeaty"], kw["repeatz"], np.int32(base), out)
