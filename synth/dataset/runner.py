@@ -144,6 +144,7 @@ def generate(cfg: DatasetConfig, out: str | os.PathLike[str], workers: int = 1,
     root = Path(out)
     check_categories(cfg)
     prepare_root(root, cfg)
+    remove_stale_temps(root)
     plan = cfg.plan()
     todo = [t for t in plan if not sample_paths(root, t, cfg)["meta"].exists()]
     t0 = time.perf_counter()

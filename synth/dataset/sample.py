@@ -96,6 +96,8 @@ def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:
         rendered = render_sample(mesh, camera, s, task.defect, sensor=cfg.sensor,
                                  colour=look["albedo"], material=look["kind"])
         visible = rendered.gt
+        if cfg.format == "real3d":  # only object pixels with a measurement become points
+            visible = visible & rendered.object_mask & np.any(rendered.xyz != 0, axis=-1)
         if task.defect is None or visible.any():
             meta["attempt"] = attempt
             break
