@@ -73,6 +73,7 @@ class InjectConfig:
     categories: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "source", str(Path(self.source).resolve()))
         check_int(self.test_defect, "--test-defect", minimum=0)
         check_int(self.seed, "--seed", minimum=0)
         geometric = list_defects()
