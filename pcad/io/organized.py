@@ -118,8 +118,10 @@ def _open_image(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        # PIL reports truncated or garbage files as OSError/SyntaxError
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
+        # PIL reports truncated or garbage files as OSError/SyntaxError, and a forged size in
+        # the header as DecompressionBombError
         if isinstance(exc, FileNotFoundError):
             raise
         raise FileFormatError(
