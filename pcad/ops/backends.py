@@ -1,0 +1,242 @@
+"""Backends of :mod:`pcad.ops`: which are installed, which one ``backend="auto"`` picks.
+
+Backends (an op implements a subset, see :data:`OP_BACKENDS`):
+
+==================  ==========  ==============================================================
+name                devices     what
+==================  ==========  ==============================================================
+``torch``           cpu, cuda   pure-torch reference: the contract every other backend meets
+``numba``           cpu         compiled kd-tree kernels (exact, equal to the reference)
+``scipy``           cpu         ``scipy.spatial.cKDTree`` (kNN; distances recomputed exactly)
+``fpsample``        cpu         ``fpsample`` bucket FPS (QuickFPS); see :func:`pcad.ops.fps`
+``torch_cluster``   cpu, cuda   ``torch_cluster`` when importable (fps, knn)
+``pointnet2_ops``   cuda        ``pointnet2_ops`` when importable (fps, ball query, three_nn)
+==================  ==========  ==============================================================
+
+Optional packages are probed lazily, once, with ``import`` inside ``try/except Exception``
+(a broken build raises ``OSError`` or ``RuntimeError``, not only ``ImportError``);
+``pointnet2_ops`` is probed only when CUDA is available and its compiled ``_ext`` module is
+present, because importing it without one starts a JIT compilation.
+
+``backend="auto"`` takes the first available backend of :data:`AUTO_ORDER` for the op and the
+tensor's device type. The environment variable ``PCAD_OPS_BACKEND`` overrides ``"auto"``
+(never an explicit ``backend=`` argument): either one name (``PCAD_OPS_BACKEND=torch``), used
+by every op that implements it (the others stay on auto), or per-op names
+(``PCAD_OPS_BACKEND="fps=numba,knn=torch"``). A forced backend that is not installed, or does
+not run on the tensor's device, raises :class:`BackendUnavailableError`.
+
+Example:
+    >>> from pcad.ops import available_backends
+    >>> "torch" in available_backends("cpu")
+    True
+    >>> available_backends("cpu", op="fps")[0]
+    'numba'
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import warnings
+
+import torch
+
+from pcad.errors import InvalidInputError, PcadError
+
+ENV_VAR = "PCAD_OPS_BACKEND"
+
+BACKENDS = ("torch", "numba", "scipy", "fpsample", "torch_cluster", "pointnet2_ops")
+
+DEVICES: dict[str, tuple[str, ...]] = {
+    "torch": ("cpu", "cuda"),
+    "numba": ("cpu",),
+    "scipy": ("cpu",),
+    "fpsample": ("cpu",),
+    "torch_cluster": ("cpu", "cuda"),
+    "pointnet2_ops": ("cuda",),
+}
+
+OP_BACKENDS: dict[str, tuple[str, ...]] = {
+    "fps": ("torch", "numba", "fpsample", "torch_cluster", "pointnet2_ops"),
+    "knn": ("torch", "numba", "scipy", "torch_cluster"),
+    "ball_query": ("torch", "numba", "pointnet2_ops"),
+    "three_nn": ("torch", "numba", "scipy", "torch_cluster", "pointnet2_ops"),
+}
+
+# Fastest first. fpsample is never picked by "auto": its start index is not honoured (see fps).
+AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
+    ("fps", "cpu"): ("numba", "torch_cluster", "torch"),
+    ("fps", "cuda"): ("pointnet2_ops", "torch_cluster", "torch"),
+    ("knn", "cpu"): ("numba", "scipy", "torch_cluster", "torch"),
+    ("knn", "cuda"): ("torch_cluster", "torch"),
+    ("ball_query", "cpu"): ("numba", "torch"),
+    ("ball_query", "cuda"): ("pointnet2_ops", "torch"),
+    ("three_nn", "cpu"): ("numba", "scipy", "torch_cluster", "torch"),
+    ("three_nn", "cuda"): ("pointnet2_ops", "torch_cluster", "torch"),
+}
+
+_MODULES = {
+    "numba": "numba",
+    "scipy": "scipy.spatial",
+    "fpsample": "fpsample",
+    "torch_cluster": "torch_cluster",
+    "pointnet2_ops": "pointnet2_ops.pointnet2_utils",
+}
+
+_INSTALL = {
+    "numba": "pip install numba",
+    "scipy": "pip install scipy",
+    "fpsample": "pip install fpsample",
+    "torch_cluster": "pip install --no-build-isolation torch-cluster (needs a compiler)",
+    "pointnet2_ops": (
+        "pip install 'git+https://github.com/erikwijmans/Pointnet2_PyTorch.git"
+        "#subdirectory=pointnet2_ops_lib' (needs nvcc)"
+    ),
+}
+
+
+class BackendUnavailableError(PcadError, RuntimeError):
+    """A backend was asked for (by argument or ``PCAD_OPS_BACKEND``) but cannot run here."""
+
+
+@functools.cache
+def probe(name: str) -> tuple[bool, str]:
+    """``(installed, reason)`` of a backend, probed once per process."""
+    if name not in BACKENDS:
+        return False, f"unknown backend {name!r}"
+    if name == "torch":
+        return True, ""
+    if name == "pointnet2_ops":
+        if not torch.cuda.is_available():
+            return False, "pointnet2_ops runs on CUDA only and CUDA is not available"
+        try:
+            if importlib.util.find_spec("pointnet2_ops") is None:
+                return False, "pointnet2_ops is not installed"
+            if importlib.util.find_spec("pointnet2_ops._ext") is None:
+                return False, "pointnet2_ops has no compiled _ext (importing it would JIT-compile)"
+        except (ImportError, ValueError) as exc:
+            return False, f"pointnet2_ops cannot be found: {exc!r}"
+    try:
+        importlib.import_module(_MODULES[name])
+    except ImportError as exc:
+        return False, f"{name} is not installed ({exc})"
+    except Exception as exc:  # a broken build: undefined symbol, CUDA version mismatch...
+        warnings.warn(f"pcad.ops: {name} is installed but fails to import: {exc!r}",
+                      RuntimeWarning, stacklevel=2)
+        return False, f"{name} fails to import: {exc!r}"
+    return True, ""
+
+
+def _device_type(device: torch.device | str) -> str:
+    return torch.device(device).type
+
+
+def usable(name: str, device_type: str) -> tuple[bool, str]:
+    """``(usable, reason)``: installed and able to run on tensors of ``device_type``."""
+    if device_type not in DEVICES.get(name, ()):
+        return False, f"{name} runs on {'/'.join(DEVICES.get(name, ()))} tensors only"
+    ok, reason = probe(name)
+    if ok and name == "torch_cluster" and device_type == "cuda":
+        return _torch_cluster_has_cuda()
+    return ok, reason
+
+
+@functools.cache
+def _torch_cluster_has_cuda() -> tuple[bool, str]:
+    try:
+        ok = int(torch.ops.torch_cluster.cuda_version()) != -1
+    except Exception as exc:  # an old build without the op
+        return False, f"torch_cluster: cannot tell its CUDA support ({exc!r})"
+    return ok, "" if ok else "torch_cluster was built without CUDA"
+
+
+def available_backends(device: torch.device | str = "cpu", op: str | None = None) -> list[str]:
+    """Installed backends that run on ``device``.
+
+    With ``op`` (``"fps"``, ``"knn"``, ``"ball_query"``, ``"three_nn"``): those implementing
+    it, in the order ``backend="auto"`` prefers (the first is the one it picks), followed by
+    those it never picks. Without ``op``: every usable backend, in :data:`BACKENDS` order.
+    """
+    dev = _device_type(device)
+    if op is None:
+        return [b for b in BACKENDS if usable(b, dev)[0]]
+    _check_op(op)
+    order = list(AUTO_ORDER.get((op, dev), ()))
+    order += [b for b in OP_BACKENDS[op] if b not in order]
+    return [b for b in order if usable(b, dev)[0]]
+
+
+def _check_op(op: str) -> None:
+    if op not in OP_BACKENDS:
+        raise InvalidInputError(f"op: unknown op {op!r}, expected one of {sorted(OP_BACKENDS)}")
+
+
+def env_backend(op: str) -> str | None:
+    """The backend that ``PCAD_OPS_BACKEND`` forces for ``op``, or None."""
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return None
+    if "=" not in raw:
+        _check_name(raw, ENV_VAR)
+        return raw if raw in OP_BACKENDS[op] else None
+    forced = None
+    for part in raw.split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or key not in OP_BACKENDS:
+            raise InvalidInputError(
+                f"{ENV_VAR}: expected 'name' or 'op=name,...' with op in "
+                f"{sorted(OP_BACKENDS)}, got {raw!r}"
+            )
+        _check_name(value, ENV_VAR)
+        if key == op:
+            forced = value
+    return forced
+
+
+def _check_name(name: str, where: str) -> None:
+    if name not in BACKENDS:
+        raise InvalidInputError(
+            f"{where}: unknown backend {name!r}, expected 'auto' or one of {list(BACKENDS)}"
+        )
+
+
+def resolve_backend(
+    op: str, backend: str, device: torch.device | str, skip: tuple[str, ...] = ()
+) -> str:
+    """The backend that runs ``op`` on ``device`` for the ``backend`` argument.
+
+    ``skip``: backends that ``"auto"`` must pass over for this call (e.g. torch_cluster's
+    CUDA kNN for ``k > 100``); an explicit or forced choice is not affected.
+    """
+    _check_op(op)
+    dev = _device_type(device)
+    if not isinstance(backend, str):
+        raise InvalidInputError(f"backend: expected a string, got {backend!r}")
+    forced_by = "backend"
+    if backend == "auto":
+        forced = env_backend(op)
+        if forced is None:
+            for name in AUTO_ORDER.get((op, dev), ()):
+                if name not in skip and usable(name, dev)[0]:
+                    return name
+            return "torch"
+        backend, forced_by = forced, ENV_VAR
+    _check_name(backend, forced_by)
+    if backend not in OP_BACKENDS[op]:
+        raise InvalidInputError(
+            f"{forced_by}: backend {backend!r} does not implement {op}; "
+            f"choose from {list(OP_BACKENDS[op])}"
+        )
+    if dev not in DEVICES[backend]:
+        raise BackendUnavailableError(
+            f"{forced_by}: backend {backend!r} runs on {'/'.join(DEVICES[backend])} tensors, "
+            f"got a {dev} tensor"
+        )
+    ok, reason = usable(backend, dev)
+    if not ok:
+        hint = f"; install it with {_INSTALL[backend]}" if backend in _INSTALL else ""
+        raise BackendUnavailableError(f"{forced_by}: backend {backend!r} unavailable: "
+                                      f"{reason}{hint}")
+    return backend
