@@ -1,0 +1,131 @@
+"""The detector interface and the pieces every patch-based detector shares.
+
+A detector is fitted on good samples and maps a test sample to an image score and an anomaly
+map at the sample's own resolution:
+
+    det.fit(train_samples); score, amap = det.predict(sample)   # amap: (H, W) float32
+
+Samples are :class:`pcad.data.Sample` objects (``rgb (H, W, 3) uint8`` and/or
+``xyz (H, W, 3) float32``). A detector declares the modalities it needs; a sample without one
+of them is a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from pcad.errors import InvalidInputError
+from pcad.io import atomic_write
+
+MODALITY_NAMES = {"rgb": "RGB images", "xyz": "organized point clouds (xyz)"}
+
+
+class Detector:
+    """Base class: configuration, modality checks, persistence."""
+
+    name: ClassVar[str] = "base"
+    modalities: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **config: Any) -> None:
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise InvalidInputError(f"detector {self.name!r}: unknown option(s) {unknown}; "
+                                    f"accepted: {sorted(self.defaults)}")
+        self.config: dict[str, Any] = {**self.defaults, **config}
+        self.fitted = False
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def check_sample(self, sample: Any, where: str) -> None:
+        """Raise when ``sample`` lacks a modality this detector needs."""
+        for m in self.modalities:
+            if getattr(sample, m, None) is None:
+                path = getattr(sample, "path", None)
+                raise InvalidInputError(
+                    f"{where}: detector {self.name!r} needs {MODALITY_NAMES[m]}, but sample "
+                    f"{path or '?'} has none (an RGB-only dataset works with patchcore-rgb)")
+
+    def _train_list(self, samples: Iterable[Any]) -> list[Any]:
+        items = list(samples)
+        if not items:
+            raise InvalidInputError(f"detector {self.name!r}: the training set is empty")
+        for s in items:
+            self.check_sample(s, "training set")
+        return items
+
+    # --- interface ------------------------------------------------------------------------
+
+    def fit(self, samples: Iterable[Any], progress: bool = False) -> Detector:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _require_fit(self) -> None:
+        if not self.fitted:
+            raise InvalidInputError(f"detector {self.name!r}: call fit() (or load a run) first")
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted detector into the folder ``path`` (record written last)."""
+        from pcad.detectors.registry import RUN_FILE
+
+        self._require_fit()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_state(folder)
+        with atomic_write(folder / RUN_FILE, "w") as fh:
+            json.dump({"detector": self.name, "config": self.config,
+                       "state": self._state_record()}, fh, indent=2)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Detector:
+        from pcad.detectors.registry import RUN_FILE
+
+        folder = Path(path)
+        record = json.loads((folder / RUN_FILE).read_text())
+        if record.get("detector") != cls.name:
+            raise InvalidInputError(f"{folder}: a run of detector {record.get('detector')!r}, "
+                                    f"not {cls.name!r}")
+        det = cls(**record["config"])
+        det._load_state(folder, record.get("state", {}))
+        det.fitted = True
+        return det
+
+    def _save_state(self, folder: Path) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _state_record(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size, 3) uint8`` bilinear resize (the backbone's input)."""
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def upsample_map(patch_scores: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """A ``(h, w)`` patch-score grid to an ``(H, W) float32`` map: bilinear + Gaussian blur
+    (PatchCore's ``sigma = 4`` at 224 pixels, scaled to the output size)."""
+    t = torch.from_numpy(np.ascontiguousarray(patch_scores, dtype=np.float32))[None, None]
+    up = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    if sigma > 0:
+        up = gaussian_filter(up, sigma=sigma * max(shape) / 224.0, mode="nearest")
+    return up.astype(np.float32)

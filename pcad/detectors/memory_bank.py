@@ -1,0 +1,176 @@
+"""Memory-bank detectors: ``patchcore-rgb``, ``fpfh`` (BTF's 3D-only variant), ``btf``.
+
+All three follow PatchCore: per-patch features of the training images go into one memory bank
+(reduced by the greedy coreset); a test patch scores its distance to the nearest bank feature;
+the anomaly map is the patch grid upsampled to the sample's size and blurred; the image score
+is PatchCore's re-weighted maximum.
+
+- ``patchcore-rgb``: RGB backbone features (default ``effnet-lite0``, stride 8) on the image
+  resized to ``image_size``.
+- ``fpfh``: FPFH of the organized cloud (background plane removed, resized with nearest
+  neighbour to ``image_size``) averaged over the same patch grid (BTF).
+- ``btf``: both, concatenated per patch in one bank (BTF's RGB + FPFH). Each modality is divided
+  by its mean feature norm on the training set, so that neither dominates the distance by its
+  units alone (BTF concatenates raw features; the scaling is pcad's).
+
+Example:
+    >>> from pcad.detectors import create
+    >>> det = create("btf", image_size=112)
+    >>> det.modalities
+    ('rgb', 'xyz')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcad.checks import check_fraction, check_int
+from pcad.detectors.base import Detector, resize_rgb, upsample_map
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+PATCH_STRIDE = 8
+
+
+class PatchMemoryDetector(Detector):
+    """Shared fit/predict of the memory-bank detectors; subclasses give patch features."""
+
+    defaults = {"image_size": 224, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0,
+                "n_reweight": 3}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        size = check_int(self.config["image_size"], "image_size", minimum=32)
+        if size % PATCH_STRIDE:
+            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        check_fraction(self.config["coreset_ratio"], "coreset_ratio", inclusive_zero=False)
+        self.bank = None
+        self.scales: dict[str, float] = {}
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.config["image_size"] // PATCH_STRIDE
+        return (g, g)
+
+    def patch_features(self, sample: Any) -> dict[str, np.ndarray]:  # pragma: no cover
+        """Per-modality ``(h * w, C) float32`` patch features."""
+        raise NotImplementedError
+
+    def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([parts[m] / self.scales.get(m, 1.0) for m in sorted(parts)],
+                              axis=1).astype(np.float32)
+
+    def fit(self, samples, progress: bool = False) -> PatchMemoryDetector:
+        from tqdm import tqdm
+
+        from pcad.memory import MemoryBank
+
+        items = self._train_list(samples)
+        feats: dict[str, list[np.ndarray]] = {}
+        for s in tqdm(items, disable=not progress, desc=f"{self.name} features", unit="sample"):
+            for m, f in self.patch_features(s).items():
+                feats.setdefault(m, []).append(f)
+        stacked = {m: np.concatenate(v) for m, v in feats.items()}
+        if len(stacked) > 1:
+            self.scales = {m: float(np.linalg.norm(v, axis=1).mean()) or 1.0
+                           for m, v in stacked.items()}
+        bank = MemoryBank(coreset_ratio=self.config["coreset_ratio"], seed=self.config["seed"])
+        self.bank = bank.fit(self._combine(stacked))
+        self.fitted = True
+        return self
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        feats = self._combine(self.patch_features(sample))
+        patch = self.bank.score(feats).reshape(self.grid)
+        score = self.bank.image_score(feats, n_reweight=self.config["n_reweight"])
+        return score, upsample_map(patch, sample.shape, self.config["sigma"])
+
+    def _save_state(self, folder: Path) -> None:
+        self.bank.save(folder / "bank.npz")
+
+    def _state_record(self) -> dict[str, Any]:
+        return {"scales": self.scales, "bank_size": len(self.bank)}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        from pcad.memory import MemoryBank
+
+        self.bank = MemoryBank.load(folder / "bank.npz")
+        self.scales = {k: float(v) for k, v in state.get("scales", {}).items()}
+
+
+class RGBFeatures:
+    """Backbone patch features of an RGB image (lazy backbone construction)."""
+
+    def __init__(self, backbone: str, weights: str | None, image_size: int) -> None:
+        self.backbone_name, self.weights, self.image_size = backbone, weights, image_size
+        self._net = None
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        import torch
+
+        from pcad.features import create_backbone
+
+        if self._net is None:
+            self._net = create_backbone(self.backbone_name, weights=self.weights)
+            if getattr(self._net, "stride", PATCH_STRIDE) != PATCH_STRIDE:
+                raise InvalidInputError(f"rgb backbone {self.backbone_name!r}: stride "
+                                        f"{self._net.stride}, pcad's detectors need 8")
+        with torch.no_grad():
+            f = self._net(resize_rgb(rgb, self.image_size))[0]  # (C, h, w)
+        return f.permute(1, 2, 0).reshape(-1, f.shape[0]).numpy().astype(np.float32)
+
+
+def fpfh_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
+    """``(h * w, 33)`` FPFH averaged per patch of the cloud resized (nearest) to the input
+    size, background plane removed."""
+    from pcad.data.preprocess import resize_organized
+    from pcad.features import fpfh_map, point_mask, to_patch_grid
+
+    small = resize_organized(xyz, image_size)
+    mask = point_mask(small)
+    if mask.sum() < 5:
+        return np.zeros((grid[0] * grid[1], 33), np.float32)
+    fmap = fpfh_map(small, valid=mask)
+    return to_patch_grid(fmap, mask, grid).reshape(-1, 33)
+
+
+@register_detector("patchcore-rgb")
+class PatchCoreRGB(PatchMemoryDetector):
+    """PatchCore on RGB backbone features."""
+
+    modalities = ("rgb",)
+    defaults = {**PatchMemoryDetector.defaults, "rgb_backbone": "effnet-lite0", "weights": None}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._rgb = RGBFeatures(self.config["rgb_backbone"], self.config["weights"],
+                                self.config["image_size"])
+
+    def patch_features(self, sample: Any) -> dict[str, np.ndarray]:
+        return {"rgb": self._rgb(sample.rgb)}
+
+
+@register_detector("fpfh")
+class FPFHDetector(PatchMemoryDetector):
+    """BTF's 3D-only detector: FPFH patch features in a PatchCore bank."""
+
+    modalities = ("xyz",)
+
+    def patch_features(self, sample: Any) -> dict[str, np.ndarray]:
+        return {"xyz": fpfh_patches(sample.xyz, self.config["image_size"], self.grid)}
+
+
+@register_detector("btf")
+class BTFDetector(PatchCoreRGB):
+    """BTF's multimodal detector: RGB backbone + FPFH patch features in one bank."""
+
+    modalities = ("rgb", "xyz")
+
+    def patch_features(self, sample: Any) -> dict[str, np.ndarray]:
+        return {"rgb": self._rgb(sample.rgb),
+                "xyz": fpfh_patches(sample.xyz, self.config["image_size"], self.grid)}
