@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml Makefile
 	    echo "open3d needs the system library libusb-1.0: run 'sudo apt-get install libusb-1.0-0' (Debian/Ubuntu)"; \
 	  fi; \
 	fi
+	@# Debian's chromium drives the browser test; vulkan lets Open3D render offscreen on the CPU.
+	@if ! command -v chromium >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and vulkan (browser test, offscreen rendering)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libvulkan1 mesa-vulkan-drivers >/dev/null; \
+	  else \
+	    echo "the browser test needs chromium (sudo apt-get install chromium); it is skipped otherwise"; \
+	  fi; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# A CPU build of torch first, so that no CUDA build is pulled in as a dependency.

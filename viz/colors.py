@@ -1,0 +1,50 @@
+"""Colour maps on numpy arrays: values to ``uint8`` RGB, NaN in a distinct colour.
+
+Example:
+    >>> import numpy as np
+    >>> from viz.colors import colorize
+    >>> colorize(np.array([0.0, 1.0, np.nan])).tolist()[2]
+    [255, 0, 255]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from viz._checks import finite_range
+
+#: Colour of NaN / infinite values in every figure and image (magenta: in no colour scale).
+NAN_RGB: tuple[int, int, int] = (255, 0, 255)
+NAN_COLOUR = "rgb(255,0,255)"
+#: Colour of ground-truth contours on images and of ground-truth markers in 3D.
+GT_RGB: tuple[int, int, int] = (0, 255, 64)
+GT_COLOUR = "rgb(0,255,64)"
+
+
+def colormap_lut(name: str = "inferno", n: int = 256) -> np.ndarray:
+    """``(n, 3) uint8`` lookup table of the matplotlib colour map ``name``."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name.lower()]
+    return (np.asarray(cmap(np.linspace(0.0, 1.0, n)))[:, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def colorize(values: Any, cmap: str = "inferno", vmin: float | None = None,
+             vmax: float | None = None, nan_rgb: tuple[int, int, int] = NAN_RGB) -> np.ndarray:
+    """``(..., 3) uint8`` colours of ``values (...)`` through ``cmap`` between ``vmin`` and
+    ``vmax`` (default: the finite range); NaN and inf get ``nan_rgb``."""
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = finite_range(v, vmin, vmax)
+    lut = colormap_lut(cmap)
+    ok = np.isfinite(v)
+    t = np.clip((np.where(ok, v, lo) - lo) / (hi - lo), 0.0, 1.0)
+    out = lut[np.round(t * (len(lut) - 1)).astype(np.intp)]
+    out[~ok] = nan_rgb
+    return out
+
+
+def plotly_colorscale(name: str) -> str:
+    """The plotly name of a matplotlib-style colour map name (``inferno`` -> ``Inferno``)."""
+    return name[:1].upper() + name[1:]
