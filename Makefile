@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 demo: install
-	$(VENV)/bin/pcad demo --out demo_out
+	$(VENV)/bin/pcad demo --out pcad-demo
 
 test: install
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider
@@ -47,4 +47,4 @@ lint: install
 	$(VENV)/bin/ruff check pcad synth viz tests benchmarks data_scripts
 
 clean:
-	rm -rf demo_out build *.egg-info
+	rm -rf pcad-demo build *.egg-info

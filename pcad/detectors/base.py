@@ -115,7 +115,7 @@ class Detector:
 
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     """``(size, size, 3) uint8`` bilinear resize (the backbone's input)."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
                       antialias=True)
     return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

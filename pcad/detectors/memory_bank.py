@@ -2,8 +2,10 @@
 
 All three follow PatchCore: per-patch features of the training images go into one memory bank
 (reduced by the greedy coreset); a test patch scores its distance to the nearest bank feature;
-the anomaly map is the patch grid upsampled to the sample's size and blurred; the image score
-is PatchCore's re-weighted maximum.
+the anomaly map is the patch grid upsampled to the sample's size and blurred. The image score
+(``image_score="auto"``) is PatchCore's re-weighted maximum for RGB-only detectors, and for the
+detectors that see xyz the map's maximum over the part (measured pixels off the background
+plane, dilated by 3 pixels), which ignores the background mat.
 
 - ``patchcore-rgb``: RGB backbone features (default ``effnet-lite0``, stride 8) on the image
   resized to ``image_size``.
@@ -39,7 +41,8 @@ class PatchMemoryDetector(Detector):
     """Shared fit/predict of the memory-bank detectors; subclasses give patch features."""
 
     defaults = {"image_size": 224, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0,
-                "n_reweight": 3}
+                "n_reweight": 3, "image_score": "auto"}
+    SCORES = ("auto", "reweighted", "foreground-max")
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -47,6 +50,9 @@ class PatchMemoryDetector(Detector):
         if size % PATCH_STRIDE:
             raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
         check_fraction(self.config["coreset_ratio"], "coreset_ratio", inclusive_zero=False)
+        if self.config["image_score"] not in self.SCORES:
+            raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
+                                    f"{self.config['image_score']!r}")
         self.bank = None
         self.scales: dict[str, float] = {}
 
@@ -87,8 +93,13 @@ class PatchMemoryDetector(Detector):
         self.check_sample(sample, "test sample")
         feats = self._combine(self.patch_features(sample))
         patch = self.bank.score(feats).reshape(self.grid)
-        score = self.bank.image_score(feats, n_reweight=self.config["n_reweight"])
-        return score, upsample_map(patch, sample.shape, self.config["sigma"])
+        amap = upsample_map(patch, sample.shape, self.config["sigma"])
+        mode = self.config["image_score"]
+        if mode == "auto":
+            mode = "foreground-max" if "xyz" in self.modalities else "reweighted"
+        if mode == "foreground-max" and sample.xyz is not None:
+            return foreground_max(amap, sample.xyz), amap
+        return self.bank.image_score(feats, n_reweight=self.config["n_reweight"]), amap
 
     def _save_state(self, folder: Path) -> None:
         self.bank.save(folder / "bank.npz")
@@ -123,6 +134,17 @@ class RGBFeatures:
         with torch.no_grad():
             f = self._net(resize_rgb(rgb, self.image_size))[0]  # (C, h, w)
         return f.permute(1, 2, 0).reshape(-1, f.shape[0]).numpy().astype(np.float32)
+
+
+def foreground_max(amap: np.ndarray, xyz: np.ndarray, dilate: int = 3) -> float:
+    """Largest map value over the part: measured pixels off the background plane, dilated by
+    ``dilate`` pixels (so holes at the part's edge still count); the whole map if none."""
+    from scipy.ndimage import binary_dilation
+
+    from pcad.features import point_mask
+
+    fg = binary_dilation(point_mask(xyz), iterations=dilate)
+    return float(amap[fg].max()) if fg.any() else float(amap.max())
 
 
 def fpfh_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
