@@ -24,13 +24,22 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    from pcad.cli import dataset_cmd, demo_cmd, info_cmd, synth_cmd, train_cmd, viz_cmd
+    from pcad.cli import (
+        dataset_cmd,
+        demo_cmd,
+        info_cmd,
+        sensitivity_cmd,
+        synth_cmd,
+        train_cmd,
+        viz_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="pcad", description="3D industrial anomaly synthesis, datasets and detection.")
     parser.add_argument("--version", action="version", version=f"pcad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (info_cmd, synth_cmd, dataset_cmd, train_cmd, demo_cmd, viz_cmd):
+    for module in (info_cmd, synth_cmd, dataset_cmd, train_cmd, demo_cmd, viz_cmd,
+                   sensitivity_cmd):
         module.register(sub)
     return parser
 
