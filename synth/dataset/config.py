@@ -30,6 +30,14 @@ GENERATOR_VERSION = "1"
 FORMATS = ("mvtec3d", "real3d")
 DEFAULT_CATEGORIES = ("bracket", "cookie", "gear", "hex_nut", "plate_holes", "potato", "shaft")
 DEFAULT_DEFECTS = ("bump", "dent", "crack", "hole", "contamination", "combined")
+#: per-sample ranges of the geometric defects' sizes (fractions of the part's diagonal): each
+#: defective sample draws its own values, so a test set holds subtle and pronounced defects
+DEFAULT_DEFECT_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "bump": {"strength": (0.012, 0.03), "radius": (0.06, 0.12)},
+    "dent": {"strength": (0.012, 0.03), "radius": (0.06, 0.12)},
+    "crack": {"strength": (0.004, 0.008), "width": (0.01, 0.02)},
+    "hole": {"radius": (0.04, 0.08)},
+}
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off")
 
 
@@ -118,6 +126,8 @@ class DatasetConfig:
     variation: float = 0.03
     points: int = 16384
     sensor: SensorConfig = field(default_factory=SensorConfig)
+    defect_ranges: dict[str, dict[str, tuple[float, float]]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEFECT_RANGES.items()})
 
     def __post_init__(self) -> None:
         cats = tuple(c if isinstance(c, Category) else Category(c) for c in self.categories)
@@ -140,6 +150,26 @@ class DatasetConfig:
             raise InvalidInputError("--defects: empty list with --test-defect > 0")
         if len(set(self.defects)) != len(self.defects):
             raise InvalidInputError("--defects: a type is listed twice")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        from synth.defects import create_defect, list_defects
+
+        for kind, params in self.defect_ranges.items():
+            if kind not in list_defects():
+                raise InvalidInputError(f"defect_ranges: unknown geometric defect {kind!r}")
+            for name, bounds in params.items():
+                lo, hi = (check_positive(b, f"defect_ranges.{kind}.{name}") for b in bounds)
+                if lo > hi:
+                    raise InvalidInputError(f"defect_ranges.{kind}.{name}: {lo} > {hi}")
+            create_defect(kind, **{n: b[0] for n, b in params.items()})  # names and values
+
+    def draw_params(self, sample_seed_: int) -> dict[str, dict[str, float]]:
+        """This sample's geometric defect sizes, drawn uniformly within ``defect_ranges``."""
+        rng = np.random.default_rng(np.random.SeedSequence([sample_seed_, 7919]))
+        return {kind: {name: float(rng.uniform(*self.defect_ranges[kind][name]))
+                       for name in sorted(self.defect_ranges[kind])}
+                for kind in sorted(self.defect_ranges)}
 
     def splits(self) -> list[tuple[str, int]]:
         """``(split, count)`` in writing order."""
@@ -157,4 +187,6 @@ class DatasetConfig:
         d["categories"] = [asdict(c) for c in self.categories]
         d["size"] = list(self.size)
         d["defects"] = list(self.defects)
+        d["defect_ranges"] = {k: {n: list(b) for n, b in v.items()}
+                              for k, v in self.defect_ranges.items()}
         return d

@@ -94,7 +94,10 @@ def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:
         s = seed if attempt == 0 else int(
             np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
         rendered = render_sample(mesh, camera, s, task.defect, sensor=cfg.sensor,
-                                 colour=look["albedo"], material=look["kind"])
+                                 background_seed=sample_seed(cfg.seed, task.category.name,
+                                                             "background", 0),
+                                 colour=look["albedo"], material=look["kind"],
+                                 params_by_type=cfg.draw_params(s))
         visible = rendered.gt
         if cfg.format == "real3d":  # only object pixels with a measurement become points
             visible = visible & rendered.object_mask & np.any(rendered.xyz != 0, axis=-1)

@@ -200,7 +200,9 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
                   defect_params: dict[str, Any] | None = None,
                   sensor: SensorConfig | None = None, colour: tuple[float, float, float] = (
                       0.6, 0.6, 0.62), material: str = "metal",
-                  texture: np.ndarray | None = None) -> RenderedSample:
+                  texture: np.ndarray | None = None,
+                  background_seed: int | None = None,
+                  params_by_type: dict[str, dict[str, Any]] | None = None) -> RenderedSample:
     """Render the part ``mesh`` (object frame, any units) as one dataset sample.
 
     Args:
@@ -210,6 +212,10 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
             ``"combined"`` (a random geometric defect plus contamination).
         defect_params: parameters of the geometric defect (relative sizes).
         sensor: :class:`SensorConfig`. colour, material, texture: the part's look.
+        params_by_type: parameters per geometric defect type (used for whichever type is
+            applied, ``combined`` included); ``defect_params`` override them.
+        background_seed: seed of the background mat's texture (one per category in a dataset,
+            as a real station's mat); drawn from ``seed`` when None.
     """
     cfg = sensor or SensorConfig()
     if defect is not None and defect not in render_defects():
@@ -225,7 +231,8 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     geometric = defect if defect in list_defects() else None
     if defect == COMBINED:
         geometric = str(np.random.default_rng(s["combined"]).choice(COMBINED_GEOMETRIC))
-    params = dict(defect_params or {})
+    params = dict((params_by_type or {}).get(geometric, {}))
+    params.update(defect_params or {})
     intact_scene = build_scene(pose.apply(mesh), camera, pose.plane_z)
     intact = cast(camera, intact_scene)
     scene, hits = intact_scene, intact
@@ -260,7 +267,8 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     alb[obj] = albedo(pts_obj, diag, np.asarray(colour, np.float64), material, s["texture"],
                       texture)
     plane = hits.geometry == PLANE
-    alb[plane] = background_albedo(pts[plane], diag * 2.0, s["texture"] + 7)
+    bg_seed = s["texture"] + 7 if background_seed is None else int(background_seed)
+    alb[plane] = background_albedo(pts[plane], diag * 2.0, bg_seed)
     if defect in (*RGB_DEFECTS, COMBINED):
         w, stain, info = _stain(pts_obj, diag, np.random.default_rng(s["stain"]), s["stain"])
         alb[obj] = alb[obj] * (1.0 - w[:, None]) + stain[None, :] * w[:, None]

@@ -24,7 +24,7 @@ MATERIALS = {
     # name: (texture contrast, texture scale per diagonal, specular weight, shininess)
     "metal": (0.10, 6.0, 0.45, 40.0),
     "plastic": (0.06, 3.0, 0.20, 20.0),
-    "organic": (0.25, 8.0, 0.05, 8.0),
+    "organic": (0.15, 8.0, 0.05, 8.0),
 }
 
 
