@@ -3,7 +3,7 @@
 Example:
     >>> from pcad.detectors import create, list_detectors
     >>> list_detectors()
-    ['btf', 'fpfh', 'patchcore-rgb']
+    ['btf', 'cfm', 'fpfh', 'patchcore-rgb']
     >>> create("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
     0.05
 """
@@ -37,6 +37,7 @@ def register_detector(name: str):
 
 
 def _load_builtins() -> None:
+    import pcad.detectors.cfm  # noqa: F401  (registration)
     from pcad.detectors import memory_bank  # noqa: F401  (registration)
 
 

@@ -1,0 +1,282 @@
+"""``cfm``: Crossmodal Feature Mapping (Costanzino et al., CVPR 2024), on pcad's patch features.
+
+CFM has no memory bank. Two small MLPs learn, on the good training samples only, to predict one
+modality's patch feature from the other's:
+
+- ``f_2d3d``: RGB feature -> point feature;
+- ``f_3d2d``: point feature -> RGB feature.
+
+On a good part each prediction agrees with the observed feature; on a defect the two modalities
+stop being consistent and the predictions miss. The patch score is the product of the two
+discrepancies, so a patch must look wrong *in both directions* to score high.
+
+What pcad does (and where it departs from the paper):
+
+- **Features, per patch** of a ``(image_size / 8)`` square grid (28 x 28 at 224):
+  RGB = :class:`~pcad.detectors.memory_bank.RGBFeatures` (default ``effnet-lite0``, 152
+  channels, stride 8); points = FPFH averaged per patch, background plane removed
+  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33 channels). CFM uses DINO ViT-B/8 (768)
+  and Point-MAE (1152) features interpolated to every pixel; pcad has no offline Point-MAE
+  weights, so FPFH is the point feature (a Point-MAE encoder can replace it later: only
+  :meth:`CFMDetector.patch_features` changes) and the mapping works on the patch grid rather
+  than per pixel.
+- **Foreground**: the patches with at least one measured, non-background point
+  (:func:`pcad.features.point_mask` of the resized cloud, pooled with ``to_patch_grid``
+  coverage > 0). Training uses foreground patches only; the map is 0 elsewhere (CFM zeroes the
+  pixels without a point).
+- **Standardisation** (pcad's): each modality is standardised per channel with the mean / std
+  of the training foreground patches before the MLPs (FPFH histograms and backbone activations
+  have very different scales); the statistics are saved with the run.
+- **MLPs**: Linear-GELU-Linear-GELU-Linear as CFM. CFM's hidden width is ``(in + out) // 2``
+  (960 for 768 <-> 1152); with pcad's much smaller features (152 <-> 33) that rule gives 92,
+  narrower than the RGB side, so pcad's default (``hidden=None``) is twice the larger feature
+  dimension (304 with effnet-lite0); an int sets it.
+- **Training**: loss ``1 - cos(pred, target)`` per direction (summed), Adam (``lr`` 1e-3),
+  ``epochs`` passes over the shuffled foreground patches in batches of ``batch_size`` patches
+  (CFM: batches of 4 whole images, 50-250 epochs). Initialisation and shuffling are seeded
+  (``seed``), so a fit is reproducible on one device. The mean loss of each epoch is kept in
+  :attr:`CFMDetector.history`.
+- **Map**: per patch ``||n(f_2d3d(rgb)) - n(pts)||_2 * ||n(f_3d2d(pts)) - n(rgb)||_2`` with
+  ``n`` the L2 normalisation, exactly CFM's fusion. For unit vectors ``||a - b||_2 =
+  sqrt(2 (1 - cos))``, so this equals ``2 sqrt(d_3d * d_2d)`` with ``d = 1 - cos``: a monotone
+  function of the product of the cosine discrepancies. The patch grid is upsampled to the
+  sample's size and blurred (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224; CFM
+  approximates a Gaussian with repeated box filters).
+- **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over the
+  part as pcad's other xyz detectors (:func:`~pcad.detectors.memory_bank.foreground_max`);
+  ``"max"``, the map's maximum.
+
+Example:
+    >>> from pcad.detectors import create
+    >>> det = create("cfm", image_size=64, epochs=5)
+    >>> det.modalities
+    ('rgb', 'xyz')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcad.checks import check_int, check_positive
+from pcad.detectors.base import Detector, upsample_map
+from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max, fpfh_patches
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+STATE_FILE = "cfm.pt"
+
+
+def mapping_mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
+    """CFM's feature-mapping network: Linear-GELU-Linear-GELU-Linear."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                         nn.GELU(), nn.Linear(hidden, d_out))
+
+
+def foreground_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
+    """``(h * w,) bool``: the patches with at least one measured, non-background point of the
+    cloud resized (nearest) to the input size (all False when fewer than 5 such points, where
+    :func:`fpfh_patches` returns zeros)."""
+    from pcad.data.preprocess import resize_organized
+    from pcad.features import point_mask, to_patch_grid
+
+    mask = point_mask(resize_organized(xyz, image_size))
+    if mask.sum() < 5:
+        return np.zeros(grid[0] * grid[1], bool)
+    _, coverage = to_patch_grid(mask[..., None].astype(np.float32), mask, grid,
+                                return_coverage=True)
+    return (coverage > 0).reshape(-1)
+
+
+@register_detector("cfm")
+class CFMDetector(Detector):
+    """Crossmodal Feature Mapping on RGB backbone + FPFH patch features (see the module)."""
+
+    modalities = ("rgb", "xyz")
+    defaults = {"image_size": 224, "epochs": 40, "lr": 1e-3, "batch_size": 256, "hidden": None,
+                "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
+                "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
+    SCORES = ("foreground-max", "max")
+    DEVICES = ("auto", "cpu", "cuda")
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c = self.config
+        size = check_int(c["image_size"], "image_size", minimum=32)
+        if size % PATCH_STRIDE:
+            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        c["image_size"] = size
+        c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
+        c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)
+        c["lr"] = check_positive(c["lr"], "lr")
+        c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
+        c["seed"] = check_int(c["seed"], "seed", minimum=0)
+        if c["hidden"] is not None:
+            c["hidden"] = check_int(c["hidden"], "hidden", minimum=1)
+        if c["image_score"] not in self.SCORES:
+            raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
+                                    f"{c['image_score']!r}")
+        if c["device"] not in self.DEVICES:
+            raise InvalidInputError(f"device: expected one of {self.DEVICES}, got "
+                                    f"{c['device']!r}")
+        self._rgb = RGBFeatures(c["rgb_backbone"], c["weights"], size)
+        self.f_2d3d: nn.Sequential | None = None
+        self.f_3d2d: nn.Sequential | None = None
+        self.stats: dict[str, torch.Tensor] = {}
+        self.history: list[float] = []
+
+    # --- features -------------------------------------------------------------------------
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.config["image_size"] // PATCH_STRIDE
+        return (g, g)
+
+    @property
+    def device(self) -> torch.device:
+        dev = self.config["device"]
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        elif dev == "cuda" and not torch.cuda.is_available():
+            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
+        return torch.device(dev)
+
+    def patch_features(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rgb (n, C_rgb), points (n, 33), foreground (n,) bool)`` over the ``n = h * w``
+        patches (the place to plug a learned point encoder such as Point-MAE)."""
+        size = self.config["image_size"]
+        rgb = self._rgb(sample.rgb)
+        pts = fpfh_patches(sample.xyz, size, self.grid)
+        fg = foreground_patches(sample.xyz, size, self.grid)
+        if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both use the stride-8 grid
+            raise InvalidInputError(f"cfm: {rgb.shape[0]} RGB patches but {pts.shape[0]} point "
+                                    "patches")
+        return rgb, pts, fg
+
+    def _standardise(self, x: np.ndarray, m: str) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return (t - self.stats[f"{m}_mean"].to(self.device)) / self.stats[f"{m}_std"].to(
+            self.device)
+
+    # --- fit / predict --------------------------------------------------------------------
+
+    def fit(self, samples, progress: bool = False) -> CFMDetector:
+        from tqdm import tqdm
+
+        items = self._train_list(samples)
+        rgbs, ptss = [], []
+        for s in tqdm(items, disable=not progress, desc="cfm features", unit="sample"):
+            rgb, pts, fg = self.patch_features(s)
+            rgbs.append(rgb[fg])
+            ptss.append(pts[fg])
+        return self.fit_features(np.concatenate(rgbs), np.concatenate(ptss), progress=progress)
+
+    def fit_features(self, rgb_all: np.ndarray, pts_all: np.ndarray,
+                     progress: bool = False) -> CFMDetector:
+        """Fit the standardisation and the two MLPs on paired foreground patch features
+        ``(n, C_rgb)`` and ``(n, C_pts)`` (what :meth:`fit` does after feature extraction)."""
+        from tqdm import tqdm
+
+        if len(rgb_all) != len(pts_all):
+            raise InvalidInputError(f"detector 'cfm': {len(rgb_all)} RGB but {len(pts_all)} "
+                                    "point patch features (they must be paired)")
+        if len(rgb_all) < 2:
+            raise InvalidInputError(f"detector 'cfm': the training set has {len(rgb_all)} "
+                                    "foreground patch(es) (patches with measured points off the "
+                                    "background plane); at least 2 are needed")
+        self.stats = {}
+        for m, x in (("rgb", rgb_all), ("xyz", pts_all)):
+            t = torch.from_numpy(x.astype(np.float64))
+            self.stats[f"{m}_mean"] = t.mean(0).float()
+            self.stats[f"{m}_std"] = t.std(0).clamp_min(1e-6).float()
+        rgb_t, pts_t = self._standardise(rgb_all, "rgb"), self._standardise(pts_all, "xyz")
+
+        c = self.config
+        d_rgb, d_pts = rgb_t.shape[1], pts_t.shape[1]
+        hidden = c["hidden"] or 2 * max(d_rgb, d_pts)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            self.f_2d3d = mapping_mlp(d_rgb, d_pts, hidden)
+            self.f_3d2d = mapping_mlp(d_pts, d_rgb, hidden)
+        self.f_2d3d.to(self.device)
+        self.f_3d2d.to(self.device)
+        params = [*self.f_2d3d.parameters(), *self.f_3d2d.parameters()]
+        opt = torch.optim.Adam(params, lr=c["lr"])
+        gen = torch.Generator().manual_seed(c["seed"])
+        n, bs = len(rgb_t), c["batch_size"]
+        self.history = []
+        for _ in tqdm(range(c["epochs"]), disable=not progress, desc="cfm training",
+                      unit="epoch"):
+            order = torch.randperm(n, generator=gen).to(self.device)
+            total = 0.0
+            for i in range(0, n, bs):
+                idx = order[i:i + bs]
+                r, p = rgb_t[idx], pts_t[idx]
+                loss = ((1 - F.cosine_similarity(self.f_2d3d(r), p, dim=1)).mean()
+                        + (1 - F.cosine_similarity(self.f_3d2d(p), r, dim=1)).mean())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            self.history.append(total / n)
+        self.f_2d3d.eval()
+        self.f_3d2d.eval()
+        self.fitted = True
+        return self
+
+    def patch_scores(self, sample: Any) -> np.ndarray:
+        """``(h, w) float32`` CFM scores of the patches (0 off the part)."""
+        return self.score_features(*self.patch_features(sample))
+
+    def score_features(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray) -> np.ndarray:
+        """``(h, w) float32`` patch scores from :meth:`patch_features` output."""
+        self._require_fit()
+        r, p = self._standardise(rgb, "rgb"), self._standardise(pts, "xyz")
+        with torch.no_grad():
+            d_3d = (F.normalize(self.f_2d3d(r), dim=1) - F.normalize(p, dim=1)).norm(dim=1)
+            d_2d = (F.normalize(self.f_3d2d(p), dim=1) - F.normalize(r, dim=1)).norm(dim=1)
+        scores = (d_3d * d_2d).cpu().numpy().astype(np.float32)
+        scores[~fg] = 0.0
+        return scores.reshape(self.grid)
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        amap = upsample_map(self.patch_scores(sample), sample.shape, self.config["sigma"])
+        if self.config["image_score"] == "foreground-max":
+            return foreground_max(amap, sample.xyz), amap
+        return float(amap.max()), amap
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _save_state(self, folder: Path) -> None:
+        from pcad.io import atomic_save
+
+        state = {"f_2d3d": {k: v.cpu() for k, v in self.f_2d3d.state_dict().items()},
+                 "f_3d2d": {k: v.cpu() for k, v in self.f_3d2d.state_dict().items()},
+                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
+        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _state_record(self) -> dict[str, Any]:
+        return {"rgb_dim": self.f_2d3d[0].in_features, "xyz_dim": self.f_3d2d[0].in_features,
+                "hidden": self.f_2d3d[0].out_features, "history": self.history}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise InvalidInputError(f"{folder}: incomplete cfm run (no {STATE_FILE})")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        d_rgb, d_pts, hidden = (int(state[k]) for k in ("rgb_dim", "xyz_dim", "hidden"))
+        self.f_2d3d = mapping_mlp(d_rgb, d_pts, hidden)
+        self.f_3d2d = mapping_mlp(d_pts, d_rgb, hidden)
+        self.f_2d3d.load_state_dict(saved["f_2d3d"])
+        self.f_3d2d.load_state_dict(saved["f_3d2d"])
+        self.f_2d3d.to(self.device).eval()
+        self.f_3d2d.to(self.device).eval()
+        self.stats = dict(saved["stats"])
+        self.history = [float(x) for x in state.get("history", [])]
