@@ -10,13 +10,13 @@ def run_train(args: argparse.Namespace) -> int:
     from pcad.engine import train
 
     config = {}
-    if args.rgb_backbone:
+    if args.rgb_backbone is not None:
         config["rgb_backbone"] = args.rgb_backbone
-    if args.weights:
+    if args.weights is not None:
         config["weights"] = args.weights
-    if args.image_size:
+    if args.image_size is not None:
         config["image_size"] = args.image_size
-    if args.coreset_ratio:
+    if args.coreset_ratio is not None:
         config["coreset_ratio"] = args.coreset_ratio
     train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet)
     print(f"trained {args.detector} on {args.category}; run saved to {args.out}")

@@ -41,6 +41,8 @@ class Detector:
         if unknown:
             raise InvalidInputError(f"detector {self.name!r}: unknown option(s) {unknown}; "
                                     f"accepted: {sorted(self.defaults)}")
+        # paths as strings, so that the config can be saved as JSON
+        config = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in config.items()}
         self.config: dict[str, Any] = {**self.defaults, **config}
         self.fitted = False
 

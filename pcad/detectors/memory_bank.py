@@ -49,7 +49,10 @@ class PatchMemoryDetector(Detector):
         size = check_int(self.config["image_size"], "image_size", minimum=32)
         if size % PATCH_STRIDE:
             raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
-        check_fraction(self.config["coreset_ratio"], "coreset_ratio", inclusive_zero=False)
+        # the checked values (plain int / float: 64.0 or np.int64(64) work and save as JSON)
+        self.config["image_size"] = size
+        self.config["coreset_ratio"] = check_fraction(self.config["coreset_ratio"],
+                                                      "coreset_ratio", inclusive_zero=False)
         if self.config["image_score"] not in self.SCORES:
             raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
                                     f"{self.config['image_score']!r}")
