@@ -37,7 +37,7 @@ from synth.dataset import (
     sample_seed,
 )
 from synth.dataset.inject import InjectConfig, inject
-from synth.dataset.sample import part_mesh
+from synth.dataset.sample import part_mesh, render_task
 from synth.render import Camera, render_sample
 from synth.render.render import COMBINED_GEOMETRIC
 from tests.conftest import SHARED_MESHES, shared_mesh_paths
@@ -118,8 +118,7 @@ def rule_terms(r, meta: dict) -> dict[str, np.ndarray]:
 def rerender(task: SampleTask, cfg: DatasetConfig, meta: dict):
     """Render a sample again from its written meta (its seed after make_sample's retries)."""
     mesh, look = part_mesh(task, cfg, meta["sample_seed"])
-    return render_sample(mesh, Camera.for_size(*cfg.size), meta["seed"], task.defect,
-                         sensor=cfg.sensor, colour=look["albedo"], material=look["kind"])
+    return render_task(task, cfg, mesh, look, meta["seed"])
 
 
 def png_array(path: Path) -> tuple[str, np.ndarray]:

@@ -73,6 +73,18 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def render_task(task: SampleTask, cfg: DatasetConfig, mesh: trimesh.Trimesh, look: dict,
+                seed: int):
+    """Render the task's part with ``seed`` exactly as :func:`make_sample` does (one attempt):
+    the category's background mat and this seed's defect sizes."""
+    return render_sample(mesh, Camera.for_size(*cfg.size), seed, task.defect,
+                         sensor=cfg.sensor,
+                         background_seed=sample_seed(cfg.seed, task.category.name,
+                                                     "background", 0),
+                         colour=look["albedo"], material=look["kind"],
+                         params_by_type=cfg.draw_params(seed))
+
+
 def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:
     """Render (or sample) one sample; deterministic in ``(cfg.seed, category, split, index)``.
 
@@ -88,16 +100,11 @@ def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:
     if cfg.format == "real3d" and task.defect is None and not task.split.startswith("test"):
         pts, nrm, _ = sample_mesh(mesh, cfg.points, seed)
         return Sample({"points": pts, "normals": nrm}, meta)
-    camera = Camera.for_size(*cfg.size)
     rendered = None
     for attempt in range(MAX_ATTEMPTS):
         s = seed if attempt == 0 else int(
             np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
-        rendered = render_sample(mesh, camera, s, task.defect, sensor=cfg.sensor,
-                                 background_seed=sample_seed(cfg.seed, task.category.name,
-                                                             "background", 0),
-                                 colour=look["albedo"], material=look["kind"],
-                                 params_by_type=cfg.draw_params(s))
+        rendered = render_task(task, cfg, mesh, look, s)
         visible = rendered.gt
         if cfg.format == "real3d":  # only object pixels with a measurement become points
             visible = visible & rendered.object_mask & np.any(rendered.xyz != 0, axis=-1)
