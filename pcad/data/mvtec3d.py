@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from pcad.data._files import (
     read_xyz_file,
     visible_dirs,
 )
-from pcad.data.sample import GOOD, Sample
+from pcad.data.sample import GOOD, EntryDataset, Sample
 from pcad.errors import FileFormatError, InvalidInputError
 
 __all__ = [
@@ -127,7 +126,7 @@ class MVTec3DEntry:
         return 0 if self.defect == GOOD else 1
 
 
-class MVTec3DDataset:
+class MVTec3DDataset(EntryDataset):
     """One category and split of an MVTec 3D-AD style dataset.
 
     Args:
@@ -248,26 +247,6 @@ class MVTec3DDataset:
     def defect_types(self) -> list[str]:
         """Defect folders of this split other than ``good``."""
         return [d for d in self.defect_folders if d != GOOD]
-
-    @property
-    def labels(self) -> np.ndarray:
-        """``(len,) int64``: 0 good, 1 anomalous, without reading any file."""
-        return np.array([e.label for e in self.entries], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def __getitem__(self, index: int) -> Sample:
-        n = len(self.entries)
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise InvalidInputError(f"index: expected an integer, got {index!r}")
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} samples")
-        return self.load(self.entries[int(index)])
 
     def load(self, entry: MVTec3DEntry) -> Sample:
         """Read and check one entry's files."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -32,7 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from pcad.data._files import check_choice, files_by_stem, guarded, natural_key, visible_dirs
-from pcad.data.sample import GOOD, Sample
+from pcad.data.sample import GOOD, EntryDataset, Sample
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import read_points
 
@@ -76,7 +75,7 @@ class PointEntry:
         return 0 if self.defect == GOOD else 1
 
 
-class PointCloudDataset:
+class PointCloudDataset(EntryDataset):
     """Base reader; use :class:`~pcad.data.real3d.Real3DDataset` or
     :class:`~pcad.data.shapenet.AnomalyShapeNetDataset`.
 
@@ -179,26 +178,6 @@ class PointCloudDataset:
     def defect_types(self) -> list[str]:
         """Defect types of this split other than ``good``, sorted."""
         return sorted({e.defect for e in self.entries} - {GOOD}, key=natural_key)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """``(len,) int64``: 0 good, 1 anomalous, without reading any file."""
-        return np.array([e.label for e in self.entries], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def __getitem__(self, index: int) -> Sample:
-        n = len(self.entries)
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise InvalidInputError(f"index: expected an integer, got {index!r}")
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} samples")
-        return self.load(self.entries[int(index)])
 
     def _read_gt(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = guarded(read_points, path)

@@ -5,6 +5,8 @@ opened; opening only lists file names. A :class:`Sample` holds plain numpy array
 
 Example:
     >>> import numpy as np
+
+from pcad.errors import InvalidInputError
     >>> from pcad.data.sample import Sample
     >>> s = Sample(rgb=None, xyz=np.zeros((2, 3, 3), np.float32), mask=np.zeros((2, 3), bool),
     ...            label=0, category="bagel", defect="good", split="test")
@@ -14,13 +16,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["GOOD", "Sample", "SampleKind"]
+from pcad.errors import InvalidInputError
+
+__all__ = ["GOOD", "EntryDataset", "Sample", "SampleKind"]
 
 GOOD = "good"
 
@@ -84,3 +89,34 @@ class Sample:
             if role in self.paths:
                 return self.paths[role]
         return None
+
+
+class EntryDataset:
+    """Indexing shared by the readers: ``entries`` (listed without reading files, each with
+    a ``label``) and ``load(entry) -> Sample`` give ``len``, iteration, ``[i]`` and ``labels``."""
+
+    entries: list
+
+    def load(self, entry) -> Sample:  # pragma: no cover - each reader defines it
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(len,) int64``: 0 good, 1 anomalous, without reading any file."""
+        return np.array([e.label for e in self.entries], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self.entries)
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise InvalidInputError(f"index: expected an integer, got {index!r}")
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        return self.load(self.entries[int(index)])
+
