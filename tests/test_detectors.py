@@ -41,35 +41,39 @@ DROPPED_KEY = "_blocks.3._bn1.running_var"
 RENAMED_KEY = ("_conv_stem.weight", "_conv_stem.kernel")
 
 
+try:
+    import faiss
+except ImportError:  # pragma: no cover - the torch search backend is used then
+    faiss = None
+
+
 # ------------------------------------------------------------------------------------ fixtures
+
+
+def set_threads(n: int, n_faiss: int | None = None) -> None:
+    torch.set_num_threads(n)
+    if faiss is not None:
+        faiss.omp_set_num_threads(n_faiss or n)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch (and faiss) thread: on a busy 2-core machine, and under ``-n 2``, the default
-    OpenMP pools oversubscribe the cores and make fitting ~4x slower (same results)."""
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - the torch search backend is used
-        faiss = None
-    old = torch.get_num_threads()
-    old_faiss = faiss.omp_get_max_threads() if faiss is not None else None
-    torch.set_num_threads(1)
-    if faiss is not None:
-        faiss.omp_set_num_threads(1)
-    import os as _os
-    open(f"/tmp/xd/thr_{_os.environ.get('PYTEST_XDIST_WORKER','s')}.txt","a").write(f"SETUP old={old}\n")
+    """One torch (and faiss) thread: on this busy 2-core machine, under ``-n 2``, the OpenMP
+    pools of two workers oversubscribe the cores and small torch ops (batch norm on a 64 x 64
+    image) get 100x slower; results are the same."""
+    old = torch.get_num_threads(), faiss.omp_get_max_threads() if faiss is not None else None
+    set_threads(1)
     yield
-    open(f"/tmp/xd/thr_{_os.environ.get('PYTEST_XDIST_WORKER','s')}.txt","a").write(f"TEARDOWN -> {old}\n")
-    torch.set_num_threads(old)
-    if faiss is not None:
-        faiss.omp_set_num_threads(old_faiss)
+    set_threads(*old)
 
 
 def make_dataset(root: Path, **kw) -> Path:
     base = dict(categories=CATEGORIES, train=6, validation=0, test_good=3, test_defect=2,
                 defects=("dent", "hole", "contamination"), size=(64, 64), seed=0)
     generate(DatasetConfig(**{**base, **kw}), root, progress=False)
+    # synth's Perlin noise runs numba on the OpenMP layer, which resets the process's OpenMP
+    # thread count (torch's included) to the number of cores
+    set_threads(1)
     return root
 
 
@@ -126,8 +130,6 @@ def bad_weights(tmp_path_factory) -> Path:
 
 def load_test_split(root: Path, category: str, name: str) -> MVTec3DDataset:
     return MVTec3DDataset(root, category, "test", modality=MODALITY[name])
-
-
 
 
 def load_train_split(root: Path, category: str, name: str) -> MVTec3DDataset:
@@ -612,10 +614,8 @@ def test_quality_floor(tmp_path):
     Floors are about 0.15 below btf's numbers. btf's AUPRO also beat patchcore-rgb's on the
     seeds 1-3 (0.78-0.93 vs 0.52-0.65): RGB alone hardly sees geometric defects.
     """
-    root = tmp_path / "synth"
-    generate(DatasetConfig(categories=("plate_holes",), train=12, validation=0, test_good=4,
-                           test_defect=3, defects=("dent", "hole"), size=(128, 128), seed=0),
-             root, progress=False)
+    root = make_dataset(tmp_path / "synth", categories=("plate_holes",), train=12,
+                        test_good=4, test_defect=3, defects=("dent", "hole"), size=(128, 128))
     results = {}
     for name in ("btf", "patchcore-rgb"):
         train(root, "plate_holes", name, tmp_path / f"run_{name}", progress=False)

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (PcadError, OSError) as exc:
-        msg = str(exc) or exc.__class__.__name__
+        msg = "; ".join(line.strip() for line in (str(exc) or exc.__class__.__name__)
+                        .splitlines() if line.strip())
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{exc.filename}: {msg}"
         print(f"pcad: error: {msg}", file=sys.stderr)
