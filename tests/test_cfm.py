@@ -45,7 +45,7 @@ def train_set(data):
 
 
 @pytest.fixture(scope="module")
-def test_set(data):
+def eval_set(data):
     return list(MVTec3DDataset(data, CATEGORY, "test", modality="rgb+xyz"))
 
 
@@ -57,9 +57,9 @@ def train_feats(train_set):
 
 
 @pytest.fixture(scope="module")
-def test_feats(test_set):
+def eval_feats(eval_set):
     det = create("cfm", **FAST)
-    return [det.patch_features(s) for s in test_set]
+    return [det.patch_features(s) for s in eval_set]
 
 
 def foreground_stack(feats):
@@ -102,13 +102,13 @@ def test_patch_features(train_feats):
         assert not pts[~fg].any()  # FPFH is zero off the part
 
 
-def test_fit_predict_shapes(fitted, test_set, test_feats):
+def test_fit_predict_shapes(fitted, eval_set, eval_feats):
     assert fitted.fitted
     # MLPs: 152 <-> 33 (effnet-lite0, FPFH), hidden = 2 * 152 by default
     assert fitted.f_2d3d[0].in_features == 152 and fitted.f_2d3d[-1].out_features == 33
     assert fitted.f_3d2d[0].in_features == 33 and fitted.f_3d2d[-1].out_features == 152
     assert fitted.f_2d3d[0].out_features == 304
-    for s, f in list(zip(test_set, test_feats, strict=True))[::2]:
+    for s, f in list(zip(eval_set, eval_feats, strict=True))[::2]:
         score, amap = fitted.predict(s)
         assert isinstance(score, float) and np.isfinite(score)
         assert amap.shape == s.shape and amap.dtype == np.float32
@@ -134,28 +134,28 @@ def test_fit_equals_fit_features(train_set, train_feats):
     assert a.history == b.history
 
 
-def test_deterministic(fitted, train_feats, test_feats):
+def test_deterministic(fitted, train_feats, eval_feats):
     again = create("cfm", **FAST).fit_features(*foreground_stack(train_feats))
     assert again.history == fitted.history
-    for m1, m2 in zip(all_patch_scores(fitted, test_feats), all_patch_scores(again, test_feats),
+    for m1, m2 in zip(all_patch_scores(fitted, eval_feats), all_patch_scores(again, eval_feats),
                       strict=True):
         np.testing.assert_array_equal(m1, m2)
     other = create("cfm", **FAST, seed=1).fit_features(*foreground_stack(train_feats))
     assert other.history != fitted.history
 
 
-def test_save_load_round_trip(fitted, test_set, test_feats, tmp_path):
+def test_save_load_round_trip(fitted, eval_set, eval_feats, tmp_path):
     fitted.save(tmp_path / "run")
     assert (tmp_path / "run" / STATE_FILE).is_file()
     record = json.loads((tmp_path / "run" / "detector.json").read_text())
     assert record["detector"] == "cfm" and record["config"]["epochs"] == 5
     back = load_detector(tmp_path / "run", expect="cfm")
     assert isinstance(back, CFMDetector) and back.history == fitted.history
-    for m1, m2 in zip(all_patch_scores(fitted, test_feats), all_patch_scores(back, test_feats),
+    for m1, m2 in zip(all_patch_scores(fitted, eval_feats), all_patch_scores(back, eval_feats),
                       strict=True):
         np.testing.assert_array_equal(m1, m2)
-    s1, a1 = fitted.predict(test_set[-1])
-    s2, a2 = back.predict(test_set[-1])
+    s1, a1 = fitted.predict(eval_set[-1])
+    s2, a2 = back.predict(eval_set[-1])
     assert s1 == s2
     np.testing.assert_array_equal(a1, a2)
 
@@ -176,9 +176,9 @@ def test_rgb_only_sample_names_xyz(fitted, data, train_set):
         create("cfm", **FAST).fit(rgb_train)
 
 
-def test_predict_before_fit(test_set, tmp_path):
+def test_predict_before_fit(eval_set, tmp_path):
     with pytest.raises(InvalidInputError, match="fit"):
-        create("cfm", **FAST).predict(test_set[0])
+        create("cfm", **FAST).predict(eval_set[0])
     with pytest.raises(InvalidInputError, match="fit"):
         create("cfm", **FAST).save(tmp_path / "run")
 
