@@ -629,3 +629,17 @@ def test_quality_floor(tmp_path):
     assert btf["aupro"]["0.3"] >= 0.83, summary
     assert btf["p_auroc"] >= 0.85, summary
     assert btf["aupro"]["0.3"] >= rgb["aupro"]["0.3"], summary
+
+
+def test_in_memory_weights_fit_but_save_says_why(tmp_path: Path) -> None:
+    """A state dict given as weights is usable, but a run must name a file to be saved."""
+    det = create("patchcore-rgb", image_size=32,
+               weights=read_state_dict(efficientnet_lite0_weights_path()))
+    rng = np.random.default_rng(0)
+    samples = [type("S", (), {"rgb": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                              "xyz": None, "shape": (32, 32), "path": None})()
+               for _ in range(2)]
+    det.fit(samples)
+    with pytest.raises(InvalidInputError, match="weights"):
+        det.save(tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -84,12 +84,20 @@ class Detector:
         from pcad.detectors.registry import RUN_FILE
 
         self._require_fit()
+        try:  # serialize first: nothing is written for a config that cannot be saved
+            text = json.dumps({"detector": self.name, "config": self.config,
+                               "state": self._state_record()}, indent=2)
+        except TypeError as exc:
+            bad = [k for k, v in self.config.items() if not isinstance(
+                v, (str, int, float, bool, type(None), list, dict))]
+            raise InvalidInputError(
+                f"detector {self.name!r}: option(s) {bad} cannot be saved ({exc}); pass "
+                "weights as a file path to save the run") from None
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self._save_state(folder)
         with atomic_write(folder / RUN_FILE, "w") as fh:
-            json.dump({"detector": self.name, "config": self.config,
-                       "state": self._state_record()}, fh, indent=2)
+            fh.write(text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Detector:

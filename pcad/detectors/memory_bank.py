@@ -95,14 +95,15 @@ class PatchMemoryDetector(Detector):
         self._require_fit()
         self.check_sample(sample, "test sample")
         feats = self._combine(self.patch_features(sample))
-        patch = self.bank.score(feats).reshape(self.grid)
-        amap = upsample_map(patch, sample.shape, self.config["sigma"])
         mode = self.config["image_score"]
         if mode == "auto":
             mode = "foreground-max" if "xyz" in self.modalities else "reweighted"
         if mode == "foreground-max" and sample.xyz is not None:
+            patch = self.bank.score(feats)
+            amap = upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
             return foreground_max(amap, sample.xyz), amap
-        return self.bank.image_score(feats, n_reweight=self.config["n_reweight"]), amap
+        patch, score = self.bank.score_image(feats, n_reweight=self.config["n_reweight"])
+        return score, upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
 
     def _save_state(self, folder: Path) -> None:
         self.bank.save(folder / "bank.npz")

@@ -121,10 +121,16 @@ class MemoryBank:
 
     def image_score(self, patch_features: Any, n_reweight: int = 3) -> float:
         """PatchCore's re-weighted image score of one image's ``(M, C)`` patches."""
+        return self.score_image(patch_features, n_reweight)[1]
+
+    def score_image(self, patch_features: Any, n_reweight: int = 3) -> tuple[np.ndarray, float]:
+        """One image's ``(M,)`` patch distances and its re-weighted image score, from a single
+        nearest-neighbour search (what :meth:`score` and :meth:`image_score` give)."""
         nn = self._require_fit()
         d2, idx = nn.query(patch_features, 1)
-        return float(patchcore_image_score(patch_features, d2, idx, nn.bank,
-                                           n_reweight=n_reweight, index=nn))
+        score = float(patchcore_image_score(patch_features, d2, idx, nn.bank,
+                                            n_reweight=n_reweight, index=nn))
+        return np.sqrt(d2[:, 0]), score
 
     # ------------------------------------------------------------------ persistence
 
