@@ -643,3 +643,21 @@ def test_in_memory_weights_fit_but_save_says_why(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="weights"):
         det.save(tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_generic_options(data, tmp_path, capsys):
+    """``-o KEY=VALUE`` reaches the detector's config (JSON values parsed); a malformed item or
+    an unknown key is a one-line error and nothing is written."""
+    run = tmp_path / "run"
+    status, out, err = cli(capsys, "train", "--data", data, "--category", "gear", "--detector",
+                           "fpfh", "--image-size", "64", "-o", "coreset_ratio=0.25",
+                           "-o", "image_score=reweighted", "--out", run, "--quiet")
+    assert status == 0, err
+    det = load_detector(run, expect="fpfh")
+    assert det.config["coreset_ratio"] == 0.25 and det.config["image_score"] == "reweighted"
+    for bad, word in (("coreset_ratio", "KEY=VALUE"), ("bogus=1", "bogus")):
+        status, out, err = cli(capsys, "train", "--data", data, "--category", "gear",
+                               "--detector", "fpfh", "-o", bad, "--out", tmp_path / "r2",
+                               "--quiet")
+        assert_cli_error(status, out, err, word)
+        assert not (tmp_path / "r2").exists()

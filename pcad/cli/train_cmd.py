@@ -6,6 +6,23 @@ import argparse
 import json
 
 
+def parse_options(items: list[str]) -> dict[str, object]:
+    """``["epochs=5", "hidden=null", "rgb_backbone=effnet-lite0"]`` -> detector options: each
+    value is read as JSON when it parses (numbers, booleans, null, lists), else as a string."""
+    from pcad.errors import InvalidInputError
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pcad.engine import train
 
@@ -18,6 +35,7 @@ def run_train(args: argparse.Namespace) -> int:
         config["image_size"] = args.image_size
     if args.coreset_ratio is not None:
         config["coreset_ratio"] = args.coreset_ratio
+    config.update(parse_options(args.option or []))
     train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet)
     print(f"trained {args.detector} on {args.category}; run saved to {args.out}")
     return 0
@@ -48,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="local checkpoint of the RGB backbone (never downloaded)")
     p.add_argument("--image-size", type=int, help="input size (multiple of 8; default 224)")
     p.add_argument("--coreset-ratio", type=float, help="fraction of patches kept (default 0.1)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="any detector option (repeatable; values read as JSON when they parse, "
+                        "e.g. -o epochs=5 -o hidden=null)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
