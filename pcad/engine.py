@@ -5,7 +5,10 @@ Evaluation writes, in the folder ``out``:
 
 - ``metrics.json``: :func:`pcad.metrics.evaluate` keys (``i_auroc``, ``p_auroc``, ``aupro``
   keyed by limit, ``f1_max_image``, ``ap_image``...) plus ``n_test``,
-  ``latency_ms_per_sample``, ``peak_rss_mb``, ``detector``, ``category`` and ``data_root``;
+  ``latency_ms_per_sample``, ``peak_rss_mb``, ``detector``, ``category`` and ``data_root``,
+  ``per_defect`` (each defect type against the good samples) and, for a run trained with
+  held-out defect types (``holdout_defects``), ``holdout`` and ``seen``
+  (:func:`defect_breakdown`);
 - ``scores.csv``: ``path,category,defect,label,score`` per test image;
 - ``maps/<category>/test/<defect>/<stem>.tiff``: float32 anomaly maps at the gt's resolution.
 
@@ -38,22 +41,96 @@ def _peak_rss_mb() -> float:
 def train(data: str | os.PathLike[str], category: str, detector: str,
           out: str | os.PathLike[str], config: dict[str, Any] | None = None,
           progress: bool = True):
-    """Fit ``detector`` on the category's ``train/good`` samples and save it to ``out``."""
+    """Fit ``detector`` on the category's ``train/good`` samples and save it to ``out``.
+
+    Under ``torchrun`` (:mod:`pcad.distributed`) every rank fits (the detector shards the work)
+    and returns the fitted detector, but only rank 0 shows progress and writes the run and
+    ``train.json`` (whose ``world_size`` records the number of processes); the others wait for
+    it at a barrier. A detector without ``supports_distributed`` is an error there.
+    """
+    from pcad import distributed as dist
     from pcad.data import MVTec3DDataset
     from pcad.detectors import create
+    from pcad.errors import InvalidInputError
 
     det = create(detector, **(config or {}))
+    if getattr(det, "needs_defect_source", False):  # trains on synthetic defects (synthsup)
+        from synth.supervision import DefectSource
+
+        det.defect_source = DefectSource(**det.defect_source_options())
+    ctx = dist.get_context()
+    if ctx.world_size > 1 and not getattr(det, "supports_distributed", False):
+        raise InvalidInputError(f"detector {detector!r} does not support distributed training "
+                                f"(world size {ctx.world_size}); run it in one process, "
+                                "without torchrun")
     modality = "+".join(det.modalities) if len(det.modalities) > 1 else det.modalities[0]
     train_set = MVTec3DDataset(data, category, "train", modality=modality)
     t0 = time.perf_counter()
-    det.fit(train_set, progress=progress)
-    det.save(out)
-    record = {"data_root": str(Path(data).resolve()), "category": category,
-              "detector": detector, "n_train": len(train_set),
-              "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
-    with atomic_write(Path(out) / "train.json", "w") as fh:
-        json.dump(record, fh, indent=2)
+    det.fit(train_set, progress=progress and ctx.rank == 0)
+    if ctx.rank == 0:
+        det.save(out)
+        record = {"data_root": str(Path(data).resolve()), "category": category,
+                  "detector": detector, "n_train": len(train_set),
+                  "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+                  "world_size": ctx.world_size}
+        with atomic_write(Path(out) / "train.json", "w") as fh:
+            json.dump(record, fh, indent=2)
+    dist.barrier()
     return det
+
+
+def _subset_metrics(idx: list[int], scores: list[float], labels: list[int], maps: list,
+                    masks: list, limits: tuple[float, ...]) -> dict[str, Any]:
+    """I-AUROC, P-AUROC and AUPRO of the test samples ``idx`` (None where undefined)."""
+    from pcad.errors import InvalidInputError
+    from pcad.metrics import evaluate, image_auroc
+
+    out: dict[str, Any] = {"i_auroc": None, "p_auroc": None,
+                           "aupro": {str(float(lim)): None for lim in limits}}
+    sub = ([scores[i] for i in idx], [labels[i] for i in idx], [maps[i] for i in idx],
+           [masks[i] for i in idx])
+    try:
+        m = evaluate(*sub, limits=limits)
+        out.update(i_auroc=m["i_auroc"], p_auroc=m["p_auroc"], aupro=m["aupro"])
+    except InvalidInputError:  # a class is missing (no good sample, or an empty mask)
+        try:
+            out["i_auroc"] = image_auroc(sub[0], sub[1])
+        except InvalidInputError:
+            pass
+    return out
+
+
+def defect_breakdown(scores: list[float], labels: list[int], maps: list, masks: list,
+                     defects: list[str], holdout: Any = ()) -> dict[str, Any]:
+    """Metrics per defect type, and held-out vs seen types, for ``metrics.json``.
+
+    Returns ``per_defect``: ``{type: {i_auroc, p_auroc, aupro: {"0.3"}, n}}``, each type's
+    anomalous samples against all good ones (``n``: that type's samples). With ``holdout``
+    (the types a detector never saw in training) also ``holdout`` (good + the held-out types)
+    and ``seen`` (good + every other anomalous type): ``i_auroc``, ``p_auroc``, ``aupro`` at
+    every limit, ``defects`` and ``n_anomalous``. A metric that is undefined (no good sample,
+    no anomalous pixel) is None.
+    """
+    from pcad.metrics import DEFAULT_LIMITS
+
+    good = [i for i, lab in enumerate(labels) if not lab]
+    bad = {}
+    for i, (lab, d) in enumerate(zip(labels, defects, strict=True)):
+        if lab:
+            bad.setdefault(d, []).append(i)
+    out: dict[str, Any] = {"per_defect": {
+        d: {**_subset_metrics(good + idx, scores, labels, maps, masks, (0.3,)), "n": len(idx)}
+        for d, idx in sorted(bad.items())}}
+    held = list(dict.fromkeys(holdout))
+    if held:
+        for key, types in (("holdout", [d for d in bad if d in held]),
+                           ("seen", [d for d in bad if d not in held])):
+            idx = [i for d in sorted(types) for i in bad[d]]
+            out[key] = {**_subset_metrics(good + idx, scores, labels, maps, masks,
+                                          tuple(DEFAULT_LIMITS)),
+                        "defects": sorted(types), "n_anomalous": len(idx)}
+        out["holdout"]["held_out"] = held
+    return out
 
 
 def _write_map(path: Path, amap: np.ndarray) -> None:
@@ -93,6 +170,8 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
         if write_maps:
             _write_map(maps_dir / category / "test" / sample.defect / f"{sample.stem}.tiff", amap)
     metrics = evaluate(scores, labels, maps, masks)
+    metrics.update(defect_breakdown(scores, labels, maps, masks, [r[2] for r in rows],
+                                    det.config.get("holdout_defects") or ()))
     metrics.update(detector=det.name, category=category, data_root=str(Path(data).resolve()),
                    run=str(Path(run).resolve()), n_test=len(test),
                    latency_ms_per_sample=1000.0 * elapsed / max(len(test), 1),

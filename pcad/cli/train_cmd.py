@@ -23,6 +23,33 @@ def parse_options(items: list[str]) -> dict[str, object]:
     return out
 
 
+def synthetic_defect_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--holdout-defects`` / ``--textures`` as detector options; only for detectors that train
+    on synthetic defects (``needs_defect_source``, e.g. synthsup), else a clear error."""
+    from pcad.detectors import detector_class
+    from pcad.errors import InvalidInputError
+
+    out: dict[str, object] = {}
+    if args.holdout_defects:
+        out["holdout_defects"] = list(args.holdout_defects)
+    if args.textures is not None:
+        out["textures"] = args.textures
+    if out and not getattr(detector_class(args.detector), "needs_defect_source", False):
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in out)
+        raise InvalidInputError(f"{flags}: detector {args.detector!r} does not train on "
+                                "synthetic defects (use --detector synthsup)")
+    return out
+
+
+def _split_line(name: str, block: dict) -> str:
+    def f(v: object) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (f"{name} [{', '.join(block['defects']) or 'none in the test set'}]: I-AUROC "
+            f"{f(block['i_auroc'])}  P-AUROC {f(block['p_auroc'])}  AUPRO@0.3 "
+            f"{f(block['aupro']['0.3'])}")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pcad.engine import train
 
@@ -36,8 +63,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.coreset_ratio is not None:
         config["coreset_ratio"] = args.coreset_ratio
     config.update(parse_options(args.option or []))
+    config.update(synthetic_defect_options(args))
     train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet)
-    print(f"trained {args.detector} on {args.category}; run saved to {args.out}")
+    from pcad.distributed import get_context
+
+    ctx = get_context()  # under torchrun (pcad.distributed) rank 0 alone reports
+    if ctx.rank == 0:
+        workers = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""
+        print(f"trained {args.detector} on {args.category}{workers}; run saved to {args.out}")
     return 0
 
 
@@ -51,13 +84,19 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{args.category}: I-AUROC {m['i_auroc']:.3f}  P-AUROC {m['p_auroc']:.3f}  "
               f"AUPRO@0.3 {m['aupro']['0.3']:.3f}  ({m['n_test']} samples, "
               f"{m['latency_ms_per_sample']:.0f} ms/sample); wrote {args.out}/metrics.json")
+        if "holdout" in m:  # a run trained with --holdout-defects
+            print(f"  {_split_line('held-out', m['holdout'])}\n  {_split_line('seen', m['seen'])}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from pcad.detectors import list_detectors
 
-    p = sub.add_parser("train", help="fit a detector on a category's good training samples")
+    p = sub.add_parser("train", help="fit a detector on a category's good training samples",
+                       description="Fit a detector on a category's good training samples. "
+                       "Runs data-parallel under torchrun (e.g. torchrun --nproc_per_node 2 -m "
+                       "pcad train ...; gloo on CPU, NCCL on GPUs) for detectors that support "
+                       "it (cfm, btf, fpfh, patchcore-rgb); rank 0 writes the run.")
     p.add_argument("--data", required=True, help="dataset root (MVTec 3D-AD layout)")
     p.add_argument("--category", required=True)
     p.add_argument("--detector", default="btf", choices=list_detectors())
@@ -69,6 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="any detector option (repeatable; values read as JSON when they parse, "
                         "e.g. -o epochs=5 -o hidden=null)")
+    p.add_argument("--holdout-defects", nargs="+", metavar="TYPE",
+                   help="synthetic defect types kept out of training (synthsup); pcad eval "
+                        "reports the test types of these names apart")
+    p.add_argument("--textures", metavar="DIR",
+                   help="folder of texture images (png/jpg) for synthsup's RGB defects "
+                        "(default: procedural Perlin textures)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 

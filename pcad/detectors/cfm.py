@@ -35,7 +35,10 @@ What pcad does (and where it departs from the paper):
   ``epochs`` passes over the shuffled foreground patches in batches of ``batch_size`` patches
   (CFM: batches of 4 whole images, 50-250 epochs). Initialisation and shuffling are seeded
   (``seed``), so a fit is reproducible on one device. The mean loss of each epoch is kept in
-  :attr:`CFMDetector.history`.
+  :attr:`CFMDetector.history`. Under ``torchrun`` the fit is data-parallel
+  (:mod:`pcad.distributed`): features of each rank's block of samples are gathered in order,
+  each global batch is split over the ranks with DDP averaging the gradients, and the result
+  matches a one-process fit to float rounding.
 - **Map**: per patch ``||n(f_2d3d(rgb)) - n(pts)||_2 * ||n(f_3d2d(pts)) - n(rgb)||_2`` with
   ``n`` the L2 normalisation, exactly CFM's fusion. For unit vectors ``||a - b||_2 =
   sqrt(2 (1 - cos))``, so this equals ``2 sqrt(d_3d * d_2d)`` with ``d = 1 - cos``: a monotone
@@ -93,11 +96,25 @@ def foreground_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) 
     return (coverage > 0).reshape(-1)
 
 
+class _MappingPair(nn.Module):
+    """Both mapping MLPs as one module (one DistributedDataParallel wrapper for the pair):
+    ``(rgb, pts) -> (f_2d3d(rgb), f_3d2d(pts))``."""
+
+    def __init__(self, f_2d3d: nn.Module, f_3d2d: nn.Module) -> None:
+        super().__init__()
+        self.f_2d3d, self.f_3d2d = f_2d3d, f_3d2d
+
+    def forward(self, rgb: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.f_2d3d(rgb), self.f_3d2d(pts)
+
+
 @register_detector("cfm")
 class CFMDetector(Detector):
     """Crossmodal Feature Mapping on RGB backbone + FPFH patch features (see the module)."""
 
     modalities = ("rgb", "xyz")
+    #: trains under torchrun (pcad.distributed): sharded features, data-parallel MLP steps
+    supports_distributed = True
     defaults = {"image_size": 224, "epochs": 40, "lr": 1e-3, "batch_size": 256, "hidden": None,
                 "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
@@ -168,19 +185,30 @@ class CFMDetector(Detector):
     def fit(self, samples, progress: bool = False) -> CFMDetector:
         from tqdm import tqdm
 
+        from pcad import distributed as dist
+
         items = self._train_list(samples)
+        # under torchrun: this rank's contiguous block, gathered in the single-process order
+        mine = dist.shard(items)
         rgbs, ptss = [], []
-        for s in tqdm(items, disable=not progress, desc="cfm features", unit="sample"):
+        for s in tqdm(mine, disable=not progress, desc="cfm features", unit="sample"):
             rgb, pts, fg = self.patch_features(s)
             rgbs.append(rgb[fg])
             ptss.append(pts[fg])
-        return self.fit_features(np.concatenate(rgbs), np.concatenate(ptss), progress=progress)
+        if not mine:  # more ranks than samples: an empty block of the right width
+            rgb, pts, _ = self.patch_features(items[0])
+            rgbs, ptss = [rgb[:0]], [pts[:0]]
+        rgb_all = dist.all_gather_arrays(np.concatenate(rgbs))
+        pts_all = dist.all_gather_arrays(np.concatenate(ptss))
+        return self.fit_features(rgb_all, pts_all, progress=progress)
 
     def fit_features(self, rgb_all: np.ndarray, pts_all: np.ndarray,
                      progress: bool = False) -> CFMDetector:
         """Fit the standardisation and the two MLPs on paired foreground patch features
         ``(n, C_rgb)`` and ``(n, C_pts)`` (what :meth:`fit` does after feature extraction)."""
         from tqdm import tqdm
+
+        from pcad import distributed as dist
 
         if len(rgb_all) != len(pts_all):
             raise InvalidInputError(f"detector 'cfm': {len(rgb_all)} RGB but {len(pts_all)} "
@@ -209,6 +237,12 @@ class CFMDetector(Detector):
         opt = torch.optim.Adam(params, lr=c["lr"])
         gen = torch.Generator().manual_seed(c["seed"])
         n, bs = len(rgb_t), c["batch_size"]
+        # data-parallel under torchrun (pcad.distributed, rule 3): every rank draws the same
+        # global batches; each takes its batch_slice, and its loss is the slice's summed
+        # per-patch loss times world / batch, so DDP's gradient average is the gradient of the
+        # mean loss over the whole batch (short last batch included). One process: the mean.
+        world = dist.get_context().world_size
+        model = dist.wrap_module(_MappingPair(self.f_2d3d, self.f_3d2d))
         self.history = []
         for _ in tqdm(range(c["epochs"]), disable=not progress, desc="cfm training",
                       unit="epoch"):
@@ -216,14 +250,24 @@ class CFMDetector(Detector):
             total = 0.0
             for i in range(0, n, bs):
                 idx = order[i:i + bs]
-                r, p = rgb_t[idx], pts_t[idx]
-                loss = ((1 - F.cosine_similarity(self.f_2d3d(r), p, dim=1)).mean()
-                        + (1 - F.cosine_similarity(self.f_3d2d(p), r, dim=1)).mean())
+                if world == 1:
+                    r, p = rgb_t[idx], pts_t[idx]
+                    loss = ((1 - F.cosine_similarity(self.f_2d3d(r), p, dim=1)).mean()
+                            + (1 - F.cosine_similarity(self.f_3d2d(p), r, dim=1)).mean())
+                    local = float(loss.detach()) * len(idx)
+                else:
+                    part = dist.batch_slice(idx)
+                    r, p = rgb_t[part], pts_t[part]
+                    pred_p, pred_r = model(r, p)
+                    per = ((1 - F.cosine_similarity(pred_p, p, dim=1))
+                           + (1 - F.cosine_similarity(pred_r, r, dim=1)))
+                    loss = per.sum() * dist.slice_loss_scale(len(idx))
+                    local = float(per.detach().sum())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
-            self.history.append(total / n)
+                total += local
+            self.history.append(dist.all_reduce_mean(total) * world / n)
         self.f_2d3d.eval()
         self.f_3d2d.eval()
         self.fitted = True

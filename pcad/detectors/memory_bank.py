@@ -40,6 +40,9 @@ PATCH_STRIDE = 8
 class PatchMemoryDetector(Detector):
     """Shared fit/predict of the memory-bank detectors; subclasses give patch features."""
 
+    #: under torchrun, feature extraction is sharded over the ranks (pcad.distributed)
+    supports_distributed = True
+
     defaults = {"image_size": 224, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0,
                 "n_reweight": 3, "image_score": "auto"}
     SCORES = ("auto", "reweighted", "foreground-max")
@@ -75,14 +78,20 @@ class PatchMemoryDetector(Detector):
     def fit(self, samples, progress: bool = False) -> PatchMemoryDetector:
         from tqdm import tqdm
 
+        from pcad import distributed as dist
         from pcad.memory import MemoryBank
 
         items = self._train_list(samples)
+        # under torchrun: each rank extracts its block of samples; the gather restores the
+        # single-process order, so every rank builds the same bank (rank 0 saves it)
+        mine = dist.shard(items)
         feats: dict[str, list[np.ndarray]] = {}
-        for s in tqdm(items, disable=not progress, desc=f"{self.name} features", unit="sample"):
+        for s in tqdm(mine, disable=not progress, desc=f"{self.name} features", unit="sample"):
             for m, f in self.patch_features(s).items():
                 feats.setdefault(m, []).append(f)
-        stacked = {m: np.concatenate(v) for m, v in feats.items()}
+        if not mine:  # more ranks than samples: an empty block of the right width
+            feats = {m: [f[:0]] for m, f in self.patch_features(items[0]).items()}
+        stacked = {m: dist.all_gather_arrays(np.concatenate(v)) for m, v in feats.items()}
         if len(stacked) > 1:
             self.scales = {m: float(np.linalg.norm(v, axis=1).mean()) or 1.0
                            for m, v in stacked.items()}
