@@ -38,6 +38,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def open_split(data: str | os.PathLike[str], category: str, split: str, det: Any):
+    """The category's ``split`` read in the modalities ``det`` needs; a dataset without one of
+    them is an error naming the detector (e.g. ``btf`` on an RGB-only dataset)."""
+    from pcad.data import MVTec3DDataset
+    from pcad.errors import FileFormatError, InvalidInputError
+
+    modality = "+".join(det.modalities)
+    try:
+        return MVTec3DDataset(data, category, split, modality=modality)
+    except FileFormatError as exc:
+        if "requested but no defect folder" not in str(exc):
+            raise
+        raise InvalidInputError(
+            f"detector {det.name!r} needs {' and '.join(det.modalities)}, but {exc} (an "
+            "RGB-only dataset works with patchcore-rgb or synthsup -o mode=rgb)") from None
+
+
 def train(data: str | os.PathLike[str], category: str, detector: str,
           out: str | os.PathLike[str], config: dict[str, Any] | None = None,
           progress: bool = True):
@@ -49,7 +66,6 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
     it at a barrier. A detector without ``supports_distributed`` is an error there.
     """
     from pcad import distributed as dist
-    from pcad.data import MVTec3DDataset
     from pcad.detectors import create
     from pcad.errors import InvalidInputError
 
@@ -63,8 +79,7 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
         raise InvalidInputError(f"detector {detector!r} does not support distributed training "
                                 f"(world size {ctx.world_size}); run it in one process, "
                                 "without torchrun")
-    modality = "+".join(det.modalities) if len(det.modalities) > 1 else det.modalities[0]
-    train_set = MVTec3DDataset(data, category, "train", modality=modality)
+    train_set = open_split(data, category, "train", det)
     t0 = time.perf_counter()
     det.fit(train_set, progress=progress and ctx.rank == 0)
     if ctx.rank == 0:
@@ -147,13 +162,11 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
     """
     from tqdm import tqdm
 
-    from pcad.data import MVTec3DDataset
     from pcad.detectors import load_detector
     from pcad.metrics import evaluate
 
     det = load_detector(run)
-    modality = "+".join(det.modalities) if len(det.modalities) > 1 else det.modalities[0]
-    test = MVTec3DDataset(data, category, "test", modality=modality)
+    test = open_split(data, category, "test", det)
     out = Path(out)
     maps_dir = Path(maps_root) if maps_root is not None else out / "maps"
     scores, labels, maps, masks, rows = [], [], [], [], []

@@ -661,3 +661,17 @@ def test_cli_train_generic_options(data, tmp_path, capsys):
                                "--quiet")
         assert_cli_error(status, out, err, word)
         assert not (tmp_path / "r2").exists()
+
+
+def test_cli_train_rgb_only_dataset_names_detector(data, tmp_path, capsys):
+    """btf on a dataset without xyz folders: one line naming the detector and what it needs."""
+    import shutil
+
+    rgb_only = tmp_path / "rgb_only"
+    shutil.copytree(Path(data) / "gear", rgb_only / "gear")
+    for folder in list(rgb_only.rglob("xyz")):
+        shutil.rmtree(folder)
+    status, out, err = cli(capsys, "train", "--data", rgb_only, "--category", "gear",
+                           "--detector", "btf", "--out", tmp_path / "run", "--quiet")
+    assert_cli_error(status, out, err, "'btf'", "xyz", "patchcore-rgb")
+    assert not (tmp_path / "run").exists()
