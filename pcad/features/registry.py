@@ -4,7 +4,8 @@ Two kinds of extractors are registered under a name:
 
 - ``"rgb"``: an image backbone, a :class:`~pcad.features.base.FeatureBackbone`
   (``nn.Module``) mapping an image to a ``(B, C, h, w)`` feature map
-  (built in: ``effnet-lite0``);
+  (built in: ``effnet-lite0``; ``dino-vitb8`` with the official DINO checkpoint as a local
+  path);
 - ``"points"``: a callable mapping an organized cloud ``(H, W, 3)`` to an ``(H, W, C)``
   feature map (built in: ``fpfh``, ``raw_xyz``).
 
@@ -42,7 +43,7 @@ __all__ = [
 
 KINDS = ("rgb", "points")
 # Modules whose import registers the built-in extractors.
-_BUILTIN_MODULES = ("pcad.features.effnet", "pcad.features.fpfh")
+_BUILTIN_MODULES = ("pcad.features.effnet", "pcad.features.fpfh", "pcad.features.vit")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
