@@ -14,10 +14,13 @@ from synth.defects import Defect, create_defect, list_defects, register_defect
 from synth.field import perlin_field
 from synth.perlin import pnoise2, pnoise3
 from synth.result import DefectResult, gt_rule
+from synth.supervision import DefectSource, SyntheticAnomaly
 
 __all__ = [
     "Defect",
     "DefectResult",
+    "DefectSource",
+    "SyntheticAnomaly",
     "apply_defect",
     "apply_defect_to_mesh",
     "create_defect",

@@ -1,0 +1,430 @@
+"""``synthsup``: a segmentation head trained on synthetic defects made on the fly (DRAEM-style
+supervision on frozen multimodal patch features).
+
+Unsupervised detectors only ever see good parts. ``synthsup`` follows DRAEM and 3DSR instead:
+each good training sample is turned into ``variants`` synthetic anomalies with exact masks by a
+*defect source*, and a small network learns to segment them. The source is passed in (``fit(
+samples, defect_source=...)``, or set as :attr:`SynthSupDetector.defect_source`); ``pcad train``
+builds :class:`synth.supervision.DefectSource` from the options below, so ``pcad.detectors``
+never imports ``synth``. Any callable ``source(rgb, xyz, rng) -> anomaly`` with ``anomaly.rgb``,
+``.xyz``, ``.mask (H, W) bool`` and ``.defect`` (str) works.
+
+- **Modes** (``mode``): ``"rgb+xyz"`` (default; modalities ``("rgb", "xyz")``) or ``"rgb"`` for
+  RGB-only datasets (modalities ``("rgb",)``; the source is called without xyz, so it makes RGB
+  defects only). :attr:`modalities` is set per instance from the mode, so ``pcad train`` opens
+  the dataset in the right modality.
+- **Features**, frozen, per patch of the ``(image_size / 8)`` square grid, computed once per
+  training variant: RGB = :class:`~pcad.detectors.memory_bank.RGBFeatures` (default
+  ``effnet-lite0``, 152 channels); xyz = FPFH per patch
+  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33) plus 6 depth statistics
+  (:func:`depth_patches`: mean, std, min and max of the depth's high-pass residual in point
+  spacings, and the fractions of measured and of foreground pixels, which see holes). The
+  concatenated grid is standardised per channel with the training variants' mean / std
+  (saved with the run); channels constant over the training variants are zeroed and the
+  standardised values clipped to +-10 (``FEATURE_CLIP``), so a feature never seen in training
+  (an FPFH bin that was always empty) cannot saturate the head.
+- **Head** (:func:`segmentation_head`): ``layers`` 3x3 convolutions of ``hidden`` channels with
+  GELU, then a 1x1 convolution to one logit per patch (bias initialised to a 1 % prior, as for
+  focal loss).
+- **Training**: every good sample gives ``variants`` anomalies (the defect source's rng for
+  variant ``v`` of sample ``i`` is ``numpy.random.default_rng([seed, i, v])``) plus itself as a
+  negative. Logits are upsampled bilinearly to ``image_size`` and compared with the synthetic
+  mask resized to the input size (area average, a soft target). ``loss``: ``"focal+dice"``
+  (default: focal loss with gamma 2, DRAEM's segmentation loss, plus a soft Dice over the
+  batch), ``"bce+dice"`` or ``"focal"``. Adam (``lr``), ``epochs`` passes over the shuffled
+  variants in batches of ``batch_size`` images. Initialisation and shuffling are seeded, so a
+  fit is reproducible on one device; the mean loss per epoch is in :attr:`history`.
+- **Held-out types**: ``holdout_defects`` (saved with the run) is handed to the source; the
+  detector also refuses a source that returns a held-out type. The types actually generated
+  are counted (``defect_counts`` in the run's state, held-out types listed with 0), and
+  ``pcad eval`` reports the held-out test types apart from the seen ones.
+- **Map**: ``sigmoid(logit)`` per patch, upsampled and blurred
+  (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224). **Image score**: the map's
+  maximum over the part in ``rgb+xyz`` mode (:func:`~pcad.detectors.memory_bank.foreground_max`,
+  as pcad's other xyz detectors), the map's maximum in ``rgb`` mode.
+
+Example:
+    >>> from pcad.detectors import create
+    >>> create("synthsup", mode="rgb").modalities
+    ('rgb',)
+    >>> create("synthsup", holdout_defects=["crack"]).defect_source_options()["holdout"]
+    ['crack']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcad.checks import check_int, check_positive
+from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
+from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max, fpfh_patches
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+STATE_FILE = "synthsup.pt"
+DEPTH_DIM = 6
+#: standardised features are clipped to +-this many training standard deviations
+FEATURE_CLIP = 10.0
+
+
+def segmentation_head(c_in: int, hidden: int, layers: int) -> nn.Sequential:
+    """``layers`` x (3x3 conv, GELU) of ``hidden`` channels, then a 1x1 conv to one logit;
+    input ``(B, c_in, h, w)``, output ``(B, 1, h, w)``."""
+    mods: list[nn.Module] = []
+    c = c_in
+    for _ in range(layers):
+        mods += [nn.Conv2d(c, hidden, 3, padding=1), nn.GELU()]
+        c = hidden
+    mods.append(nn.Conv2d(c, 1, 1))
+    return nn.Sequential(*mods)
+
+
+def depth_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
+    """``(h * w, 6) float32`` depth statistics per patch of the cloud resized (nearest) to
+    ``image_size``: mean, std, min and max of the residual ``z - smooth(z)`` over the part's
+    pixels (``smooth``: a Gaussian of 8 pixels normalised over the part, the residual in units of
+    the point spacing), the fraction of measured pixels and the fraction of part pixels
+    (:func:`pcad.features.point_mask`). Zeros when the part has fewer than 5 pixels."""
+    from scipy.ndimage import gaussian_filter
+
+    from pcad.checks import valid_pixels
+    from pcad.data.preprocess import resize_organized
+    from pcad.errors import DegenerateGeometryError
+    from pcad.features import point_mask, point_spacing
+
+    small = resize_organized(xyz, image_size)
+    fg = point_mask(small)
+    n = grid[0] * grid[1]
+    if fg.sum() < 5:
+        return np.zeros((n, DEPTH_DIM), np.float32)
+    try:
+        spacing = point_spacing(small, fg)
+    except DegenerateGeometryError:
+        return np.zeros((n, DEPTH_DIM), np.float32)
+    w = fg.astype(np.float64)
+    z = np.where(fg, small[..., 2].astype(np.float64), 0.0)
+    smooth = gaussian_filter(z, PATCH_STRIDE) / np.maximum(gaussian_filter(w, PATCH_STRIDE),
+                                                           1e-12)
+    r = np.where(fg, (z - smooth) / spacing, 0.0)
+    t = torch.from_numpy(np.stack([r * w, r * r * w, w, valid_pixels(small).astype(np.float64)]))
+    pooled = F.adaptive_avg_pool2d(t[None].float(), grid)[0]
+    frac = pooled[2].clamp_min(1e-12)
+    mean = pooled[0] / frac
+    std = (pooled[1] / frac - mean**2).clamp_min(0).sqrt()
+    rt = torch.from_numpy(r).float()[None, None]
+    fgt = torch.from_numpy(fg)[None, None]
+    big = torch.tensor(1e9)
+    rmax = F.adaptive_max_pool2d(torch.where(fgt, rt, -big), grid)[0, 0]
+    rmin = -F.adaptive_max_pool2d(torch.where(fgt, -rt, -big), grid)[0, 0]
+    has = pooled[2] > 0
+    feats = torch.stack([mean, std, rmin, rmax]).where(has, torch.zeros(()))
+    out = torch.cat([feats, pooled[3:4], pooled[2:3]])
+    return out.permute(1, 2, 0).reshape(n, DEPTH_DIM).numpy().astype(np.float32)
+
+
+def _focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * target + (1 - p) * (1 - target)
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+
+
+@register_detector("synthsup")
+class SynthSupDetector(Detector):
+    """Segmentation head trained on synthetic defects (see the module)."""
+
+    modalities: tuple[str, ...] = ("rgb", "xyz")
+    needs_defect_source: ClassVar[bool] = True
+    defaults = {"image_size": 224, "mode": "rgb+xyz", "variants": 4, "epochs": 30, "lr": 1e-3,
+                "batch_size": 8, "hidden": 64, "layers": 3, "loss": "focal+dice", "seed": 0,
+                "sigma": 4.0, "holdout_defects": [], "defect_types": None, "textures": None,
+                "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
+    MODES = {"rgb+xyz": ("rgb", "xyz"), "rgb": ("rgb",)}
+    LOSSES = ("focal+dice", "bce+dice", "focal")
+    DEVICES = ("auto", "cpu", "cuda")
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c = self.config
+        size = check_int(c["image_size"], "image_size", minimum=32)
+        if size % PATCH_STRIDE:
+            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        c["image_size"] = size
+        if c["mode"] not in self.MODES:
+            raise InvalidInputError(f"mode: expected one of {sorted(self.MODES)}, got "
+                                    f"{c['mode']!r}")
+        self.modalities = self.MODES[c["mode"]]
+        for key, low in (("variants", 1), ("epochs", 1), ("batch_size", 1), ("hidden", 1),
+                         ("layers", 1), ("seed", 0)):
+            c[key] = check_int(c[key], key, minimum=low)
+        c["lr"] = check_positive(c["lr"], "lr")
+        c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
+        if c["loss"] not in self.LOSSES:
+            raise InvalidInputError(f"loss: expected one of {self.LOSSES}, got {c['loss']!r}")
+        if c["device"] not in self.DEVICES:
+            raise InvalidInputError(f"device: expected one of {self.DEVICES}, got "
+                                    f"{c['device']!r}")
+        c["holdout_defects"] = self._name_list(c["holdout_defects"], "holdout_defects")
+        if c["defect_types"] is not None:
+            c["defect_types"] = self._name_list(c["defect_types"], "defect_types")
+        if c["textures"] is not None and not isinstance(c["textures"], str):
+            raise InvalidInputError(f"textures: expected a folder path, got {c['textures']!r}")
+        self._rgb = RGBFeatures(c["rgb_backbone"], c["weights"], size)
+        self.defect_source: Any = None
+        self.head: nn.Sequential | None = None
+        self.stats: dict[str, torch.Tensor] = {}
+        self.history: list[float] = []
+        self.defect_counts: dict[str, int] = {}
+        self.source_info: dict[str, Any] | None = None
+
+    @staticmethod
+    def _name_list(value: Any, key: str) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise InvalidInputError(f"{key}: expected a list of defect type names, got {value!r}")
+        return list(dict.fromkeys(value))
+
+    def check_sample(self, sample: Any, where: str) -> None:
+        for m in self.modalities:
+            if getattr(sample, m, None) is None:
+                path = getattr(sample, "path", None)
+                hint = " (mode='rgb' trains on RGB alone)" if m == "xyz" else ""
+                raise InvalidInputError(
+                    f"{where}: detector 'synthsup' in mode {self.config['mode']!r} needs "
+                    f"{MODALITY_NAMES[m]}, but sample {path or '?'} has none{hint}")
+
+    def defect_source_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`synth.supervision.DefectSource` for this configuration
+        (what :func:`pcad.engine.train` builds the source from)."""
+        opts: dict[str, Any] = {"holdout": list(self.config["holdout_defects"]),
+                                "textures": self.config["textures"], "seed": self.config["seed"]}
+        if self.config["defect_types"] is not None:
+            opts["types"] = list(self.config["defect_types"])
+        return opts
+
+    # --- features -------------------------------------------------------------------------
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.config["image_size"] // PATCH_STRIDE
+        return (g, g)
+
+    @property
+    def device(self) -> torch.device:
+        dev = self.config["device"]
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        elif dev == "cuda" and not torch.cuda.is_available():
+            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
+        return torch.device(dev)
+
+    def rgb_features(self, rgb: np.ndarray) -> np.ndarray:
+        """``(h * w, C_rgb) float32`` backbone patch features."""
+        return self._rgb(rgb)
+
+    def xyz_features(self, xyz: np.ndarray) -> np.ndarray:
+        """``(h * w, 33 + 6) float32``: FPFH and depth statistics per patch."""
+        size = self.config["image_size"]
+        return np.concatenate([fpfh_patches(xyz, size, self.grid),
+                               depth_patches(xyz, size, self.grid)], axis=1)
+
+    def patch_features(self, sample: Any) -> np.ndarray:
+        """``(C, h, w) float32``: the concatenated, unstandardised feature grid."""
+        return self._grid(self.rgb_features(sample.rgb),
+                          self.xyz_features(sample.xyz) if "xyz" in self.modalities else None)
+
+    def _grid(self, rgb: np.ndarray, xyz: np.ndarray | None) -> np.ndarray:
+        parts = [rgb] if xyz is None else [rgb, xyz]
+        f = np.concatenate(parts, axis=1)
+        return np.ascontiguousarray(f.T.reshape(f.shape[1], *self.grid), dtype=np.float32)
+
+    def _target(self, mask: np.ndarray) -> np.ndarray:
+        """The mask as a ``(S, S) uint8`` soft target (area average, 255 = anomalous)."""
+        size = self.config["image_size"]
+        t = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+        soft = F.interpolate(t, size=(size, size), mode="area")[0, 0]
+        return (soft * 255).round().to(torch.uint8).numpy()
+
+    # --- fit ------------------------------------------------------------------------------
+
+    def _check_source(self, source: Any) -> None:
+        if source is None:
+            raise InvalidInputError(
+                "detector 'synthsup': fit needs a defect source (fit(samples, defect_source=...)"
+                "); `pcad train` builds one from synth; in Python pass "
+                "synth.supervision.DefectSource(**det.defect_source_options())")
+        if not callable(source):
+            raise InvalidInputError(f"defect_source: expected a callable, got {type(source)}")
+        held = set(self.config["holdout_defects"])
+        src_hold = getattr(source, "holdout", None)
+        if held and src_hold is not None and not held <= set(src_hold):
+            raise InvalidInputError(f"defect_source: holds out {sorted(src_hold)}, but the "
+                                    f"detector's holdout_defects are {sorted(held)}")
+
+    def fit(self, samples, progress: bool = False, defect_source: Any = None
+            ) -> SynthSupDetector:
+        """Make ``variants`` synthetic anomalies per good sample with ``defect_source`` (or
+        :attr:`defect_source`), extract their features and train the head."""
+        from tqdm import tqdm
+
+        source = defect_source if defect_source is not None else self.defect_source
+        self._check_source(source)
+        items = self._train_list(samples)
+        c = self.config
+        use_xyz = "xyz" in self.modalities
+        held = set(c["holdout_defects"])
+        counts: Counter[str] = Counter({d: 0 for d in c["holdout_defects"]})
+        for name in getattr(source, "active", None) or ():
+            counts[name] += 0
+        feats, targets = [], []
+        zero = np.zeros((c["image_size"],) * 2, np.uint8)
+        for i, s in enumerate(tqdm(items, disable=not progress, desc="synthsup variants",
+                                   unit="sample")):
+            rgb_f = self.rgb_features(s.rgb)
+            xyz = s.xyz if use_xyz else None
+            xyz_f = self.xyz_features(xyz) if use_xyz else None
+            feats.append(self._grid(rgb_f, xyz_f))
+            targets.append(zero)
+            for v in range(c["variants"]):
+                a = source(s.rgb, xyz, np.random.default_rng([c["seed"], i, v]))
+                defect = str(a.defect)
+                if defect in held:
+                    raise InvalidInputError(f"defect_source: made held-out type {defect!r}")
+                mask = np.asarray(a.mask, bool)
+                if mask.shape != tuple(s.shape):
+                    raise InvalidInputError(f"defect_source: mask {mask.shape} for a sample of "
+                                            f"shape {tuple(s.shape)}")
+                counts[defect] += 1
+                a_rgb = rgb_f if np.array_equal(a.rgb, s.rgb) else self.rgb_features(a.rgb)
+                a_xyz = None
+                if use_xyz:
+                    a_xyz = xyz_f if np.array_equal(a.xyz, xyz) else self.xyz_features(a.xyz)
+                feats.append(self._grid(a_rgb, a_xyz))
+                targets.append(self._target(mask))
+        self.defect_counts = dict(sorted(counts.items()))
+        describe = getattr(source, "describe", None)
+        self.source_info = describe() if callable(describe) else None
+        return self.fit_features(np.stack(feats), np.stack(targets), progress=progress)
+
+    def fit_features(self, feats: np.ndarray, targets: np.ndarray,
+                     progress: bool = False) -> SynthSupDetector:
+        """Fit the standardisation and the head on ``feats (N, C, h, w) float32`` and soft
+        targets ``(N, S, S) uint8`` (255 = anomalous) with ``S = image_size`` (what :meth:`fit`
+        does after making the variants)."""
+        from tqdm import tqdm
+
+        c = self.config
+        if feats.ndim != 4 or feats.shape[2:] != self.grid or len(targets) != len(feats):
+            raise InvalidInputError(f"synthsup: features {feats.shape} and targets "
+                                    f"{targets.shape} do not pair up on the {self.grid} grid")
+        total, total_sq = np.zeros(feats.shape[1]), np.zeros(feats.shape[1])
+        for f in feats:  # per variant, in float64: no full-size float64 copy
+            f64 = f.reshape(f.shape[0], -1).astype(np.float64)
+            total += f64.sum(1)
+            total_sq += (f64**2).sum(1)
+        count = feats.shape[0] * feats.shape[2] * feats.shape[3]
+        mean = total / count
+        var = np.maximum(total_sq / count - mean**2, 0.0) * count / max(count - 1, 1)
+        std = np.sqrt(var)
+        std[std < 1e-6] = np.inf  # constant on every training variant: no signal, zeroed
+        self.stats = {"mean": torch.from_numpy(mean).float(),
+                      "std": torch.from_numpy(std).float()}
+        x_t = self._standardise(feats)
+        y_t = torch.from_numpy(np.ascontiguousarray(targets, np.uint8)).to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            self.head = segmentation_head(x_t.shape[1], c["hidden"], c["layers"])
+        with torch.no_grad():
+            self.head[-1].bias.fill_(-float(np.log(99.0)))  # 1 % prior
+        self.head.to(self.device).train()
+        opt = torch.optim.Adam(self.head.parameters(), lr=c["lr"])
+        gen = torch.Generator().manual_seed(c["seed"])
+        n, bs, size = len(x_t), c["batch_size"], c["image_size"]
+        self.history = []
+        for _ in tqdm(range(c["epochs"]), disable=not progress, desc="synthsup training",
+                      unit="epoch"):
+            order = torch.randperm(n, generator=gen).to(self.device)
+            total = 0.0
+            for i in range(0, n, bs):
+                idx = order[i:i + bs]
+                logits = F.interpolate(self.head(x_t[idx]), size=(size, size), mode="bilinear",
+                                       align_corners=False)[:, 0]
+                loss = self._loss(logits, y_t[idx].float() / 255.0)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            self.history.append(total / n)
+        self.head.eval()
+        self.fitted = True
+        return self
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kind = self.config["loss"]
+        first = _focal(logits, target) if kind.startswith("focal") else \
+            F.binary_cross_entropy_with_logits(logits, target)
+        return first + _dice(logits, target) if kind.endswith("dice") else first
+
+    def _standardise(self, feats: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(feats, np.float32)).to(self.device)
+        mean = self.stats["mean"].to(self.device)[None, :, None, None]
+        std = self.stats["std"].to(self.device)[None, :, None, None]
+        return ((t - mean) / std).clamp(-FEATURE_CLIP, FEATURE_CLIP)
+
+    # --- predict --------------------------------------------------------------------------
+
+    def patch_scores(self, sample: Any) -> np.ndarray:
+        """``(h, w) float32`` anomaly probabilities of the patches."""
+        self._require_fit()
+        x = self._standardise(self.patch_features(sample)[None])
+        with torch.no_grad():
+            p = torch.sigmoid(self.head(x))[0, 0]
+        return p.cpu().numpy().astype(np.float32)
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        amap = upsample_map(self.patch_scores(sample), sample.shape, self.config["sigma"])
+        if "xyz" in self.modalities:
+            return foreground_max(amap, sample.xyz), amap
+        return float(amap.max()), amap
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _save_state(self, folder: Path) -> None:
+        from pcad.io import atomic_save
+
+        state = {"head": {k: v.cpu() for k, v in self.head.state_dict().items()},
+                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
+        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _state_record(self) -> dict[str, Any]:
+        return {"in_channels": self.head[0].in_channels, "history": self.history,
+                "defect_counts": self.defect_counts, "defect_source": self.source_info}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise InvalidInputError(f"{folder}: incomplete synthsup run (no {STATE_FILE})")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        self.head = segmentation_head(int(state["in_channels"]), self.config["hidden"],
+                                      self.config["layers"])
+        self.head.load_state_dict(saved["head"])
+        self.head.to(self.device).eval()
+        self.stats = dict(saved["stats"])
+        self.history = [float(x) for x in state.get("history", [])]
+        self.defect_counts = {str(k): int(v) for k, v in state.get("defect_counts", {}).items()}
+        self.source_info = state.get("defect_source")
