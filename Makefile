@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.pcad-installed
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean point-weights
 
 install: $(STAMP)
 
@@ -45,6 +45,16 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check pcad synth viz tests benchmarks data_scripts
+
+# The Point-MAE checkpoint shipped as pcad's offline default (pcad/features/pointmae_pretrain.py
+# documents it): 13 procedural parts x 8 seeds as STL, then masked point modelling on the CPU.
+POINT_PARTS   := build/point-weights/parts
+POINT_WEIGHTS := pcad/features/weights/pointmae_pcad_small.pth
+
+point-weights: install
+	rm -rf $(POINT_PARTS)
+	$(PY) -c "from pathlib import Path; from synth.objects import list_objects, make_object; d = Path('$(POINT_PARTS)'); d.mkdir(parents=True); [make_object(n, seed=s, variation=0.05).export(d / f'{n}_{s}.stl') for n in list_objects() for s in range(8)]"
+	$(VENV)/bin/pcad pretrain-points --data $(POINT_PARTS) --out $(POINT_WEIGHTS) --epochs 100 --seed 0 --num-group 128 --group-size 32 --trans-dim 192 --depth 6 --points 2048 --batch-size 8 --threads 2 --half --encoder-only
 
 clean:
 	rm -rf pcad-demo build *.egg-info

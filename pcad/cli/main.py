@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         dataset_cmd,
         demo_cmd,
         info_cmd,
+        pretrain_cmd,
         sensitivity_cmd,
         synth_cmd,
         train_cmd,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pcad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (info_cmd, synth_cmd, dataset_cmd, train_cmd, demo_cmd, viz_cmd,
-                   sensitivity_cmd):
+                   sensitivity_cmd, pretrain_cmd):
         module.register(sub)
     return parser
 

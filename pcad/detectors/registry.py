@@ -3,7 +3,7 @@
 Example:
     >>> from pcad.detectors import create, list_detectors
     >>> list_detectors()
-    ['btf', 'cfm', 'fpfh', 'patchcore-rgb', 'synthsup']
+    ['btf', 'cfm', 'fpfh', 'lsfa', 'm3dm', 'patchcore-rgb', 'synthsup']
     >>> create("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
     0.05
 """
@@ -38,6 +38,8 @@ def register_detector(name: str):
 
 def _load_builtins() -> None:
     import pcad.detectors.cfm  # noqa: F401  (registration)
+    import pcad.detectors.lsfa  # noqa: F401  (registration)
+    import pcad.detectors.m3dm  # noqa: F401  (registration)
     import pcad.detectors.synthsup  # noqa: F401  (registration)
     from pcad.detectors import memory_bank  # noqa: F401  (registration)
 

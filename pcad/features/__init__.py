@@ -13,6 +13,11 @@ RGB backbones (``nn.Module``, image -> ``(B, C, h, w)``):
 Point extractors (organized cloud ``(H, W, 3)`` -> ``(H, W, C)``): ``fpfh`` (33 channels)
 and ``raw_xyz`` (3). :func:`to_patch_grid` pools a per-pixel map to a patch grid.
 
+Point-MAE (M3DM / LSFA point features): :func:`load_point_encoder` reads an official
+Point-MAE checkpoint (or, by default, the small one shipped with pcad) into a
+:class:`PointMAEEncoder`; :func:`point_patch_features` turns an organized cloud into
+``(h * w, C)`` patch features as M3DM does.
+
 Nothing is ever downloaded.
 
 Example:
@@ -37,6 +42,8 @@ from pcad.features.fpfh import (
 )
 from pcad.features.grid import to_patch_grid
 from pcad.features.plugin import PluginBackbone, register_architecture_source
+from pcad.features.point_grid import point_patch_features
+from pcad.features.pointmae import PointMAEEncoder, load_point_encoder
 from pcad.features.registry import (
     BackboneInfo,
     backbone_info,
@@ -53,6 +60,7 @@ __all__ = [
     "FPFHExtractor",
     "FeatureBackbone",
     "PluginBackbone",
+    "PointMAEEncoder",
     "RawXYZExtractor",
     "aggregate_feature_maps",
     "backbone_info",
@@ -61,8 +69,10 @@ __all__ = [
     "fpfh_map",
     "image_to_tensor",
     "list_backbones",
+    "load_point_encoder",
     "load_state_dict_strict",
     "point_mask",
+    "point_patch_features",
     "point_spacing",
     "raw_xyz_map",
     "read_state_dict",

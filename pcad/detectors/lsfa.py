@@ -1,0 +1,433 @@
+"""``lsfa``: Self-supervised Feature Adaptation for 3D industrial anomaly detection (Tu et al.,
+ECCV 2024; code yuanpengtu/LSFA).
+
+LSFA adapts the frozen features before PatchCore: one transformer block per modality, trained
+on the good samples only, makes the features of normal parts compact and the two modalities
+agree; inference is M3DM's memory banks on the adapted features.
+
+- **Adapters**: one pre-norm ViT block per modality after the frozen backbones (LSFA's
+  ``FeatureFusionBlock``: ``Block(768, 12)`` on DINO tokens, ``Block(1152, 12)`` on Point-MAE
+  patches): LayerNorm -> multi-head self-attention over the sample's patch tokens (qkv without
+  bias) -> residual, LayerNorm -> MLP (4x, GELU) -> residual (:class:`AdapterBlock`). Heads
+  ``Linear(C, 512)`` per modality feed the contrastive losses and are discarded afterwards.
+- **Losses**, per batch of training samples (weights as the released code, all options):
+
+  - ``L_LA`` (cross-modal local alignment): InfoNCE between the RGB and point head
+    projections of the co-located foreground patches of the batch (background masked),
+    symmetrised ``(q->k + k->q) / 2``, temperature 1, CE times 2T; weight ``la_weight`` 1.
+  - ``L_rot`` (in the code, not in the paper): InfoNCE between the RGB head projections of the
+    image and of a copy whose 4 x 4-pixel cells are each rotated by a random multiple of 90
+    degrees (``rotation_cell``; new rotations every epoch, seeded), on a random sixth of the
+    foreground patches; weight ``rotation_weight`` 0.05 (0 skips it and its extra RGB pass).
+  - ``IFC`` (intra-modal compactness) with FIFO memory queues of detached adapted features:
+    ``L_LC`` = mean distance of each adapted patch to its nearest queued patch (RGB: all
+    patches; points: foreground patches, as the code), ``L_GC`` = distance of the sample's
+    global feature (mean of its adapted foreground patches) to the nearest queued global
+    feature, RGB + point each; ``IFC = mean over samples (L_LC_rgb + L_LC_pts +
+    global_compact_weight (0.4) * (L_GC_rgb + L_GC_pts))``, weight ``compact_weight`` 0.9.
+    The local queues hold the patches of the last ``queue_samples`` samples (19: the code's
+    60000 patches / 3136 per sample), the global ones ``global_queue`` (100) samples, both
+    clamped to the training-set size. The term starts after ``compact_start`` (0.09) of the
+    training iterations (the code: 60 of its ~664) once the local queues are full.
+  - ``L_GA`` (cross-modal global alignment): InfoNCE between the head projections of the
+    samples' global RGB and point features; weight ``ga_weight`` 0.1.
+
+  ``L = la_weight L_LA + rotation_weight L_rot + compact_weight IFC + ga_weight L_GA``.
+- **Training**: AdamW(betas 0.9, 0.95; ``weight_decay`` 0.01, torch's default, as the code
+  passes none), ``lr`` 3e-4 (the README), ``batch_size`` 8 samples, ``epochs`` 2 (the code),
+  per-iteration linear warm-up over ``warmup_epochs`` (1) then half-cycle cosine to 0, seeded
+  initialisation and shuffling; under ``torchrun`` each global batch is split over the ranks
+  (:func:`~pcad.detectors.multimodal.run_training`) and the queues are fed with the gathered
+  features of the whole batch, in single-process order; the InfoNCE negatives are those of the
+  rank's share of the batch (as in the released code), so a multi-process fit is close to, not
+  equal to, a single-process one. The mean loss of each epoch is kept in
+  :attr:`LSFADetector.history`.
+- **Inference**: M3DM's "double lib" on the adapted features: a point bank and an RGB bank with
+  decision-layer fusion (linear one-class SVMs, ``bank_weights`` ``{"xyz": 1, "rgb": 0.1}`` as
+  the code), :class:`~pcad.detectors.multimodal.MultiBankDetector`, whose options
+  (``coreset_ratio``, ``bank_score`` (default ``"foreground-max"``; the code's is
+  ``"reweighted"``), ``fusion``, ``map_fusion``, ``svm_patches``, ``ocsvm_nu``,
+  ``image_score``, the feature options...) and measured caveats apply.
+
+Bugs of the released code and pcad's fixes:
+
+1. ``L_GA`` projects the *RGB* global features with the point head
+   (``xyz_head(global_feat1.reshape(-1, 1152))``, which also fails unless the batch is a
+   multiple of 3, as 768-d rows are reshaped to 1152): pcad projects the point global
+   features.
+2. Crash while the compactness term is off: ``torch.cat(global_feat1)`` runs on an empty list
+   during the first 60 iterations (and while the queues fill): pcad computes ``L_GA`` on every
+   batch of two or more samples from the first iteration (the paper's ``L_CLC = L_LA + L_GA``),
+   whatever the state of the queues.
+3. Gradient accumulation: ``optimizer.zero_grad()`` runs after every iteration, so with
+   ``accum_iter 16`` each update uses the gradient of the last batch only and 15 of 16 batches
+   are thrown away: pcad steps on every batch (no accumulation).
+4. Rotation term: the sixth of the patches is drawn as positions ``randperm(n_fg)[:n_fg // 6]``
+   into *all* patches rather than among the foreground ones, and the rotated image's feature
+   map is reshaped ``(B, C, 56, 56) -> (B, 3136, C)`` without a permute, mixing channels and
+   positions: pcad samples foreground patches of correctly ordered features.
+5. ``euclidean_dist`` clamps squared distances to ``[1e-12, 50]``, which zeroes the gradient
+   of every distance above ``sqrt(50)`` in the features' raw units (typical between DINO
+   tokens): pcad clamps from below only (:func:`~pcad.detectors.multimodal.nearest_distance`).
+6. Bank normalisation statistics swapped (point std from the RGB bank, RGB mean from the
+   point bank, inherited from M3DM) and the RGB coreset sized from the reduced point bank:
+   each bank uses its own (:mod:`pcad.detectors.multimodal`).
+7. Hard-wired setup: a data path, a class index, ``torch.distributed`` initialised and a
+   ``DistributedSampler`` always, ``get_rank()`` and ``.cuda()`` inside the loss, epochs
+   hard-coded to 2 while ``--epochs`` only shapes the schedule, a feature-path rewrite
+   ``.replace('.', 'full.')`` that mangles every '.' of a relative path: pcad takes the
+   category and every setting as options, keeps features in memory, runs in one process on
+   CPU or CUDA or under ``torchrun``, and ``epochs`` drives both the loop and the schedule.
+
+Other departures:
+
+- Training is per category with one queue (LSFA trains all ten MVTec classes jointly, with
+  per-class queues); the compactness start is a fraction of the iterations instead of 60.
+- Features: one ``image_size / 8`` patch grid for both modalities (LSFA: 56 x 56, RGB tokens
+  upsampled), effnet-lite0 RGB by default (``rgb_backbone="dino-vitb8"``, ``weights=PATH`` for
+  DINO ViT-B/8), no CLS token in the RGB sequence; the global features are means of the
+  adapted foreground patches (the code; the paper describes k-means of the local features).
+- Attention heads: ``num_heads`` (12), or the largest divisor of a feature width not above it
+  (152 EfficientNet channels: 8; 33 FPFH bins: 11).
+- No AMP, no ``max_sample`` cap on the banks, the last short batch kept.
+
+Example:
+    >>> from pcad.detectors import create
+    >>> det = create("lsfa", image_size=64, point_backbone="fpfh", epochs=1)
+    >>> det.BANKS, det.config["bank_weights"]
+    (('xyz', 'rgb'), {'xyz': 1.0, 'rgb': 0.1})
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcad.checks import check_fraction, check_int, check_positive
+from pcad.detectors.base import resize_rgb
+from pcad.detectors.multimodal import (
+    MultiBankDetector,
+    info_nce,
+    nearest_distance,
+    run_training,
+    zero_loss,
+)
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+STATE_FILE = "adapters.pt"
+
+
+def heads_for(dim: int, wanted: int) -> int:
+    """The largest number of attention heads ``<= wanted`` that divides ``dim``."""
+    return max(h for h in range(1, max(1, min(wanted, dim)) + 1) if dim % h == 0)
+
+
+class AdapterBlock(nn.Module):
+    """A pre-norm ViT block (Point-MAE's / timm's ``Block``): ``x + Attn(LN(x))``, then
+    ``x + MLP(LN(x))``; ``(B, n, C) -> (B, n, C)``.
+
+    Example:
+        >>> import torch
+        >>> from pcad.detectors.lsfa import AdapterBlock
+        >>> AdapterBlock(16, 4)(torch.zeros(2, 5, 16)).shape
+        torch.Size([2, 5, 16])
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise InvalidInputError(f"num_heads: {num_heads} does not divide the width {dim}")
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c / h)) v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` mean of ``x (B, n, C)`` over the rows where ``mask (B, n)`` is True."""
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class LSFAAdapters(nn.Module):
+    """The two adapter blocks, the two contrastive heads and the loss of one batch.
+
+    Args:
+        rgb_dim, pts_dim: frozen feature widths.
+        num_heads, mlp_ratio: of the blocks (heads reduced to a divisor of each width).
+        head_dim: width of the contrastive heads (512).
+        weights: ``{"la", "rotation", "compact", "global_compact", "ga"}`` loss weights.
+    """
+
+    def __init__(self, rgb_dim: int, pts_dim: int, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 head_dim: int = 512, weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.rgb_dim, self.pts_dim = rgb_dim, pts_dim
+        self.rgb_block = AdapterBlock(rgb_dim, heads_for(rgb_dim, num_heads), mlp_ratio)
+        self.pts_block = AdapterBlock(pts_dim, heads_for(pts_dim, num_heads), mlp_ratio)
+        self.rgb_head = nn.Linear(rgb_dim, head_dim)
+        self.pts_head = nn.Linear(pts_dim, head_dim)
+        self.weights = {"la": 1.0, "rotation": 0.05, "compact": 0.9, "global_compact": 0.4,
+                        "ga": 0.1, **(weights or {})}
+
+    def adapt(self, rgb: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adapted ``(B, n, C)`` features of each modality."""
+        return self.rgb_block(rgb), self.pts_block(pts)
+
+    def forward(self, rgb: torch.Tensor, pts: torch.Tensor, fg: torch.Tensor,
+                rgb_rot: torch.Tensor | None = None, rot_index: torch.Tensor | None = None,
+                queues: tuple[torch.Tensor, ...] | None = None):
+        """The loss of a batch.
+
+        Args:
+            rgb, pts: ``(B, n, C)`` frozen features; ``fg``: ``(B, n)`` bool.
+            rgb_rot: ``(B, n, C_rgb)`` frozen features of the cell-rotated images (None: no
+                rotation term); ``rot_index``: rows of the foreground patches it uses.
+            queues: ``(local RGB (M, C), local points (M', C), global RGB (K, C), global
+                points (K, C))`` or None (no compactness term).
+
+        Returns:
+            ``(loss, terms, adapted_rgb, adapted_pts, global_rgb, global_pts)``: the weighted
+            total, the unweighted terms (detached), and the detached adapted features and
+            per-sample global features for the queues.
+        """
+        if rgb.shape[0] == 0:
+            return zero_loss(self), {}, None, None, None, None
+        w = self.weights
+        a_rgb, a_pts = self.adapt(rgb, pts)
+        q, k = self.rgb_head(a_rgb[fg]), self.pts_head(a_pts[fg])
+        terms = {"la": (info_nce(q, k) + info_nce(k, q)) / 2.0}
+        if rgb_rot is not None:
+            q_rot = self.rgb_head(self.rgb_block(rgb_rot)[fg])
+            sel = rot_index if rot_index is not None else torch.arange(len(q), device=q.device)
+            terms["rotation"] = info_nce(q[sel], q_rot[sel])
+        g_rgb, g_pts = masked_mean(a_rgb, fg), masked_mean(a_pts, fg)
+        terms["ga"] = info_nce(self.rgb_head(g_rgb), self.pts_head(g_pts))
+        if queues is not None:
+            terms["compact"] = compactness(a_rgb, a_pts, fg, g_rgb, g_pts, queues,
+                                           w["global_compact"])
+        total = sum(w[name] * value for name, value in terms.items())
+        detached = {name: value.detach() for name, value in terms.items()}
+        return (total, detached, a_rgb.detach(), a_pts.detach(), g_rgb.detach(),
+                g_pts.detach())
+
+
+def compactness(a_rgb: torch.Tensor, a_pts: torch.Tensor, fg: torch.Tensor,
+                g_rgb: torch.Tensor, g_pts: torch.Tensor, queues: tuple[torch.Tensor, ...],
+                global_weight: float = 0.4) -> torch.Tensor:
+    """LSFA's intra-modal compactness of a batch (the IFC term, unweighted).
+
+    Per sample ``i``: ``L_LC = mean_j d(a_rgb[i, j], Q_rgb) + mean_{j in fg} d(a_pts[i, j],
+    Q_pts)`` and ``L_GC = d(g_rgb[i], G_rgb) + d(g_pts[i], G_pts)``, with ``d`` the distance to
+    the nearest queue row; the result is ``mean_i (L_LC + global_weight * L_GC)``.
+    """
+    q_rgb, q_pts, qg_rgb, qg_pts = queues
+    b, n, _ = a_rgb.shape
+    lc_rgb = nearest_distance(a_rgb.reshape(b * n, -1), q_rgb).reshape(b, n).mean(1)
+    owner = fg.nonzero()[:, 0]
+    d_pts = nearest_distance(a_pts[fg], q_pts)
+    lc_pts = torch.zeros(b, dtype=d_pts.dtype, device=d_pts.device).index_add(0, owner, d_pts)
+    lc_pts = lc_pts / fg.sum(1).clamp_min(1).to(d_pts.dtype)
+    gc = nearest_distance(g_rgb, qg_rgb) + nearest_distance(g_pts, qg_pts)
+    return (lc_rgb + lc_pts + global_weight * gc).mean()
+
+
+def rotate_cells(image: np.ndarray, cell: int, rng: np.random.Generator) -> np.ndarray:
+    """LSFA's ``img_rotate_patch``: every ``cell x cell`` block of an ``(H, W, C)`` image
+    rotated by a random multiple of 90 degrees (a partial block at the border is kept)."""
+    h, w, c = image.shape
+    gh, gw = h // cell, w // cell
+    out = image.copy()
+    if gh == 0 or gw == 0:
+        return out
+    blocks = image[:gh * cell, :gw * cell].reshape(gh, cell, gw, cell, c).transpose(0, 2, 1, 3,
+                                                                                     4)
+    turns = rng.integers(0, 4, size=(gh, gw))
+    rotated = blocks.copy()
+    for r in (1, 2, 3):
+        sel = turns == r
+        rotated[sel] = np.rot90(blocks[sel], r, axes=(1, 2))
+    out[:gh * cell, :gw * cell] = rotated.transpose(0, 2, 1, 3, 4).reshape(gh * cell, gw * cell,
+                                                                           c)
+    return out
+
+
+@register_detector("lsfa")
+class LSFADetector(MultiBankDetector):
+    """LSFA: adapters trained on good samples + M3DM's double-lib banks (see the module)."""
+
+    BANKS = ("xyz", "rgb")
+    BANK_WEIGHTS: ClassVar[dict[str, float]] = {"xyz": 1.0, "rgb": 0.1}
+    defaults: ClassVar[dict[str, Any]] = {
+        **MultiBankDetector.defaults, "epochs": 2, "batch_size": 8, "lr": 3e-4,
+        "warmup_epochs": 1.0, "weight_decay": 0.01, "num_heads": 12, "mlp_ratio": 4.0,
+        "head_dim": 512, "la_weight": 1.0, "rotation_weight": 0.05, "compact_weight": 0.9,
+        "global_compact_weight": 0.4, "ga_weight": 0.1, "queue_samples": 19,
+        "global_queue": 100, "compact_start": 0.09, "rotation_cell": 4,
+    }
+    WEIGHT_KEYS = {"la": "la_weight", "rotation": "rotation_weight", "compact": "compact_weight",
+                   "global_compact": "global_compact_weight", "ga": "ga_weight"}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c = self.config
+        for key in ("epochs", "batch_size", "num_heads", "head_dim", "queue_samples",
+                    "global_queue", "rotation_cell"):
+            c[key] = check_int(c[key], key, minimum=1)
+        c["lr"] = check_positive(c["lr"], "lr")
+        c["mlp_ratio"] = check_positive(c["mlp_ratio"], "mlp_ratio")
+        for key in ("warmup_epochs", "weight_decay", *self.WEIGHT_KEYS.values()):
+            c[key] = check_positive(c[key], key, allow_zero=True)
+        c["compact_start"] = check_fraction(c["compact_start"], "compact_start")
+        self.adapters: LSFAAdapters | None = None
+        self.last_terms: dict[str, float] = {}
+
+    def _new_adapters(self, rgb_dim: int, pts_dim: int) -> LSFAAdapters:
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            return LSFAAdapters(rgb_dim, pts_dim, c["num_heads"], c["mlp_ratio"], c["head_dim"],
+                                {k: c[v] for k, v in self.WEIGHT_KEYS.items()})
+
+    def rotated_features(self, items: Sequence[Any], epoch: int) -> np.ndarray:
+        """``(N, n, C_rgb)`` RGB features of the cell-rotated training images of ``epoch``
+        (each rank extracts its shard; gathered in single-process order)."""
+        from pcad import distributed as dist
+
+        c = self.config
+        start, stop = dist.shard_range(len(items))
+        local = []
+        for i in range(start, stop):
+            rng = np.random.default_rng([c["seed"], epoch, i])
+            image = resize_rgb(items[i].rgb, c["image_size"])
+            local.append(self.features.rgb(rotate_cells(image, c["rotation_cell"], rng)))
+        n = self.grid[0] * self.grid[1]
+        width = self.adapters.rgb_dim
+        block = np.stack(local) if local else np.zeros((0, n, width), np.float32)
+        return dist.all_gather_arrays(block)
+
+    def train_networks(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray,
+                       items: Sequence[Any] | None, progress: bool) -> None:
+        """Train the adapters (see the module docstring)."""
+        from pcad import distributed as dist
+
+        c, dev = self.config, self.device
+        n_samples = len(rgb)
+        rotation = c["rotation_weight"] > 0
+        if rotation and items is None:
+            raise InvalidInputError("detector 'lsfa': the rotation term needs the training "
+                                    "samples (pass items, or rotation_weight=0)")
+        self.adapters = self._new_adapters(rgb.shape[2], pts.shape[2]).to(dev)
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev)
+        pts_t = torch.from_numpy(np.ascontiguousarray(pts)).to(dev)
+        fg_t = torch.from_numpy(np.ascontiguousarray(fg)).to(dev)
+        rot: dict[str, torch.Tensor] = {}
+        steps = max(1, math.ceil(n_samples / c["batch_size"]))
+        start_it = int(round(c["compact_start"] * c["epochs"] * steps))
+        local_cap = min(c["queue_samples"], n_samples)
+        global_cap = min(c["global_queue"], n_samples)
+        q_rgb: deque[torch.Tensor] = deque(maxlen=local_cap)
+        q_pts: deque[torch.Tensor] = deque(maxlen=local_cap)
+        g_rgb: deque[torch.Tensor] = deque(maxlen=global_cap)
+        g_pts: deque[torch.Tensor] = deque(maxlen=global_cap)
+        rot_gen = torch.Generator().manual_seed(c["seed"] + 1)
+        world = dist.get_context().world_size
+
+        def epoch_start(epoch: int) -> None:
+            if rotation:
+                rot["rgb"] = torch.from_numpy(self.rotated_features(items, epoch)).to(dev)
+
+        def gathered(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+            """The whole global batch's rows (this rank's are ``x``)."""
+            if world == 1:
+                return x
+            arr = (x.cpu().numpy() if x is not None else
+                   np.zeros((0, *like.shape[1:]), np.float32))
+            return torch.from_numpy(dist.all_gather_arrays(arr)).to(dev)
+
+        def step(model: nn.Module, epoch: int, it: int, local: torch.Tensor) -> torch.Tensor:
+            idx = local.to(dev)
+            f = fg_t[idx]
+            active = it >= start_it and len(q_rgb) == local_cap and c["compact_weight"] > 0
+            queues = ((torch.cat(list(q_rgb)), torch.cat(list(q_pts)), torch.stack(list(g_rgb)),
+                       torch.stack(list(g_pts))) if active else None)
+            rot_index = None
+            if rotation:
+                m = int(f.sum())
+                rot_index = torch.randperm(m, generator=rot_gen)[:m // 6].to(dev)
+            loss, terms, a_rgb, a_pts, gr, gp = model(
+                rgb_t[idx], pts_t[idx], f, rot["rgb"][idx] if rotation else None, rot_index,
+                queues)
+            self.last_terms = {k: float(v) for k, v in terms.items()}
+            # the queues see the whole global batch, in single-process order, on every rank
+            n, cr, cp = rgb_t.shape[1], rgb_t.shape[2], pts_t.shape[2]
+            a_rgb = gathered(a_rgb, torch.zeros(0, n, cr))
+            a_pts = gathered(a_pts, torch.zeros(0, n, cp))
+            gr = gathered(gr, torch.zeros(0, cr))
+            gp = gathered(gp, torch.zeros(0, cp))
+            fb = gathered(f, torch.zeros(0, n, dtype=torch.bool)) if world > 1 else f
+            for i in range(len(a_rgb)):
+                q_rgb.append(a_rgb[i])
+                q_pts.append(a_pts[i][fb[i].bool()])
+                g_rgb.append(gr[i])
+                g_pts.append(gp[i])
+            return loss
+
+        self.history = run_training(
+            self.adapters, n_samples, step, epochs=c["epochs"], batch_size=c["batch_size"],
+            lr=c["lr"], weight_decay=c["weight_decay"], warmup_epochs=c["warmup_epochs"],
+            seed=c["seed"], progress=progress, desc="lsfa adapters", epoch_start=epoch_start)
+
+    def transform(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+        """Banks: the adapted point and RGB patches."""
+        dev = next(self.adapters.parameters()).device
+        with torch.no_grad():
+            a_rgb, a_pts = self.adapters.adapt(
+                torch.from_numpy(np.ascontiguousarray(rgb)).to(dev),
+                torch.from_numpy(np.ascontiguousarray(pts)).to(dev))
+        return {"xyz": a_pts.cpu().numpy().astype(np.float32),
+                "rgb": a_rgb.cpu().numpy().astype(np.float32)}
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _save_networks(self, folder: Path) -> None:
+        from pcad.io import atomic_save
+
+        state = {k: v.cpu() for k, v in self.adapters.state_dict().items()}
+        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _networks_record(self) -> dict[str, Any]:
+        return {"rgb_dim": self.adapters.rgb_dim, "pts_dim": self.adapters.pts_dim}
+
+    def _load_networks(self, folder: Path, state: dict[str, Any]) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise InvalidInputError(f"{folder}: incomplete lsfa run (no {STATE_FILE})")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        self.adapters = self._new_adapters(int(state["rgb_dim"]), int(state["pts_dim"]))
+        self.adapters.load_state_dict(saved)
+        self.adapters.to(self.device).eval()
