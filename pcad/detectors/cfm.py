@@ -12,14 +12,16 @@ discrepancies, so a patch must look wrong *in both directions* to score high.
 
 What pcad does (and where it departs from the paper):
 
-- **Features, per patch** of a ``(image_size / 8)`` square grid (28 x 28 at 224):
-  RGB = :class:`~pcad.detectors.memory_bank.RGBFeatures` (default ``effnet-lite0``, 152
-  channels, stride 8); points = FPFH averaged per patch, background plane removed
-  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33 channels). CFM uses DINO ViT-B/8 (768)
-  and Point-MAE (1152) features interpolated to every pixel; pcad has no offline Point-MAE
-  weights, so FPFH is the point feature (a Point-MAE encoder can replace it later: only
-  :meth:`CFMDetector.patch_features` changes) and the mapping works on the patch grid rather
-  than per pixel.
+- **Features, per patch** of a ``(image_size / 8)`` square grid (28 x 28 at 224), from
+  :class:`~pcad.detectors.multimodal.MultimodalFeatures` (shared with ``m3dm`` and ``lsfa``):
+  RGB = ``rgb_backbone`` (default ``effnet-lite0``, 152 channels, stride 8; ``dino-vitb8`` with
+  ``weights=PATH`` is CFM's DINO ViT-B/8); points = ``point_backbone``: ``"fpfh"`` (default),
+  FPFH averaged per patch with the background plane removed
+  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33 channels), or ``"pointmae"``, CFM's
+  Point-MAE (the small checkpoint shipped with pcad, or the official one as ``point_weights``;
+  group features interpolated to every measured pixel and pooled per patch). FPFH is the
+  default because on pcad's generated data the shipped Point-MAE was both slower and less
+  accurate (README, Measured). The mapping works on the patch grid rather than per pixel.
 - **Foreground**: the patches with at least one measured, non-background point
   (:func:`pcad.features.point_mask` of the resized cloud, pooled with ``to_patch_grid``
   coverage > 0). Training uses foreground patches only; the map is 0 elsewhere (CFM zeroes the
@@ -68,7 +70,8 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max, fpfh_patches
+from pcad.detectors.memory_bank import PATCH_STRIDE, foreground_max
+from pcad.detectors.multimodal import MultimodalFeatures
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
@@ -117,7 +120,8 @@ class CFMDetector(Detector):
     supports_distributed = True
     defaults = {"image_size": 224, "epochs": 40, "lr": 1e-3, "batch_size": 256, "hidden": None,
                 "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
-                "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
+                "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
+                "point_weights": None, "num_group": None, "group_size": None, "device": "auto"}
     SCORES = ("foreground-max", "max")
     DEVICES = ("auto", "cpu", "cuda")
 
@@ -141,7 +145,9 @@ class CFMDetector(Detector):
         if c["device"] not in self.DEVICES:
             raise InvalidInputError(f"device: expected one of {self.DEVICES}, got "
                                     f"{c['device']!r}")
-        self._rgb = RGBFeatures(c["rgb_backbone"], c["weights"], size)
+        self._features = MultimodalFeatures(
+            "cfm", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
+            c["point_weights"], c["num_group"], c["group_size"], device=self.device)
         self.f_2d3d: nn.Sequential | None = None
         self.f_3d2d: nn.Sequential | None = None
         self.stats: dict[str, torch.Tensor] = {}
@@ -164,12 +170,11 @@ class CFMDetector(Detector):
         return torch.device(dev)
 
     def patch_features(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(rgb (n, C_rgb), points (n, 33), foreground (n,) bool)`` over the ``n = h * w``
-        patches (the place to plug a learned point encoder such as Point-MAE)."""
-        size = self.config["image_size"]
-        rgb = self._rgb(sample.rgb)
-        pts = fpfh_patches(sample.xyz, size, self.grid)
-        fg = foreground_patches(sample.xyz, size, self.grid)
+        """``(rgb (n, C_rgb), points (n, C_pts), foreground (n,) bool)`` over the ``n = h * w``
+        patches (with ``"fpfh"`` a sample without foreground gives zeros and no foreground
+        patch; ``"pointmae"`` refuses it)."""
+        rgb = self._features.rgb(sample.rgb)
+        pts, fg = self._features.points(sample.xyz)
         if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both use the stride-8 grid
             raise InvalidInputError(f"cfm: {rgb.shape[0]} RGB patches but {pts.shape[0]} point "
                                     "patches")
