@@ -54,6 +54,8 @@ def _figure(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
                 ax.axvline(limit, ls=":", color=ax.lines[-2].get_color())
         ax.axhline(0.95, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_title(cat)
         ax.set_xlabel("strength (fraction of bbox diagonal)")
         ax.set_ylim(0.4, 1.02)
