@@ -146,7 +146,7 @@ def test_registered_with_defaults():
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("config, word", [
-    ({"image_size": 60}, "multiple of 8"), ({"epochs": 0}, "epochs"), ({"lr": -1}, "lr"),
+    ({"image_size": 60}, "multiple of 8"), ({"epochs": -1}, "epochs"), ({"lr": -1}, "lr"),
     ({"batch_size": 0}, "batch_size"), ({"point_backbone": "pointnet"}, "point_backbone"),
     ({"bank_score": "mean"}, "bank_score"), ({"fusion": "max"}, "fusion"),
     ({"map_fusion": "max"}, "map_fusion"), ({"svm_patches": "some"}, "svm_patches"),
@@ -160,6 +160,8 @@ def test_bad_config(name, config, word):
 
 
 def test_bad_lsfa_config():
+    with pytest.raises(InvalidInputError, match="epochs"):
+        create("m3dm", epochs=0)  # only lsfa has an untrained variant
     with pytest.raises(InvalidInputError, match="compact_start"):
         create("lsfa", compact_start=1.5)
     with pytest.raises(InvalidInputError, match="queue_samples"):
@@ -346,6 +348,24 @@ def test_lsfa_compactness_runs_with_full_queues(fitted):
 
 
 # ----------------------------------------------------------------------------- fit / predict
+
+
+def test_lsfa_epochs_0_is_the_unadapted_double_lib(feats, train_set, eval_set, tmp_path):
+    """``epochs=0``: no adapters; the banks hold the frozen features (the ablation baseline)."""
+    det = fit("lsfa", feats, train_set, epochs=0)
+    assert det.adapters is None and det.history == []
+    rgb, pts, fg = (a[:2] for a in feats)
+    out = det.transform(rgb, pts, fg)
+    np.testing.assert_array_equal(out["xyz"], pts)
+    np.testing.assert_array_equal(out["rgb"], rgb)
+    x = (pts.reshape(-1, pts.shape[2]) - det.stats["xyz"][0]) / det.stats["xyz"][1]
+    assert det.banks["xyz"].score(x).min() == pytest.approx(0.0, abs=1e-4)  # in the bank
+    det.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "adapters.pt").exists()
+    back = load_detector(tmp_path / "run", expect="lsfa")
+    assert back.adapters is None
+    assert_same_predictions(predictions(back, eval_set[:2]), predictions(det, eval_set[:2]))
+
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -41,7 +41,9 @@ agree; inference is M3DM's memory banks on the adapted features.
   features of the whole batch, in single-process order; the InfoNCE negatives are those of the
   rank's share of the batch (as in the released code), so a multi-process fit is close to, not
   equal to, a single-process one. The mean loss of each epoch is kept in
-  :attr:`LSFADetector.history`.
+  :attr:`LSFADetector.history`. ``epochs=0`` trains nothing and builds the banks on the
+  frozen features (no adapters, no ``adapters.pt``): the unadapted double lib, the baseline
+  of ``benchmarks/bench_lsfa_ablation.py``.
 - **Inference**: M3DM's "double lib" on the adapted features: a point bank and an RGB bank with
   decision-layer fusion (linear one-class SVMs, ``bank_weights`` ``{"xyz": 1, "rgb": 0.1}`` as
   the code), :class:`~pcad.detectors.multimodal.MultiBankDetector`, whose options
@@ -90,6 +92,19 @@ Other departures:
 - Attention heads: ``num_heads`` (12), or the largest divisor of a feature width not above it
   (152 EfficientNet channels: 8; 33 FPFH bins: 11).
 - No AMP, no ``max_sample`` cap on the banks, the last short batch kept.
+
+Measured on pcad's generated data (``benchmarks/bench_lsfa_ablation.py``; 4 categories, 20
+training samples, 128 px): adaptation does **not** beat the unadapted banks (``epochs=0``),
+I-AUROC / AUPRO@0.3 0.611 / 0.686 (10 epochs: 0.608 / 0.685) vs 0.632 / 0.739. Nothing is
+learned: 20 samples make 3 steps an epoch, ``L_LA`` / ``L_GA`` stay at chance (2 ln m), the
+loss does not fall in 10 epochs, and untrained adapters (``lr`` 1e-12) score the same (0.608 /
+0.668); without compactness 0.597 / 0.677, without alignment 0.615 / 0.672; no collapse
+(effective rank, mean cosine unchanged). The shipped Point-MAE's patch features are nearly
+collinear (mean cosine 0.98) and blind to the defects (patch AUROC 0.49): the random residual
+block moves them by 1.8x their spread, the map SVM then weights that point bank 0.42 instead of
+0.02 and AUPRO drops. The RGB bank alone gains (I-AUROC 0.667 -> 0.733) but weighs ~0.03 in the
+image fusion. With FPFH (patch AUROC 0.72) the adapters barely move the features: 0.920 / 0.730
+vs 0.920 / 0.735 frozen; ``map_fusion="sum"`` (AUPRO 0.878) matters far more there.
 
 Example:
     >>> from pcad.detectors import create
@@ -294,9 +309,10 @@ class LSFADetector(MultiBankDetector):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        for key in ("epochs", "batch_size", "num_heads", "head_dim", "queue_samples",
-                    "global_queue", "rotation_cell"):
+        for key in ("batch_size", "num_heads", "head_dim", "queue_samples", "global_queue",
+                    "rotation_cell"):
             c[key] = check_int(c[key], key, minimum=1)
+        c["epochs"] = check_int(c["epochs"], "epochs", minimum=0)  # 0: no adapters
         c["lr"] = check_positive(c["lr"], "lr")
         c["mlp_ratio"] = check_positive(c["mlp_ratio"], "mlp_ratio")
         for key in ("warmup_epochs", "weight_decay", *self.WEIGHT_KEYS.values()):
@@ -335,6 +351,9 @@ class LSFADetector(MultiBankDetector):
         from pcad import distributed as dist
 
         c, dev = self.config, self.device
+        if c["epochs"] == 0:  # the unadapted double lib: banks on the frozen features
+            self.adapters, self.history = None, []
+            return
         n_samples = len(rgb)
         rotation = c["rotation_weight"] > 0
         if rotation and items is None:
@@ -403,7 +422,9 @@ class LSFADetector(MultiBankDetector):
 
     def transform(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray
                   ) -> dict[str, np.ndarray]:
-        """Banks: the adapted point and RGB patches."""
+        """Banks: the adapted point and RGB patches (the frozen ones without adapters)."""
+        if self.adapters is None:
+            return {"xyz": np.asarray(pts, np.float32), "rgb": np.asarray(rgb, np.float32)}
         dev = next(self.adapters.parameters()).device
         with torch.no_grad():
             a_rgb, a_pts = self.adapters.adapt(
@@ -417,13 +438,20 @@ class LSFADetector(MultiBankDetector):
     def _save_networks(self, folder: Path) -> None:
         from pcad.io import atomic_save
 
+        if self.adapters is None:
+            return
         state = {k: v.cpu() for k, v in self.adapters.state_dict().items()}
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _networks_record(self) -> dict[str, Any]:
+        if self.adapters is None:
+            return {}
         return {"rgb_dim": self.adapters.rgb_dim, "pts_dim": self.adapters.pts_dim}
 
     def _load_networks(self, folder: Path, state: dict[str, Any]) -> None:
+        if self.config["epochs"] == 0:
+            self.adapters = None
+            return
         path = folder / STATE_FILE
         if not path.is_file():
             raise InvalidInputError(f"{folder}: incomplete lsfa run (no {STATE_FILE})")
