@@ -45,3 +45,16 @@ def organized_scan() -> np.ndarray:
     xyz[:5] = 0.0
     xyz[40:46, 10:20] = 0.0
     return xyz
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: on a busy 2-core machine under ``-n 2`` the OpenMP
+    pools of two workers oversubscribe the cores and small torch ops get up to 100x slower;
+    results are the same. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

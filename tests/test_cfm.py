@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
@@ -21,13 +20,8 @@ CATEGORY = "plate_holes"
 FAST = {"image_size": 64, "epochs": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (a busy 2-core machine; see tests/test_detectors.py)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# one torch thread per module (a busy 2-core machine; see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

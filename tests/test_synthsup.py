@@ -36,13 +36,8 @@ FAST = {"image_size": 64, "variants": 2, "epochs": 4, "hidden": 16, "layers": 2}
 CATEGORY = "gear"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (the machine is small and shared; results are the same)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# one torch thread per module (a busy 2-core machine; see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

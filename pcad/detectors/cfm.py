@@ -71,7 +71,7 @@ from torch import nn
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
 from pcad.detectors.memory_bank import PATCH_STRIDE, foreground_max
-from pcad.detectors.multimodal import MultimodalFeatures
+from pcad.detectors.multimodal import MultimodalFeatures, resolve_device
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
@@ -157,17 +157,12 @@ class CFMDetector(Detector):
 
     @property
     def grid(self) -> tuple[int, int]:
-        g = self.config["image_size"] // PATCH_STRIDE
-        return (g, g)
+        return (self.config["image_size"] // PATCH_STRIDE,) * 2
 
     @property
     def device(self) -> torch.device:
-        dev = self.config["device"]
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        elif dev == "cuda" and not torch.cuda.is_available():
-            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
-        return torch.device(dev)
+        """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
+        return resolve_device(self.config["device"])
 
     def patch_features(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rgb (n, C_rgb), points (n, C_pts), foreground (n,) bool)`` over the ``n = h * w``

@@ -65,6 +65,7 @@ from torch import nn
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
 from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max, fpfh_patches
+from pcad.detectors.multimodal import resolve_device
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
@@ -219,17 +220,12 @@ class SynthSupDetector(Detector):
 
     @property
     def grid(self) -> tuple[int, int]:
-        g = self.config["image_size"] // PATCH_STRIDE
-        return (g, g)
+        return (self.config["image_size"] // PATCH_STRIDE,) * 2
 
     @property
     def device(self) -> torch.device:
-        dev = self.config["device"]
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        elif dev == "cuda" and not torch.cuda.is_available():
-            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
-        return torch.device(dev)
+        """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
+        return resolve_device(self.config["device"])
 
     def rgb_features(self, rgb: np.ndarray) -> np.ndarray:
         """``(h * w, C_rgb) float32`` backbone patch features."""
