@@ -66,6 +66,7 @@ from torch import nn
 
 from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
 from pcad.features.checkpoint import load_state_dict_strict, read_state_dict
+from pcad.features.vit import Block as ViTBlock
 from pcad.ops import fps, gather, group, knn
 
 __all__ = [
@@ -159,52 +160,14 @@ class Tokenizer(nn.Module):
         return y.max(dim=1).values.reshape(bs, g, self.encoder_channel)
 
 
-class Mlp(nn.Module):
-    """``fc1`` -> GELU -> ``fc2``."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with one ``qkv`` projection (scale ``head_dim ** -0.5``)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise InvalidInputError(f"num_heads: {num_heads} does not divide trans_dim {dim}")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(b, n, c))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = False) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+def Block(dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False  # noqa: N802
+          ) -> nn.Module:
+    """Point-MAE's pre-norm transformer block (``norm1``, ``attn.qkv`` without bias,
+    ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``; LayerNorm eps 1e-5): the ViT block of
+    :mod:`pcad.features.vit` with Point-MAE's settings."""
+    if dim % num_heads:
+        raise InvalidInputError(f"num_heads: {num_heads} does not divide trans_dim {dim}")
+    return ViTBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, eps=1e-5)
 
 
 class TransformerEncoder(nn.Module):
