@@ -70,7 +70,7 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, foreground_max
+from pcad.detectors.memory_bank import PATCH_STRIDE, check_image_size, foreground_max
 from pcad.detectors.multimodal import MultimodalFeatures, resolve_device
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
@@ -128,9 +128,7 @@ class CFMDetector(Detector):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        size = check_int(c["image_size"], "image_size", minimum=32)
-        if size % PATCH_STRIDE:
-            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        size = check_image_size(c["image_size"])
         c["image_size"] = size
         c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
         c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)

@@ -37,6 +37,14 @@ from pcad.errors import InvalidInputError
 PATCH_STRIDE = 8
 
 
+def check_image_size(value: Any) -> int:
+    """The detector input size as an int: at least 32 and a multiple of the patch stride 8."""
+    size = check_int(value, "image_size", minimum=32)
+    if size % PATCH_STRIDE:
+        raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+    return size
+
+
 class PatchMemoryDetector(Detector):
     """Shared fit/predict of the memory-bank detectors; subclasses give patch features."""
 
@@ -49,9 +57,7 @@ class PatchMemoryDetector(Detector):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        size = check_int(self.config["image_size"], "image_size", minimum=32)
-        if size % PATCH_STRIDE:
-            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        size = check_image_size(self.config["image_size"])
         # the checked values (plain int / float: 64.0 or np.int64(64) work and save as JSON)
         self.config["image_size"] = size
         self.config["coreset_ratio"] = check_fraction(self.config["coreset_ratio"],

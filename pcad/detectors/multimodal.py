@@ -91,7 +91,7 @@ from torch import nn
 
 from pcad.checks import check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max
+from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, check_image_size, foreground_max
 from pcad.errors import InvalidInputError
 
 __all__ = ["FEATURE_DEFAULTS", "MultiBankDetector", "MultimodalFeatures", "POINT_BACKBONES",
@@ -400,9 +400,7 @@ class MultiBankDetector(Detector):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        size = check_int(c["image_size"], "image_size", minimum=32)
-        if size % PATCH_STRIDE:
-            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        size = check_image_size(c["image_size"])
         c["image_size"] = size
         c["coreset_ratio"] = check_fraction(c["coreset_ratio"], "coreset_ratio",
                                             inclusive_zero=False)

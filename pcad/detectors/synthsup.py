@@ -64,7 +64,13 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, foreground_max, fpfh_patches
+from pcad.detectors.memory_bank import (
+    PATCH_STRIDE,
+    RGBFeatures,
+    check_image_size,
+    foreground_max,
+    fpfh_patches,
+)
 from pcad.detectors.multimodal import resolve_device
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
@@ -159,9 +165,7 @@ class SynthSupDetector(Detector):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        size = check_int(c["image_size"], "image_size", minimum=32)
-        if size % PATCH_STRIDE:
-            raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
+        size = check_image_size(c["image_size"])
         c["image_size"] = size
         if c["mode"] not in self.MODES:
             raise InvalidInputError(f"mode: expected one of {sorted(self.MODES)}, got "

@@ -86,8 +86,20 @@ def read_state_dict(weights: str | os.PathLike[str] | Mapping[str, Any]) -> dict
         FileNotFoundError: the path does not exist.
         FileFormatError: the file cannot be read by ``torch.load`` or holds no state dict.
     """
+    obj, source = load_checkpoint(weights)
+    return _unwrap(obj, source)
+
+
+def load_checkpoint(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Any, str]:
+    """The raw object of a checkpoint file (``torch.load(weights_only=True)`` on the CPU), or
+    an in-memory mapping as it is, with a name for messages (the path, or ``"weights"``).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        FileFormatError: a directory, or a file ``torch.load`` cannot read.
+    """
     if isinstance(weights, Mapping):
-        return _unwrap(weights, "weights")
+        return weights, "weights"
     if not isinstance(weights, (str, os.PathLike)):
         raise InvalidInputError(
             f"weights: expected a file path or a state dict, got {type(weights).__name__}"
@@ -101,7 +113,7 @@ def read_state_dict(weights: str | os.PathLike[str] | Mapping[str, Any]) -> dict
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, wrong format...
         raise FileFormatError(f"{path}: cannot be read as a torch checkpoint ({exc})") from exc
-    return _unwrap(obj, str(path))
+    return obj, str(path)
 
 
 def state_dict_mismatch(

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
-from pcad.features.checkpoint import load_state_dict_strict, read_state_dict
+from pcad.features.checkpoint import load_checkpoint, load_state_dict_strict, read_state_dict
 from pcad.features.vit import Block as ViTBlock
 from pcad.ops import fps, gather, group, knn
 
@@ -459,22 +459,7 @@ def read_point_checkpoint(
         FileNotFoundError: no such file.
         FileFormatError: not a torch checkpoint, or no state dict in it.
     """
-    obj: Any = weights
-    source = "weights"
-    if not isinstance(weights, Mapping):
-        if not isinstance(weights, (str, os.PathLike)):
-            raise InvalidInputError(
-                f"weights: expected a file path or a state dict, got {type(weights).__name__}")
-        path = Path(weights)
-        source = str(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        if path.is_dir():
-            raise FileFormatError(f"{path}: is a directory, expected a checkpoint file")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated zip, wrong format...
-            raise FileFormatError(f"{path}: cannot be read as a torch checkpoint ({exc})") from exc
+    obj, source = load_checkpoint(weights)
     record = None
     if isinstance(obj, Mapping) and isinstance(obj.get("base_model"), Mapping):
         rec = obj.get("pcad")
