@@ -37,8 +37,9 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/pcad demo --out pcad-demo
 
+# The tests and every docstring's `>>>` example in pcad, synth and viz (pyproject's testpaths).
 test: install
-	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider --doctest-modules
 
 bench: install
 	$(PY) benchmarks/run.py --out benchmarks/results.json

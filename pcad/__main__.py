@@ -4,4 +4,5 @@ import sys
 
 from pcad.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (pytest --doctest-modules) runs nothing
+    sys.exit(main())

@@ -9,7 +9,8 @@ process: no process group, no communication, and every trained detector behaves 
 exactly as before.
 
 The rule every trained detector follows (``cfm``, the memory-bank detectors, and any detector
-that sets ``supports_distributed = True``):
+whose class declares the capability ``supports_distributed = True``,
+:class:`pcad.detectors.base.Detector`):
 
 1. **Features are sharded.** Each rank extracts features only for its contiguous block of the
    training samples, :func:`shard` (``shard_range``: blocks in rank order, sizes differ by at

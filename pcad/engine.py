@@ -13,8 +13,24 @@ Evaluation writes, in the folder ``out``:
 - ``maps/<category>/test/<defect>/<stem>.tiff``: float32 anomaly maps at the gt's resolution.
 
 Example:
-    >>> from pcad.engine import train  # doctest: +SKIP
-    >>> det = train("data/synth", "gear", "btf", "runs/gear")  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> from synth.dataset import DatasetConfig, generate
+    >>> from pcad.engine import evaluate_run, train
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> data, run = pathlib.Path(tmp.name) / "data", pathlib.Path(tmp.name) / "run"
+    >>> cfg = DatasetConfig(categories=("plate",), train=1, validation=0, test_good=1,
+    ...                     test_defect=1, defects=("dent",), size=(32, 32))
+    >>> generate(cfg, data, progress=False)["written"]
+    3
+    >>> det = train(data, "plate", "btf", run, progress=False)
+    >>> sorted(p.name for p in run.iterdir())
+    ['bank.npz', 'detector.json', 'train.json']
+    >>> metrics = evaluate_run(data, "plate", run, run / "eval", progress=False)
+    >>> metrics["n_test"], sorted(metrics["per_defect"])
+    (2, ['dent'])
+    >>> sorted(p.name for p in (run / "eval").iterdir())
+    ['maps', 'metrics.json', 'scores.csv']
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -26,12 +42,15 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
 
 from pcad.io import atomic_save, atomic_write
+
+if TYPE_CHECKING:
+    from pcad.metrics import PixelRanking
 
 
 def _peak_rss_mb() -> float:
@@ -66,16 +85,16 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
     it at a barrier. A detector without ``supports_distributed`` is an error there.
     """
     from pcad import distributed as dist
-    from pcad.detectors import create
+    from pcad.detectors import create_detector
     from pcad.errors import InvalidInputError
 
-    det = create(detector, **(config or {}))
-    if getattr(det, "needs_defect_source", False):  # trains on synthetic defects (synthsup)
+    det = create_detector(detector, **(config or {}))
+    if det.needs_defect_source:  # trains on synthetic defects (synthsup)
         from synth.supervision import DefectSource
 
         det.defect_source = DefectSource(**det.defect_source_options())
     ctx = dist.get_context()
-    if ctx.world_size > 1 and not getattr(det, "supports_distributed", False):
+    if ctx.world_size > 1 and not det.supports_distributed:
         raise InvalidInputError(f"detector {detector!r} does not support distributed training "
                                 f"(world size {ctx.world_size}); run it in one process, "
                                 "without torchrun")
@@ -94,29 +113,33 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
     return det
 
 
-def _subset_metrics(idx: list[int], scores: list[float], labels: list[int], maps: list,
-                    masks: list, limits: tuple[float, ...]) -> dict[str, Any]:
-    """I-AUROC, P-AUROC and AUPRO of the test samples ``idx`` (None where undefined)."""
+def _subset_metrics(idx: list[int], scores: list[float], labels: list[int],
+                    ranking: PixelRanking, limits: tuple[float, ...]) -> dict[str, Any]:
+    """I-AUROC, P-AUROC and AUPRO of the test samples ``idx`` (None where undefined), the
+    pixel metrics from the test set's one ``ranking`` (no new sort)."""
     from pcad.errors import InvalidInputError
-    from pcad.metrics import evaluate, image_auroc
+    from pcad.metrics import image_auroc
+    from pcad.metrics.classification import auroc_from_counts
+    from pcad.metrics.pro import aupro_from_curve, pro_from_pixel_curve
 
     out: dict[str, Any] = {"i_auroc": None, "p_auroc": None,
                            "aupro": {str(float(lim)): None for lim in limits}}
-    sub = ([scores[i] for i in idx], [labels[i] for i in idx], [maps[i] for i in idx],
-           [masks[i] for i in idx])
-    try:
-        m = evaluate(*sub, limits=limits)
-        out.update(i_auroc=m["i_auroc"], p_auroc=m["p_auroc"], aupro=m["aupro"])
-    except InvalidInputError:  # a class is missing (no good sample, or an empty mask)
-        try:
-            out["i_auroc"] = image_auroc(sub[0], sub[1])
-        except InvalidInputError:
-            pass
+    try:  # a class is missing (no good sample, or no anomalous one): all undefined
+        out["i_auroc"] = image_auroc([scores[i] for i in idx], [labels[i] for i in idx])
+    except InvalidInputError:
+        return out
+    curve = ranking.curve(idx)
+    if curve.n_pos == 0 or curve.n_neg == 0:  # no anomalous (or no normal) pixel
+        return out
+    fprs, pros = pro_from_pixel_curve(curve, max_fpr=max(limits))
+    out.update(p_auroc=auroc_from_counts(curve.tps, curve.fps, curve.n_pos, curve.n_neg),
+               aupro={str(float(lim)): aupro_from_curve(fprs, pros, lim) for lim in limits})
     return out
 
 
 def defect_breakdown(scores: list[float], labels: list[int], maps: list, masks: list,
-                     defects: list[str], holdout: Any = ()) -> dict[str, Any]:
+                     defects: list[str], holdout: Any = (),
+                     ranking: PixelRanking | None = None) -> dict[str, Any]:
     """Metrics per defect type, and held-out vs seen types, for ``metrics.json``.
 
     Returns ``per_defect``: ``{type: {i_auroc, p_auroc, aupro: {"0.3"}, n}}``, each type's
@@ -125,23 +148,29 @@ def defect_breakdown(scores: list[float], labels: list[int], maps: list, masks: 
     and ``seen`` (good + every other anomalous type): ``i_auroc``, ``p_auroc``, ``aupro`` at
     every limit, ``defects`` and ``n_anomalous``. A metric that is undefined (no good sample,
     no anomalous pixel) is None.
+
+    The pixels of all test samples are sorted once (``ranking``, a
+    :class:`~pcad.metrics.PixelRanking` of ``maps`` and ``masks``, made here when None) and
+    every subset's pixel metrics read that one order.
     """
-    from pcad.metrics import DEFAULT_LIMITS
+    from pcad.metrics import DEFAULT_LIMITS, PixelRanking
 
     good = [i for i, lab in enumerate(labels) if not lab]
     bad = {}
     for i, (lab, d) in enumerate(zip(labels, defects, strict=True)):
         if lab:
             bad.setdefault(d, []).append(i)
+    if ranking is None:
+        ranking = PixelRanking(maps, masks)
     out: dict[str, Any] = {"per_defect": {
-        d: {**_subset_metrics(good + idx, scores, labels, maps, masks, (0.3,)), "n": len(idx)}
+        d: {**_subset_metrics(good + idx, scores, labels, ranking, (0.3,)), "n": len(idx)}
         for d, idx in sorted(bad.items())}}
     held = list(dict.fromkeys(holdout))
     if held:
         for key, types in (("holdout", [d for d in bad if d in held]),
                            ("seen", [d for d in bad if d not in held])):
             idx = [i for d in sorted(types) for i in bad[d]]
-            out[key] = {**_subset_metrics(good + idx, scores, labels, maps, masks,
+            out[key] = {**_subset_metrics(good + idx, scores, labels, ranking,
                                           tuple(DEFAULT_LIMITS)),
                         "defects": sorted(types), "n_anomalous": len(idx)}
         out["holdout"]["held_out"] = held
@@ -163,7 +192,7 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
     from tqdm import tqdm
 
     from pcad.detectors import load_detector
-    from pcad.metrics import evaluate
+    from pcad.metrics import PixelRanking, evaluate
 
     det = load_detector(run)
     test = open_split(data, category, "test", det)
@@ -182,9 +211,10 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
         rows.append([str(sample.path), category, sample.defect, sample.label, repr(score)])
         if write_maps:
             _write_map(maps_dir / category / "test" / sample.defect / f"{sample.stem}.tiff", amap)
-    metrics = evaluate(scores, labels, maps, masks)
+    ranking = PixelRanking(maps, masks)  # one sort of all pixels, shared by every subset
+    metrics = evaluate(scores, labels, maps, masks, ranking=ranking)
     metrics.update(defect_breakdown(scores, labels, maps, masks, [r[2] for r in rows],
-                                    det.config.get("holdout_defects") or ()))
+                                    det.config.get("holdout_defects") or (), ranking=ranking))
     metrics.update(detector=det.name, category=category, data_root=str(Path(data).resolve()),
                    run=str(Path(run).resolve()), n_test=len(test),
                    latency_ms_per_sample=1000.0 * elapsed / max(len(test), 1),

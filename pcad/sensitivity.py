@@ -43,8 +43,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pcad.checks import check_int
 from pcad.errors import InvalidInputError
 
@@ -82,18 +80,21 @@ def check_strengths(strengths: Any) -> list[float]:
 
 def check_defects(defects: Any) -> tuple[str, ...]:
     """Geometric defect types that take a ``strength`` (``hole`` has none)."""
-    from synth.defects import defect_class, list_defects
+    from synth.defects import defect_info, list_defects
 
     if defects is None or isinstance(defects, (str, bytes)):
         raise InvalidInputError("--defects: expected a list of defect types")
     names = tuple(defects)
     if not names:
         raise InvalidInputError("--defects: empty list")
+    geometric = list_defects(kind="geometric")
     for d in names:
-        if d not in list_defects():
-            raise InvalidInputError(f"--defects: unknown defect {d!r}; expected defects with a "
-                                    f"strength among {list_defects()}")
-        if "strength" not in {f.name for f in dataclasses.fields(defect_class(d))}:
+        if d not in geometric:
+            what = (f"{d!r} is an {defect_info(d).info['kind']} defect, not a geometric one"
+                    if d in list_defects() else f"unknown defect {d!r}")
+            raise InvalidInputError(f"--defects: {what}; expected defects with a strength "
+                                    f"among {geometric}")
+        if "strength" not in {f.name for f in dataclasses.fields(defect_info(d).obj)}:
             raise InvalidInputError(f"--defects: {d!r} has no strength parameter, so a strength "
                                     "sweep means nothing for it; use e.g. bump, dent, crack")
     if len(set(names)) != len(names):
@@ -131,56 +132,30 @@ def strength_name(strength: float) -> str:
     return f"s_{float(strength)!r}"
 
 
-def _good_test_scans(cat_dir: Path) -> list[Path]:
-    """The good test scans that the defects go onto (as inject mode, ``test/good`` first)."""
-    from synth.dataset.inject import _goods
-
-    return _goods(cat_dir)
-
-
-def _inject(xyz: np.ndarray, defect: str, seed: int, strength: float
-            ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Inject mode's foreground logic (``synth.dataset.inject._inject_one``) at ``strength``."""
-    from pcad.geometry import foreground_mask
-    from synth.apply import apply_defect
-
-    fg = foreground_mask(xyz)
-    if fg.sum() < 10:
-        raise InvalidInputError("scan: fewer than 10 foreground pixels off the background plane")
-    obj = np.where(fg[..., None], xyz, 0.0).astype(np.float32)
-    res = apply_defect(obj, defect, seed=seed, strength=strength)
-    out = xyz.copy()
-    out[fg] = res.points[fg]
-    return out, res.mask & fg, res.params
-
-
 def build_set(source: str | os.PathLike[str], category: str, defects: Sequence[str],
               strength: float, n_per_defect: int, seed: int,
               out: str | os.PathLike[str]) -> Path:
     """Write one strength's test set to ``out`` (``<out>/<category>/test/...``)."""
     import shutil
 
-    from pcad.io import atomic_write, read_xyz_tiff
+    from pcad.io import atomic_write
     from synth.dataset.config import sample_seed
-    from synth.dataset.inject import _write
+    from synth.dataset.inject import ScanCache, good_scans, inject_sample, write_injected
     from synth.dataset.sample import width
 
     src_cat, root = Path(source) / category, Path(out)
-    goods = _good_test_scans(src_cat)
+    goods = good_scans(src_cat)
     dst = root / category / "test"
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src_cat / "test" / "good", dst / "good")
-    for d in defects:
-        for i in range(n_per_defect):
+    scans = ScanCache()  # sample i of every defect type starts from the same good scan
+    for i in range(n_per_defect):
+        for d in defects:
             src = goods[i % len(goods)]
             s_seed = sample_seed(seed, category, f"test/{d}", i)
-            xyz, gt, params = _inject(read_xyz_tiff(src), d, s_seed, strength)
-            rgb_src = next((p for p in (src.parent.parent / "rgb").glob(src.stem + ".*")), None)
-            meta = {"category": category, "split": f"test/{d}", "index": i,
-                    "sample_seed": s_seed, "source_xyz": str(src),
-                    "source_rgb": str(rgb_src) if rgb_src else None, "defect": d,
-                    "strength": strength, "geometric": params, "n_anomalous": int(gt.sum())}
-            _write(dst / d, f"{i:0{width(n_per_defect)}d}", rgb_src, xyz, gt, meta)
+            xyz, gt, rgb_src, meta = inject_sample(src, category, d, i, s_seed, scans,
+                                                   strength=strength)
+            write_injected(dst / d, f"{i:0{width(n_per_defect)}d}", rgb_src, xyz, gt, meta)
     record = {"generator": "pcad", "mode": "sensitivity",
               "config": {"source": str(Path(source).resolve()), "category": category,
                          "defects": list(defects), "strength": strength,
@@ -193,8 +168,8 @@ def build_set(source: str | os.PathLike[str], category: str, defects: Sequence[s
 def _validate(data: Any, category: str, detector: str | None, strengths: Any, out: Any,
               defects: Any, n_per_defect: Any, seed: Any, config: dict[str, Any] | None,
               run: Any) -> tuple[list[float], tuple[str, ...], int, int, str]:
-    from pcad.detectors import create, detector_class, load_detector
-    from synth.dataset.inject import find_categories
+    from pcad.detectors import create_detector, load_detector
+    from synth.dataset.inject import find_categories, good_scans
     from synth.defects import create_defect
 
     values = check_strengths(strengths)
@@ -209,7 +184,7 @@ def _validate(data: Any, category: str, detector: str | None, strengths: Any, ou
         raise InvalidInputError(f"--category: {category!r} is not in {data}; categories there: "
                                 f"{', '.join(cats)}")
     cat_dir = Path(data) / category
-    if not (cat_dir / "test" / "good" / "xyz").is_dir() or not _good_test_scans(cat_dir):
+    if not (cat_dir / "test" / "good" / "xyz").is_dir() or not good_scans(cat_dir):
         raise InvalidInputError(f"{cat_dir}: no test/good xyz scans; the sensitivity test sets "
                                 "are made from (and evaluated against) the good test scans")
     if run is not None:
@@ -220,8 +195,8 @@ def _validate(data: Any, category: str, detector: str | None, strengths: Any, ou
     else:
         if detector is None:
             raise InvalidInputError("--detector: required unless --run is given")
-        detector_class(detector)
-        create(detector, **(config or {}))  # checks the options; cheap (backbones load lazily)
+        # checks the name and the options; cheap (backbones load lazily)
+        create_detector(detector, **(config or {}))
         if not (cat_dir / "train" / "good").is_dir():
             raise InvalidInputError(f"{cat_dir}: no train/good to fit the detector on")
         name = detector

@@ -1,4 +1,5 @@
-"""Apply a defect to a point cloud, an organized grid or a mesh, with exact ground truth.
+"""Apply a defect to a point cloud, an organized grid, a scan's foreground or a mesh, with
+exact ground truth.
 
 Example:
     >>> import numpy as np
@@ -18,9 +19,22 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pcad.checks import MIN_POINTS, check_int, check_organized, check_points, valid_pixels
+from pcad.checks import (
+    MIN_POINTS,
+    check_int,
+    check_mask,
+    check_organized,
+    check_points,
+    valid_pixels,
+)
 from pcad.errors import InvalidInputError
-from pcad.geometry import bbox_diagonal, check_not_degenerate, estimate_normals, organized_normals
+from pcad.geometry import (
+    bbox_diagonal,
+    check_not_degenerate,
+    estimate_normals,
+    foreground_mask,
+    organized_normals,
+)
 from synth.defects import Defect, Displacement, SurfaceContext, create_defect
 from synth.result import DefectResult, gt_rule
 
@@ -82,7 +96,8 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
     Args:
         points: ``(N, 3)`` cloud, or ``(H, W, 3)`` organized grid with ``(0, 0, 0)`` for
             pixels with no measurement (MVTec 3D-AD ``xyz`` convention).
-        defect: a registered name (:func:`synth.list_defects`) or a :class:`Defect`.
+        defect: a registered geometric name (``synth.list_defects(kind="geometric")``) or a
+            :class:`Defect`.
         normals: ``(N, 3)`` normals (for example from a mesh); estimated and oriented outward
             when omitted. Organized grids always use grid normals facing the sensor.
         seed: int >= 0; the same input, parameters and seed give byte-identical output.
@@ -180,6 +195,59 @@ def _apply_organized(xyz: Any, defect: Defect, seed: int,
     normals_out[valid] = nrm.astype(np.float32)
     normals_out.reshape(-1, 3)[removed_idx] = 0.0
     return DefectResult(out, mask, off_grid, normals_out, removed_idx, info)
+
+
+#: fewest foreground pixels :func:`apply_to_scan` accepts
+MIN_SCAN_FOREGROUND = 10
+
+
+def apply_to_scan(xyz: Any, defect: str | Defect = "perlin", *, seed: int = 0,
+                  foreground: Any = None, **params: Any) -> DefectResult:
+    """Apply one defect to the foreground of an organized scan; the rest stays as it was.
+
+    The foreground (``foreground``, else :func:`pcad.geometry.foreground_mask`: measured pixels
+    off the background plane) is cut out of the scan, so the defect's sizes are relative to the
+    object and its centre lies on it; :func:`apply_defect` deforms that cut-out and the result
+    is put back into the scan. This is what ``pcad make-dataset --from-mvtec3d``,
+    ``pcad sensitivity`` and synthsup's :class:`~synth.supervision.DefectSource` do.
+
+    Args:
+        xyz: ``(H, W, 3)`` organized scan, ``(0, 0, 0)`` = no measurement.
+        defect: a registered geometric name (:func:`synth.list_defects`) or a :class:`Defect`.
+        seed: int >= 0; the same scan, foreground, parameters and seed give the same bytes.
+        foreground: ``(H, W) bool`` precomputed foreground (e.g. reused across defects).
+        **params: parameters of the defect type.
+
+    Returns:
+        :class:`DefectResult` on the whole grid: ``points (H, W, 3) float32`` (background
+        pixels unchanged), ``mask (H, W) bool`` (the synthesizer's ground truth, inside the
+        foreground), ``offsets``, ``normals``, ``removed`` and ``params`` of the cut-out.
+
+    Raises:
+        InvalidInputError: the foreground has fewer than :data:`MIN_SCAN_FOREGROUND` pixels,
+            or any error of :func:`apply_defect`.
+
+    Example:
+        >>> import numpy as np
+        >>> from synth import apply_to_scan
+        >>> yy, xx = np.mgrid[:40, :40].astype(np.float32) / 40
+        >>> z = np.where((np.abs(xx - 0.5) < 0.25) & (np.abs(yy - 0.5) < 0.25), 0.9, 1.0)
+        >>> scan = np.stack([xx, yy, z.astype(np.float32)], axis=-1)
+        >>> r = apply_to_scan(scan, "dent", seed=0, strength=0.05, radius=0.2)
+        >>> r.points.shape, bool(r.mask.any()), bool((r.points[0] == scan[0]).all())
+        ((40, 40, 3), True, True)
+    """
+    grid = check_organized(xyz, "xyz")
+    fg = (foreground_mask(grid) if foreground is None
+          else check_mask(foreground, grid.shape[:2], "foreground"))
+    if fg.sum() < MIN_SCAN_FOREGROUND:
+        raise InvalidInputError(f"scan: fewer than {MIN_SCAN_FOREGROUND} foreground pixels off "
+                                "the background plane")
+    obj = np.where(fg[..., None], grid, 0.0).astype(np.float32)
+    res = apply_defect(obj, defect, seed=seed, **params)
+    out = grid.copy()
+    out[fg] = res.points[fg]
+    return DefectResult(out, res.mask & fg, res.offsets, res.normals, res.removed, res.params)
 
 
 def apply_defect_to_mesh(mesh: Any, n_points: int, defect: str | Defect = "perlin", *,

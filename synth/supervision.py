@@ -6,9 +6,11 @@ detectors (``synthsup``).
 ``pcad train`` (:func:`pcad.engine.train`) builds a source and hands it to the detector, and a
 user can pass one to ``fit(samples, defect_source=...)``.
 
-Defect types (``DEFECT_TYPES``):
+Defect types (``DEFECT_TYPES``, in drawing order; every name is in the defect registry,
+:func:`synth.defects.list_defects`, where ``texture`` and ``colour`` are registered by this
+module with ``kind="appearance"`` and ``made_by="source"``):
 
-- **geometric** ``bump``, ``dent``, ``crack``, ``hole``, ``perlin``: :func:`synth.apply_defect`
+- **geometric** ``bump``, ``dent``, ``crack``, ``hole``, ``perlin``: :func:`synth.apply_to_scan`
   on the part's foreground (measured pixels off the background plane, the same set as
   :func:`pcad.features.point_mask`), centre drawn on the foreground, sizes drawn per call from
   ``ranges`` (fractions of the part's bounding-box diagonal, :data:`DEFAULT_RANGES`). The mask
@@ -47,8 +49,9 @@ Defect types (``DEFECT_TYPES``):
 Rules:
 
 - ``holdout`` removes types from the draw: a held-out type is never attempted (not even on a
-  retry). Unknown names raise :class:`~pcad.errors.InvalidInputError` listing the valid ones;
-  holding out every type is an error.
+  retry). Unknown names, and registered names the source does not make (``contamination``,
+  ``combined``), raise :class:`~pcad.errors.InvalidInputError` listing the valid ones; holding
+  out every type is an error.
 - A draw whose mask has fewer than ``min_pixels`` pixels (or that the geometry refuses) is
   redrawn, type included, up to ``max_tries`` times; then InvalidInputError.
 - Every random choice comes from the ``rng`` passed to the call (``numpy.random.Generator``;
@@ -78,7 +81,10 @@ import numpy as np
 
 from pcad.checks import check_int, check_organized, valid_pixels
 from pcad.errors import InvalidInputError
+from synth.defects.base import defect_info, list_defects, register_defect
 
+#: the source's types in drawing order (a draw indexes this order): the registry's geometric
+#: types, then the appearance types registered below with ``made_by="source"``
 GEOMETRIC_TYPES = ("bump", "dent", "crack", "hole", "perlin")
 RGB_TYPES = ("texture", "colour")
 DEFECT_TYPES = GEOMETRIC_TYPES + RGB_TYPES
@@ -119,6 +125,10 @@ def _names(values: Any, what: str) -> tuple[str, ...]:
         if not isinstance(v, str):
             raise InvalidInputError(f"{what}: expected defect type names, got {v!r}")
         if v not in DEFECT_TYPES:
+            if v in list_defects():
+                raise InvalidInputError(
+                    f"{what}: defect type {v!r} ({defect_info(v).info['kind']}) is not made by "
+                    f"the defect source; expected some of {list(DEFECT_TYPES)}")
             raise InvalidInputError(f"{what}: unknown defect type {v!r}; expected some of "
                                     f"{list(DEFECT_TYPES)}")
         if v not in out:
@@ -189,6 +199,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
+@register_defect("colour", kind="appearance", made_by="source",
+                 description="DRAEM-style colour change inside a Perlin mask (brightness gain, "
+                 "hue rotation, tint)")
+@register_defect("texture", kind="appearance", made_by="source",
+                 description="DRAEM texture: a texture image (or procedural fBm) blended into "
+                 "the image inside a Perlin mask")
 class DefectSource:
     """Callable defect generator (module docstring).
 
@@ -345,7 +361,7 @@ class DefectSource:
 
     def _geometric(self, name: str, rgb: np.ndarray | None, xyz: np.ndarray, fg: np.ndarray,
                    rng: np.random.Generator) -> SyntheticAnomaly:
-        from synth.apply import apply_defect
+        from synth.apply import apply_to_scan
 
         params: dict[str, Any] = {p: float(rng.uniform(*r)) for p, r in
                                   sorted(self.ranges[name].items())}
@@ -355,11 +371,8 @@ class DefectSource:
             if params["region"] != "threshold":
                 params.pop("threshold", None)
         seed = int(rng.integers(2**31))
-        obj = np.where(fg[..., None], xyz, 0.0).astype(np.float32)
-        res = apply_defect(obj, name, seed=seed, centre_candidates=fg, **params)
-        out = xyz.copy()
-        out[fg] = res.points[fg]
-        mask = res.mask & fg
+        res = apply_to_scan(xyz, name, seed=seed, foreground=fg, **params)
+        out, mask = res.points, res.mask
         info = {**params, "seed": seed, "threshold_abs": float(res.params["threshold_abs"])}
         rgb_out = rgb
         if rgb is not None and self.shade and mask.any():

@@ -11,9 +11,11 @@ Example:
     >>> from synth import apply_defect
     >>> from synth.writers import write_result
     >>> p = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "bump.npz"
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = pathlib.Path(tmp.name) / "bump.npz"
     >>> [f.name for f in write_result(out, apply_defect(p, "bump", seed=0))]
     ['bump.npz']
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
-from pcad.detectors import create, list_detectors, load_detector
+from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.detectors.base import upsample_map
 from pcad.detectors.cfm import STATE_FILE, CFMDetector
 from pcad.errors import InvalidInputError
@@ -46,13 +46,13 @@ def eval_set(data):
 @pytest.fixture(scope="module")
 def train_feats(train_set):
     """``patch_features`` of the training samples (FPFH is the slow part: computed once)."""
-    det = create("cfm", **FAST)
+    det = create_detector("cfm", **FAST)
     return [det.patch_features(s) for s in train_set]
 
 
 @pytest.fixture(scope="module")
 def eval_feats(eval_set):
-    det = create("cfm", **FAST)
+    det = create_detector("cfm", **FAST)
     return [det.patch_features(s) for s in eval_set]
 
 
@@ -63,7 +63,7 @@ def foreground_stack(feats):
 
 @pytest.fixture(scope="module")
 def fitted(train_feats) -> CFMDetector:
-    return create("cfm", **FAST).fit_features(*foreground_stack(train_feats))
+    return create_detector("cfm", **FAST).fit_features(*foreground_stack(train_feats))
 
 
 def all_patch_scores(det, feats):
@@ -72,7 +72,7 @@ def all_patch_scores(det, feats):
 
 def test_registered():
     assert "cfm" in list_detectors()
-    det = create("cfm")
+    det = create_detector("cfm")
     assert isinstance(det, CFMDetector)
     assert det.modalities == ("rgb", "xyz")
     assert det.config["image_size"] == 224 and det.config["sigma"] == 4.0
@@ -85,7 +85,7 @@ def test_registered():
 ])
 def test_bad_config(config, word):
     with pytest.raises(InvalidInputError, match=word):
-        create("cfm", **config)
+        create_detector("cfm", **config)
 
 
 def test_patch_features(train_feats):
@@ -123,20 +123,20 @@ def test_loss_decreases(fitted):
 
 def test_fit_equals_fit_features(train_set, train_feats):
     """``fit`` = feature extraction + ``fit_features`` on the foreground patches."""
-    a = create("cfm", **FAST).fit(train_set[:2])
-    b = create("cfm", **FAST).fit_features(*foreground_stack(train_feats[:2]))
+    a = create_detector("cfm", **FAST).fit(train_set[:2])
+    b = create_detector("cfm", **FAST).fit_features(*foreground_stack(train_feats[:2]))
     assert a.history == b.history
 
 
 def test_deterministic(train_feats, eval_feats):
     """Two fits in one test (one thread count: float sums depend on it) agree exactly."""
-    fitted = create("cfm", **FAST).fit_features(*foreground_stack(train_feats))
-    again = create("cfm", **FAST).fit_features(*foreground_stack(train_feats))
+    fitted = create_detector("cfm", **FAST).fit_features(*foreground_stack(train_feats))
+    again = create_detector("cfm", **FAST).fit_features(*foreground_stack(train_feats))
     assert again.history == fitted.history
     for m1, m2 in zip(all_patch_scores(fitted, eval_feats), all_patch_scores(again, eval_feats),
                       strict=True):
         np.testing.assert_array_equal(m1, m2)
-    other = create("cfm", **FAST, seed=1).fit_features(*foreground_stack(train_feats))
+    other = create_detector("cfm", **FAST, seed=1).fit_features(*foreground_stack(train_feats))
     assert other.history != fitted.history
 
 
@@ -169,21 +169,23 @@ def test_rgb_only_sample_names_xyz(fitted, data, train_set):
         fitted.predict(rgb_only)
     rgb_train = list(MVTec3DDataset(data, CATEGORY, "train", modality="rgb"))
     with pytest.raises(InvalidInputError, match="xyz"):
-        create("cfm", **FAST).fit(rgb_train)
+        create_detector("cfm", **FAST).fit(rgb_train)
 
 
 def test_predict_before_fit(eval_set, tmp_path):
     with pytest.raises(InvalidInputError, match="fit"):
-        create("cfm", **FAST).predict(eval_set[0])
+        create_detector("cfm", **FAST).predict(eval_set[0])
     with pytest.raises(InvalidInputError, match="fit"):
-        create("cfm", **FAST).save(tmp_path / "run")
+        create_detector("cfm", **FAST).save(tmp_path / "run")
 
 
 def test_unpaired_or_empty_features():
     with pytest.raises(InvalidInputError, match="paired"):
-        create("cfm").fit_features(np.zeros((4, 152), np.float32), np.zeros((3, 33), np.float32))
+        create_detector("cfm").fit_features(np.zeros((4, 152), np.float32),
+                                            np.zeros((3, 33), np.float32))
     with pytest.raises(InvalidInputError, match="foreground"):
-        create("cfm").fit_features(np.zeros((0, 152), np.float32), np.zeros((0, 33), np.float32))
+        create_detector("cfm").fit_features(np.zeros((0, 152), np.float32),
+                                            np.zeros((0, 33), np.float32))
 
 
 def test_cli_train_and_eval(data, tmp_path, capsys):
@@ -208,7 +210,7 @@ def test_cli_train_and_eval(data, tmp_path, capsys):
 def test_pointmae_point_backbone(train_set, eval_set, tmp_path):
     """``point_backbone="pointmae"``: the shipped Point-MAE's features (not FPFH's 33) are
     mapped; the run saves and reloads with the same scores; a bad name is refused."""
-    det = create("cfm", **FAST, point_backbone="pointmae", num_group=64)
+    det = create_detector("cfm", **FAST, point_backbone="pointmae", num_group=64)
     rgb, pts, fg = det.patch_features(train_set[0])
     assert rgb.shape[0] == pts.shape[0] == fg.shape[0] == 64
     assert pts.shape[1] != 33 and pts.dtype == np.float32 and np.isfinite(pts).all()
@@ -219,4 +221,4 @@ def test_pointmae_point_backbone(train_set, eval_set, tmp_path):
     again = load_detector(tmp_path / "run", expect="cfm")
     assert again.predict(eval_set[-1])[0] == pytest.approx(score, rel=1e-5)
     with pytest.raises(InvalidInputError, match="point_backbone"):
-        create("cfm", point_backbone="pointnet")
+        create_detector("cfm", point_backbone="pointnet")

@@ -26,7 +26,7 @@ from pcad.io import (
     write_xyz_tiff,
 )
 from synth import list_defects
-from synth.defects import defect_class
+from synth.defects import defect_info
 
 N_CLOUD = 3000
 GRID_SHAPE = (60, 80)
@@ -49,7 +49,7 @@ OPTION_VALUES = {
 
 def accepted(defect: str) -> set[str]:
     """Parameters the defect type accepts."""
-    return {f.name for f in dataclasses.fields(defect_class(defect))}
+    return {f.name for f in dataclasses.fields(defect_info(defect).obj)}
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -118,7 +118,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ------------------------------------------------------------------------- synth: point clouds
 
 
-@pytest.mark.parametrize("defect", list_defects())
+@pytest.mark.parametrize("defect", list_defects(kind="geometric"))
 def test_synth_cloud_every_defect(inputs: dict[str, Path], tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str], defect: str) -> None:
     out = tmp_path / f"{defect}.ply"
@@ -215,7 +215,7 @@ def test_synth_mesh_points_option(inputs: dict[str, Path], tmp_path: Path,
 # ---------------------------------------------------------------------- synth: organized xyz
 
 
-@pytest.mark.parametrize("defect", list_defects())
+@pytest.mark.parametrize("defect", list_defects(kind="geometric"))
 def test_synth_organized(inputs: dict[str, Path], tmp_path: Path,
                          capsys: pytest.CaptureFixture[str], defect: str) -> None:
     grid = wavy_grid()
@@ -285,7 +285,7 @@ def test_synth_organized_rejects_cloud_output(inputs: dict[str, Path], tmp_path:
 # ------------------------------------------------------------------------------ synth: --json
 
 
-@pytest.mark.parametrize("defect", list_defects())
+@pytest.mark.parametrize("defect", list_defects(kind="geometric"))
 def test_json_params_hold_the_options_given(inputs: dict[str, Path], tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str],
                                             defect: str) -> None:
@@ -569,8 +569,8 @@ def test_demo_without_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert summary["points"] == 3000 and summary["seed"] == 0
     rows = summary["rows"]
     assert {(r["object"], r["defect"]) for r in rows} == {
-        (o, d) for o in ("plate", "ring") for d in list_defects()}
-    assert len(rows) == 2 * len(list_defects())
+        (o, d) for o in ("plate", "ring") for d in list_defects(kind="geometric")}
+    assert len(rows) == 2 * len(list_defects(kind="geometric"))
     for row in rows:
         path = Path(row["file"])
         assert path.is_file() and path.suffix == ".ply"
@@ -593,7 +593,8 @@ def test_demo_with_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     page = out / "washer.html"
     assert page.is_file() and str(page) in stdout
     assert "plotly" in page.read_text(encoding="utf-8").lower()
-    assert len(json.loads((out / "summary.json").read_text())["rows"]) == len(list_defects())
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert len(rows) == len(list_defects(kind="geometric"))
 
 
 @pytest.mark.parametrize(("argv", "keyword"), [

@@ -6,13 +6,24 @@ import numpy as np
 import pytest
 
 from pcad.errors import DegenerateGeometryError, InvalidInputError
+from pcad.geometry import foreground_mask
 from pcad.io import read_mesh, sample_mesh
-from synth import apply_defect, apply_defect_to_mesh, create_defect, gt_rule, list_defects
+from synth import (
+    apply_defect,
+    apply_defect_to_mesh,
+    apply_to_scan,
+    create_defect,
+    defect_info,
+    gt_rule,
+    list_defects,
+    register_defect,
+)
+from synth.defects import Defect
 from synth.defects.crack import distance_to_path
 from synth.regions import falloff
 from tests.conftest import shared_mesh_paths
 
-DEFECTS = list_defects()
+DEFECTS = list_defects(kind="geometric")
 
 
 def check_gt(result) -> None:
@@ -33,6 +44,48 @@ def check_gt(result) -> None:
 
 def test_registry_lists_every_type():
     assert DEFECTS == ["bump", "crack", "dent", "hole", "perlin"]
+    assert list_defects(kind="appearance") == ["colour", "contamination", "texture"]
+    assert list_defects(kind="composite") == ["combined"]
+    assert list_defects() == sorted(DEFECTS + ["colour", "contamination", "texture", "combined"])
+    assert list_defects(made_by="render") == ["combined", "contamination"]
+    assert list_defects("c*", kind="appearance") == ["colour", "contamination"]
+    assert all(issubclass(defect_info(n).obj, Defect) for n in DEFECTS)
+    assert defect_info("texture").description.startswith("DRAEM texture")
+
+
+def test_one_vocabulary_in_every_generator():
+    from synth.render import render_defects
+    from synth.supervision import DEFECT_TYPES, GEOMETRIC_TYPES, RGB_TYPES
+
+    assert render_defects() == [*DEFECTS, "contamination", "combined"]
+    assert set(GEOMETRIC_TYPES) == set(DEFECTS)
+    assert set(RGB_TYPES) == set(list_defects(kind="appearance", made_by="source"))
+    assert set(DEFECT_TYPES) <= set(list_defects())
+
+
+@pytest.mark.parametrize("name", ["contamination", "combined", "texture", "colour"])
+def test_create_defect_refuses_appearance_names(name):
+    with pytest.raises(InvalidInputError, match="not a geometric Defect"):
+        create_defect(name)
+
+
+def test_register_defect_clash_and_checks():
+    with pytest.raises(InvalidInputError, match="already registered"):
+        @register_defect("dent")
+        class OtherDent(Defect):
+            pass
+    assert defect_info("dent").obj.__name__ != "OtherDent"
+    with pytest.raises(InvalidInputError, match="Defect subclass"):
+        register_defect("pcad-test-not-a-defect")(lambda: None)
+    with pytest.raises(InvalidInputError, match="made_by"):
+        register_defect("pcad-test-stain", kind="appearance")(lambda: None)
+    with pytest.raises(InvalidInputError, match="kind"):
+        register_defect("pcad-test-x", kind="audio")
+    with pytest.raises(InvalidInputError, match="kind"):
+        list_defects(kind="audio")
+    with pytest.raises(InvalidInputError, match="unknown 'scratchy'"):
+        defect_info("scratchy")
+    assert "pcad-test-not-a-defect" not in list_defects()
 
 
 @pytest.mark.parametrize("name", DEFECTS)
@@ -216,6 +269,48 @@ def test_organized_determinism(organized_scan):
     a = apply_defect(organized_scan, "perlin", seed=9, region="ball")
     b = apply_defect(organized_scan, "perlin", seed=9, region="ball")
     assert a.points.tobytes() == b.points.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+
+
+# --- a defect on a scan's foreground -----------------------------------------------------------
+
+
+@pytest.fixture()
+def part_on_plane() -> np.ndarray:
+    """A (48, 64, 3) float32 scan: a raised block on a background plane, a few holes."""
+    yy, xx = np.mgrid[:48, :64].astype(np.float32)
+    block = (np.abs(xx - 32) < 14) & (np.abs(yy - 24) < 10)
+    z = np.where(block, 0.9 + 0.01 * np.sin(xx / 3), 1.0)
+    xyz = np.stack([(xx - 32) * 0.01 * z, (yy - 24) * 0.01 * z, z], axis=-1).astype(np.float32)
+    xyz[20:22, 5:9] = 0.0
+    return xyz
+
+
+@pytest.mark.parametrize("name", DEFECTS)
+def test_apply_to_scan_is_apply_defect_on_the_foreground(name, part_on_plane):
+    fg = foreground_mask(part_on_plane)
+    obj = np.where(fg[..., None], part_on_plane, 0.0).astype(np.float32)
+    ref = apply_defect(obj, name, seed=5)
+    r = apply_to_scan(part_on_plane, name, seed=5)
+    want = part_on_plane.copy()
+    want[fg] = ref.points[fg]
+    assert r.points.tobytes() == want.tobytes()
+    assert r.mask.tobytes() == (ref.mask & fg).tobytes() and r.params == ref.params
+    assert not (r.mask & ~fg).any()
+    np.testing.assert_array_equal(r.points[~fg], part_on_plane[~fg])
+    again = apply_to_scan(part_on_plane, name, seed=5, foreground=fg)
+    assert again.points.tobytes() == r.points.tobytes()
+    # the centre drawn among the foreground pixels gives the same draw (synthsup's call)
+    cand = apply_defect(obj, name, seed=5, centre_candidates=fg)
+    assert cand.points.tobytes() == ref.points.tobytes()
+
+
+def test_apply_to_scan_bad_input(part_on_plane):
+    with pytest.raises(InvalidInputError, match="fewer than 10 foreground"):
+        apply_to_scan(part_on_plane, "dent", foreground=np.zeros((48, 64), bool))
+    with pytest.raises(InvalidInputError, match="foreground"):
+        apply_to_scan(part_on_plane, "dent", foreground=np.ones((4, 4), bool))
+    with pytest.raises(InvalidInputError, match="not a geometric"):
+        apply_to_scan(part_on_plane, "contamination")
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -20,8 +20,16 @@ import torch
 
 from pcad.cli.main import EXIT_ERROR, main
 from pcad.data import MVTec3DDataset
-from pcad.detectors import Detector, create, detector_class, list_detectors, load_detector
-from pcad.detectors.memory_bank import BTFDetector, FPFHDetector, PatchCoreRGB, foreground_max
+from pcad.detectors import (
+    Detector,
+    create_detector,
+    detector_info,
+    list_detectors,
+    load_detector,
+)
+from pcad.detectors.btf import BTFDetector, FPFHDetector
+from pcad.detectors.patchcore import PatchCoreRGB
+from pcad.detectors.patches import foreground_max
 from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.features import efficientnet_lite0_weights_path, read_state_dict
@@ -174,23 +182,23 @@ def test_list_detectors():
     assert list_detectors("p*") == ["patchcore-rgb"]
     assert list_detectors("nothing*") == []
     for name in DETECTORS:
-        assert detector_class(name).name == name
-        det = create(name)
+        assert detector_info(name).obj.name == name
+        det = create_detector(name)
         assert det.name == name and not det.fitted
         assert det.config["image_size"] == 224
 
 
 def test_create_unknown_option_is_named():
     with pytest.raises(InvalidInputError, match="colour"):
-        create("btf", colour=3)
+        create_detector("btf", colour=3)
     # fpfh has no RGB backbone, hence no weights
     with pytest.raises(InvalidInputError, match="weights"):
-        create("fpfh", weights="x.pt")
+        create_detector("fpfh", weights="x.pt")
 
 
 def test_unknown_detector_lists_known_ones():
     with pytest.raises(InvalidInputError) as info:
-        create("patchcore")
+        create_detector("patchcore")
     assert "'patchcore'" in str(info.value)
     for name in DETECTORS:
         assert name in str(info.value)
@@ -200,7 +208,7 @@ def test_unknown_detector_lists_known_ones():
 @pytest.mark.parametrize("size", [100, 60, 230])
 def test_image_size_not_multiple_of_8(name, size):
     with pytest.raises(InvalidInputError, match="image_size.*multiple of 8"):
-        create(name, image_size=size)
+        create_detector(name, image_size=size)
 
 
 @pytest.mark.parametrize("config, word", [
@@ -212,19 +220,19 @@ def test_image_size_not_multiple_of_8(name, size):
 ])
 def test_bad_option_values(config, word):
     with pytest.raises(InvalidInputError, match=word):
-        create("btf", **config)
+        create_detector("btf", **config)
 
 
 def test_config_values_are_plain_and_saveable(data, tmp_path):
     """A float or numpy image size and a ``Path`` to weights are stored as int / str, so a
     fitted detector saves (its config is JSON)."""
     weights = efficientnet_lite0_weights_path()
-    det = create("patchcore-rgb", image_size=np.int64(64), coreset_ratio=np.float32(0.25),
+    det = create_detector("patchcore-rgb", image_size=np.int64(64), coreset_ratio=np.float32(0.25),
                  weights=Path(weights))
     assert det.config["image_size"] == 64 and type(det.config["image_size"]) is int
     assert type(det.config["coreset_ratio"]) is float
     assert det.config["weights"] == str(weights)
-    assert create("fpfh", image_size=64.0).grid == (8, 8)
+    assert create_detector("fpfh", image_size=64.0).grid == (8, 8)
     det.fit(load_train_split(data, "gear", "patchcore-rgb"))
     det.save(tmp_path / "run")
     back = load_detector(tmp_path / "run")
@@ -234,7 +242,7 @@ def test_config_values_are_plain_and_saveable(data, tmp_path):
     s2, m2 = back.predict(sample)
     assert s1 == s2 and np.array_equal(m1, m2)
     # the packaged weights given explicitly are the default ones
-    s3, m3 = create("patchcore-rgb", image_size=64, coreset_ratio=0.25).fit(
+    s3, m3 = create_detector("patchcore-rgb", image_size=64, coreset_ratio=0.25).fit(
         load_train_split(data, "gear", "patchcore-rgb")).predict(sample)
     assert s3 == s1 and np.array_equal(m3, m1)
 
@@ -265,7 +273,7 @@ def test_non_square_and_deterministic(wide_data, name):
     samples = list(load_test_split(wide_data, "gear", name))
     results = []
     for _ in range(2):
-        det = create(name, seed=3, **FAST).fit(load_train_split(wide_data, "gear", name))
+        det = create_detector(name, seed=3, **FAST).fit(load_train_split(wide_data, "gear", name))
         results.append(predict_all(det, samples))
     (scores1, maps1), (scores2, maps2) = results
     assert scores1 == scores2
@@ -289,7 +297,7 @@ def test_save_load_round_trip(trained, data, tmp_path, name):
         assert np.array_equal(m1, m2)
     # save the loaded detector again, load it through its class
     det.save(tmp_path / "again")
-    again = detector_class(name).load(tmp_path / "again")
+    again = detector_info(name).obj.load(tmp_path / "again")
     assert type(again) is type(det) and again.config == det.config
     assert again.scales == det.scales and len(again.bank) == len(det.bank)
     scores2, maps2 = predict_all(again, samples)
@@ -335,7 +343,7 @@ def test_load_not_a_run(tmp_path):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_predict_or_save_before_fit(data, tmp_path, name):
-    det = create(name, **FAST)
+    det = create_detector(name, **FAST)
     sample = load_test_split(data, "gear", name)[0]
     with pytest.raises(InvalidInputError, match=r"fit\(\)"):
         det.predict(sample)
@@ -359,8 +367,8 @@ def test_image_score_modes(runs, data):
 
     train_rgb = load_train_split(data, "plate_holes", "patchcore-rgb")
     pc = load_detector(runs["patchcore-rgb"])
-    rew = create("patchcore-rgb", image_score="reweighted", **FAST).fit(train_rgb)
-    fgm = create("patchcore-rgb", image_score="foreground-max", **FAST).fit(train_rgb)
+    rew = create_detector("patchcore-rgb", image_score="reweighted", **FAST).fit(train_rgb)
+    fgm = create_detector("patchcore-rgb", image_score="foreground-max", **FAST).fit(train_rgb)
     for s in load_test_split(data, "plate_holes", "patchcore-rgb"):
         (a, ma), (b, mb), (c, mc) = pc.predict(s), rew.predict(s), fgm.predict(s)
         assert a == b == c  # no xyz: foreground-max falls back to the re-weighted score
@@ -393,7 +401,7 @@ def test_rgb_only_dataset_refused_by_xyz_detectors(rgb_only, tmp_path, name):
     # the samples of an RGB-only dataset given to fit directly
     samples = MVTec3DDataset(rgb_only, "plate_holes", "train")
     with pytest.raises(InvalidInputError, match=rf"'{name}' needs .*\(xyz\)"):
-        create(name, **FAST).fit(samples)
+        create_detector(name, **FAST).fit(samples)
 
 
 def test_predict_sample_without_xyz(runs, rgb_only):
@@ -419,7 +427,7 @@ def test_empty_training_set(data, tmp_path, name):
     with pytest.raises(InvalidInputError, match="training set is empty"):
         train(root, "gear", name, tmp_path / "run", config=FAST, progress=False)
     with pytest.raises(InvalidInputError, match="training set is empty"):
-        create(name, **FAST).fit([])
+        create_detector(name, **FAST).fit([])
     # no train/good folder at all
     shutil.rmtree(root / "gear" / "train" / "good")
     with pytest.raises(PcadError, match="train"):
@@ -447,7 +455,7 @@ def assert_names_keys(message: str) -> None:
 
 @pytest.mark.parametrize("name", ["patchcore-rgb", "btf"])
 def test_mismatched_weights(data, bad_weights, name):
-    det = create(name, weights=bad_weights, **FAST)
+    det = create_detector(name, weights=bad_weights, **FAST)
     with pytest.raises(InvalidInputError) as info:
         det.fit(load_train_split(data, "gear", name))
     assert str(bad_weights) in str(info.value)
@@ -633,7 +641,7 @@ def test_quality_floor(tmp_path):
 
 def test_in_memory_weights_fit_but_save_says_why(tmp_path: Path) -> None:
     """A state dict given as weights is usable, but a run must name a file to be saved."""
-    det = create("patchcore-rgb", image_size=32,
+    det = create_detector("patchcore-rgb", image_size=32,
                weights=read_state_dict(efficientnet_lite0_weights_path()))
     rng = np.random.default_rng(0)
     samples = [type("S", (), {"rgb": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),

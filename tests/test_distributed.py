@@ -25,7 +25,7 @@ import torch
 
 from pcad import distributed as dist
 from pcad.data import MVTec3DDataset
-from pcad.detectors import create, load_detector
+from pcad.detectors import create_detector, load_detector
 from pcad.distributed import block_range
 from pcad.engine import train
 from pcad.errors import InvalidInputError
@@ -210,7 +210,7 @@ WORKER = textwrap.dedent('''
     import torch
 
     from pcad import distributed as dist
-    from pcad.detectors import create
+    from pcad.detectors import create_detector
     from pcad.detectors.base import Detector
     from pcad.detectors.registry import register_detector
     from pcad.engine import train
@@ -251,7 +251,7 @@ WORKER = textwrap.dedent('''
     rgb, pts = rng.normal(size=(37, 6)).astype(np.float32), rng.normal(size=(37, 5)).astype(
         np.float32)
     for bs in (7, 1):
-        det = create("cfm", image_size=64, epochs=2, batch_size=bs, hidden=8, device="cpu")
+        det = create_detector("cfm", image_size=64, epochs=2, batch_size=bs, hidden=8, device="cpu")
         det.fit_features(rgb, pts)
         torch.save({"f_2d3d": det.f_2d3d.state_dict(), "f_3d2d": det.f_3d2d.state_dict(),
                     "history": det.history}, out / f"cfm_bs{bs}_rank{ctx.rank}.pt")
@@ -322,7 +322,7 @@ def test_torchrun_cfm_steps_match_one_process(worker_results, bs):
     rng = np.random.default_rng(0)
     rgb, pts = rng.normal(size=(37, 6)).astype(np.float32), rng.normal(size=(37, 5)).astype(
         np.float32)
-    ref = create("cfm", image_size=64, epochs=2, batch_size=bs, hidden=8, device="cpu")
+    ref = create_detector("cfm", image_size=64, epochs=2, batch_size=bs, hidden=8, device="cpu")
     ref.fit_features(rgb, pts)
     ranks = [torch.load(out / f"cfm_bs{bs}_rank{r}.pt", weights_only=True) for r in range(2)]
     for net in ("f_2d3d", "f_3d2d"):
@@ -345,7 +345,7 @@ def test_torchrun_btf_bank_matches_one_process(worker_results, data, world_of_on
 def _uneven_batch_size(data: Path) -> tuple[int, int]:
     """``(n, batch)``: the number of foreground training patches and a batch size whose last
     batch is short and odd (so it splits unevenly over two ranks), as are the full ones."""
-    from pcad.detectors.cfm import foreground_patches
+    from pcad.detectors.patches import foreground_patches
 
     n = sum(int(foreground_patches(s.xyz, 64, (8, 8)).sum())
             for s in MVTec3DDataset(data, CATEGORY, "train", modality="xyz"))

@@ -303,7 +303,7 @@ def test_registry_lists_and_creates():
     assert {"effnet-lite0", "fpfh", "raw_xyz"} <= set(list_backbones())
     assert "effnet-lite0" in list_backbones("eff*", kind="rgb")
     assert list_backbones("eff*", kind="points") == []
-    assert backbone_info("fpfh").kind == "points"
+    assert backbone_info("fpfh").info["kind"] == "points"
     assert create_backbone("fpfh").out_channels == 33
     with pytest.raises(InvalidInputError, match="not registered"):
         create_backbone("resnet-9000")

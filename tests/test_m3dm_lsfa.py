@@ -1,4 +1,5 @@
-"""Tests of the ``m3dm`` and ``lsfa`` detectors (and their shared :mod:`pcad.detectors.multimodal`)
+"""Tests of the ``m3dm`` and ``lsfa`` detectors (and their shared :mod:`pcad.detectors.multimodal`,
+:mod:`pcad.detectors.patches` and :mod:`pcad.detectors.training`)
 on a tiny synthetic dataset (64 x 64, 6 training samples), mostly with the fast FPFH point
 features; the Point-MAE path runs on a tiny checkpoint written by the tests (and on the one
 shipped with pcad when it is installed).
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
-from pcad.detectors import create, list_detectors, load_detector
+from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.detectors.base import upsample_map
 from pcad.detectors.lsfa import (
     AdapterBlock,
@@ -30,12 +31,8 @@ from pcad.detectors.lsfa import (
     rotate_cells,
 )
 from pcad.detectors.m3dm import UFF, M3DMDetector
-from pcad.detectors.multimodal import (
-    MultimodalFeatures,
-    info_nce,
-    nearest_distance,
-    warmup_cosine_lr,
-)
+from pcad.detectors.patches import MultimodalFeatures
+from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.memory import MemoryBank
@@ -84,7 +81,7 @@ def feats(train_set):
 
 
 def fit(name: str, feats, train_set, **config):
-    return create(name, **{**FAST[name], **config}).fit_features(*feats, train_set)
+    return create_detector(name, **{**FAST[name], **config}).fit_features(*feats, train_set)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +116,7 @@ def tiny_point_checkpoint(path: Path) -> Path:
 def test_registered_with_defaults():
     names = list_detectors()
     assert "m3dm" in names and "lsfa" in names
-    m, s = create("m3dm"), create("lsfa")
+    m, s = create_detector("m3dm"), create_detector("lsfa")
     assert isinstance(m, M3DMDetector) and isinstance(s, LSFADetector)
     assert m.modalities == s.modalities == ("rgb", "xyz")
     assert m.BANKS == ("xyz", "rgb", "fusion") and s.BANKS == ("xyz", "rgb")
@@ -136,7 +133,7 @@ def test_registered_with_defaults():
     assert (s.config["epochs"], s.config["batch_size"], s.config["lr"]) == (2, 8, 3e-4)
     assert (s.config["la_weight"], s.config["rotation_weight"], s.config["compact_weight"],
             s.config["global_compact_weight"], s.config["ga_weight"]) == (1, 0.05, 0.9, 0.4, 0.1)
-    assert create("m3dm", bank_weights={"rgb": 0.5}).config["bank_weights"]["rgb"] == 0.5
+    assert create_detector("m3dm", bank_weights={"rgb": 0.5}).config["bank_weights"]["rgb"] == 0.5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -151,16 +148,16 @@ def test_registered_with_defaults():
 ])
 def test_bad_config(name, config, word):
     with pytest.raises(InvalidInputError, match=word):
-        create(name, **config)
+        create_detector(name, **config)
 
 
 def test_bad_lsfa_config():
     with pytest.raises(InvalidInputError, match="epochs"):
-        create("m3dm", epochs=0)  # only lsfa has an untrained variant
+        create_detector("m3dm", epochs=0)  # only lsfa has an untrained variant
     with pytest.raises(InvalidInputError, match="compact_start"):
-        create("lsfa", compact_start=1.5)
+        create_detector("lsfa", compact_start=1.5)
     with pytest.raises(InvalidInputError, match="queue_samples"):
-        create("lsfa", queue_samples=0)
+        create_detector("lsfa", queue_samples=0)
 
 
 # ----------------------------------------------------------------------------- loss terms
@@ -327,7 +324,7 @@ def test_loss_decreases_on_a_fixed_batch(name, feats):
     """One batch of two samples, twelve epochs (one step each): the loss goes down."""
     rgb, pts, fg = (a[:2] for a in feats)
     extra = {"rotation_weight": 0.0, "compact_weight": 0.0} if name == "lsfa" else {}
-    det = create(name, **{**FAST[name], "batch_size": 2, "epochs": 12, "warmup_epochs": 0,
+    det = create_detector(name, **{**FAST[name], "batch_size": 2, "epochs": 12, "warmup_epochs": 0,
                           "lr": 1e-3, **extra})
     det.train_networks(rgb, pts, fg, None, progress=False)
     h = det.history
@@ -423,7 +420,7 @@ def test_leave_one_out_fusion_inputs(feats, train_set, monkeypatch):
 
 
 def test_fusion_options(fitted, feats, train_set, eval_set):
-    from pcad.detectors.memory_bank import foreground_max
+    from pcad.detectors.patches import foreground_max
 
     ref = fitted["lsfa"]
     det = fit("lsfa", feats, train_set, fusion="sum", map_fusion="sum",
@@ -449,7 +446,7 @@ def test_fusion_options(fitted, feats, train_set, eval_set):
     assert s1 != s2
     np.testing.assert_array_equal(m1, m2)
     with pytest.raises(InvalidInputError, match="foreground-max"):
-        create("lsfa", **FAST["lsfa"]).fit_features(*feats)  # no samples to find the part
+        create_detector("lsfa", **FAST["lsfa"]).fit_features(*feats)  # no samples to find the part
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -466,7 +463,7 @@ def test_deterministic(name, fitted, feats, train_set, eval_set):
 @pytest.mark.parametrize("name", NAMES)
 def test_fit_equals_fit_features(name, fitted, train_set, eval_set):
     """``fit`` = feature extraction + ``fit_features``."""
-    det = create(name, **FAST[name]).fit(train_set)
+    det = create_detector(name, **FAST[name]).fit(train_set)
     assert det.history == fitted[name].history
     assert_same_predictions(predictions(det, eval_set[:1]), predictions(fitted[name],
                                                                         eval_set[:1]))
@@ -555,7 +552,7 @@ def test_default_pointmae_weights(data, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fewer_points_than_groups(name, train_set, tiny_weights):
-    det = create(name, **{**FAST[name], **POINTMAE, "num_group": 100000,
+    det = create_detector(name, **{**FAST[name], **POINTMAE, "num_group": 100000,
                           "point_weights": str(tiny_weights)})
     with pytest.raises(InvalidInputError, match=rf"training set: detector '{name}'.*100000"):
         det.fit(train_set)
@@ -573,7 +570,7 @@ def test_no_foreground(name, fitted, train_set, eval_set):
     bad = [*train_set[:2], replace(train_set[2], xyz=np.zeros_like(train_set[2].xyz))]
     with pytest.raises(InvalidInputError, match=rf"training set: detector '{name}'.*no "
                                                 r"foreground"):
-        create(name, **FAST[name]).fit(bad)
+        create_detector(name, **FAST[name]).fit(bad)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -589,12 +586,12 @@ def test_rgb_only_dataset(name, data, tmp_path):
     assert not (tmp_path / "run" / "detector.json").exists()
     samples = MVTec3DDataset(root, CATEGORY, "train")
     with pytest.raises(InvalidInputError, match=rf"'{name}' needs .*\(xyz\)"):
-        create(name, **FAST[name]).fit(samples)
+        create_detector(name, **FAST[name]).fit(samples)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_other_errors(name, feats, eval_set, tmp_path):
-    det = create(name, **FAST[name])
+    det = create_detector(name, **FAST[name])
     with pytest.raises(InvalidInputError, match="fit"):
         det.predict(eval_set[0])
     with pytest.raises(InvalidInputError, match="fit"):

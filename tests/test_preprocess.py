@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pcad.data.preprocess import (
+    PreprocessOptions,
     background_plane_mask,
     border_mask,
     largest_cluster,
@@ -64,12 +65,13 @@ def test_plane_removal_keeps_the_box():
 
 def test_plane_removal_is_deterministic_and_seeded():
     xyz, _ = plane_box_scene(noise=0.002, seed=3)
-    a = remove_background_plane(xyz, seed=5)
-    b = remove_background_plane(xyz, seed=5)
+    a = remove_background_plane(xyz, PreprocessOptions(seed=5))
+    b = remove_background_plane(xyz, PreprocessOptions(seed=5))
     np.testing.assert_array_equal(a, b)
+    three = PreprocessOptions(ransac_n=3, seed=1)
     np.testing.assert_array_equal(
-        background_plane_mask(xyz, ransac_n=3, seed=1), background_plane_mask(xyz, ransac_n=3,
-                                                                              seed=1))
+        background_plane_mask(xyz, three), background_plane_mask(xyz, three)
+    )
 
 
 def test_plane_matches_open3d_segment_plane():
@@ -107,7 +109,7 @@ def test_plane_removal_with_fewer_border_points_than_ransac_n():
     pick = np.random.default_rng(0).choice(len(ys), 30, replace=False)  # 30 of ~2000
     keep_border[ys[pick], xs[pick]] = True
     xyz[border & ~keep_border] = 0.0
-    out = remove_background_plane(xyz, ransac_n=50)
+    out = remove_background_plane(xyz, PreprocessOptions(ransac_n=50))
     np.testing.assert_array_equal(np.any(out != 0, -1), box)
 
 
@@ -126,21 +128,28 @@ def test_plane_removal_relative_units():
     absolute = np.any(remove_background_plane(big) != 0, -1)
     assert absolute.sum() > 2 * box.sum()
     diag = float(np.linalg.norm(np.ptp(big[np.any(big != 0, -1)], axis=0)))
-    rel = remove_background_plane(big, 5.0 / diag, fit_distance=4.0 / diag, relative=True)
+    rel = remove_background_plane(
+        big, PreprocessOptions(plane_distance=5.0 / diag, fit_distance=4.0 / diag, relative=True)
+    )
     np.testing.assert_array_equal(np.any(rel != 0, -1), box)
 
 
 def test_plane_removal_whole_cloud_fit_and_bad_arguments():
     xyz, box = plane_box_scene()
-    np.testing.assert_array_equal(np.any(remove_background_plane(xyz, border=None) != 0, -1), box)
+    whole = remove_background_plane(xyz, PreprocessOptions(border=None))
+    np.testing.assert_array_equal(np.any(whole != 0, -1), box)
     bad = xyz.copy()
     bad[1, 1, 0] = np.nan
     with pytest.raises(InvalidInputError, match="NaN"):
         remove_background_plane(bad)
-    with pytest.raises(InvalidInputError, match="distance"):
-        remove_background_plane(xyz, -1.0)
+    with pytest.raises(InvalidInputError, match="plane_distance"):
+        PreprocessOptions(plane_distance=-1.0)
     with pytest.raises(InvalidInputError, match="ransac_n"):
-        remove_background_plane(xyz, ransac_n=2)
+        PreprocessOptions(ransac_n=2)
+    with pytest.raises(InvalidInputError, match="border"):
+        PreprocessOptions(border=0)
+    with pytest.raises(InvalidInputError, match="options"):
+        remove_background_plane(xyz, 0.005)
     with pytest.raises(InvalidInputError):
         remove_background_plane(xyz[..., :2])
 
@@ -165,17 +174,19 @@ def _two_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_largest_cluster_keeps_the_biggest_blob():
     xyz, big, small = _two_blobs()
-    keep = largest_cluster_mask(xyz, eps=0.005, min_points=5)
+    opts = PreprocessOptions(eps=0.005, min_points=5)
+    keep = largest_cluster_mask(xyz, opts)
     np.testing.assert_array_equal(keep, big)
-    out = largest_cluster(xyz, eps=0.005, min_points=5)
+    out = largest_cluster(xyz, opts)
     np.testing.assert_array_equal(np.any(out != 0, -1), big)
     np.testing.assert_array_equal(out[big], xyz[big])
     # unorganized input gives a per-point mask
     pts = xyz[big | small]
-    m = largest_cluster_mask(pts, eps=0.005, min_points=5)
+    m = largest_cluster_mask(pts, opts)
     assert m.shape == (len(pts),) and m.sum() == big.sum()
     # relative eps
-    rel = largest_cluster_mask(xyz, eps=0.005 / 0.07, min_points=5, relative=True)
+    relative = PreprocessOptions(eps=0.005 / 0.07, min_points=5, relative=True)
+    rel = largest_cluster_mask(xyz, relative)
     np.testing.assert_array_equal(rel, big)
 
 
@@ -184,11 +195,12 @@ def test_largest_cluster_edge_cases():
     np.testing.assert_array_equal(largest_cluster(zero), zero)
     sparse = zero.copy()
     sparse[0, 0], sparse[9, 9] = (0, 0, 1), (1, 1, 1)  # no cluster: noise only, kept
-    np.testing.assert_array_equal(largest_cluster(sparse, eps=0.01, min_points=2), sparse)
+    noise_only = largest_cluster(sparse, PreprocessOptions(eps=0.01, min_points=2))
+    np.testing.assert_array_equal(noise_only, sparse)
     with pytest.raises(InvalidInputError):
         largest_cluster_mask(np.zeros((4, 2)))
     with pytest.raises(InvalidInputError, match="eps"):
-        largest_cluster_mask(sparse, eps=0)
+        PreprocessOptions(eps=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,7 +319,7 @@ def test_preprocess_scan_like_m3dm():
     rgb = np.full((60, 80, 3), 200, np.uint8)
     gt = np.zeros((60, 80), bool)
     gt[25:27, 33:36] = True
-    out = preprocess_scan(xyz, rgb, gt, min_points=5)
+    out = preprocess_scan(xyz, rgb, gt, PreprocessOptions(min_points=5))
     assert out.xyz.shape == (100, 100, 3) and out.offset == (20, 10)
     top, left = out.offset
     valid = np.any(out.xyz != 0, -1)
@@ -320,9 +332,9 @@ def test_preprocess_scan_like_m3dm():
     np.testing.assert_array_equal(np.all(out.rgb == 0, -1)[top : top + 60, left : left + 80],
                                   removed[top : top + 60, left : left + 80])  # rgb follows xyz
     assert out.gt.sum() == gt.sum() and out.gt[top + 25, left + 33]
-    same = preprocess_scan(xyz, rgb, gt, min_points=5)
+    same = preprocess_scan(xyz, rgb, gt, PreprocessOptions(min_points=5))
     np.testing.assert_array_equal(same.xyz, out.xyz)
-    only_xyz = preprocess_scan(np.zeros((5, 7, 3), np.float32), multiple=1)
+    only_xyz = preprocess_scan(np.zeros((5, 7, 3)), options=PreprocessOptions(multiple=1))
     assert only_xyz.rgb is None and only_xyz.xyz.shape == (7, 7, 3) and not only_xyz.xyz.any()
     with pytest.raises(InvalidInputError, match="rgb"):
         preprocess_scan(xyz, rgb[:10])
@@ -343,8 +355,8 @@ _any_arrays = hnp.arrays(
                                                                      st.integers(-1, 8))))
 def test_random_shapes_only_documented_errors(arr, size):
     calls = [
-        lambda: remove_background_plane(arr, ransac_n=3, iterations=20),
-        lambda: largest_cluster(arr, eps=0.5, min_points=2),
+        lambda: remove_background_plane(arr, PreprocessOptions(ransac_n=3, iterations=20)),
+        lambda: largest_cluster(arr, PreprocessOptions(eps=0.5, min_points=2)),
         lambda: resize_organized(arr, size),
         lambda: resize_mask(arr, size),
         lambda: resize_rgb(arr, size),

@@ -18,7 +18,7 @@ from PIL import Image
 
 from pcad.cli.main import EXIT_ERROR, main
 from pcad.data import MVTec3DDataset
-from pcad.detectors import create, list_detectors, load_detector
+from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.features import point_mask
@@ -231,18 +231,18 @@ def test_perlin_mask_shapes():
 
 def test_registered_and_modes():
     assert "synthsup" in list_detectors()
-    assert create("synthsup").modalities == ("rgb", "xyz")
-    assert create("synthsup", mode="rgb").modalities == ("rgb",)
+    assert create_detector("synthsup").modalities == ("rgb", "xyz")
+    assert create_detector("synthsup", mode="rgb").modalities == ("rgb",)
     with pytest.raises(InvalidInputError, match="mode"):
-        create("synthsup", mode="xyz")
+        create_detector("synthsup", mode="xyz")
     with pytest.raises(InvalidInputError, match="holdout_defects"):
-        create("synthsup", holdout_defects=[3])
+        create_detector("synthsup", holdout_defects=[3])
     with pytest.raises(InvalidInputError, match="loss"):
-        create("synthsup", loss="l2")
+        create_detector("synthsup", loss="l2")
 
 
 def test_sample_without_xyz_names_the_rgb_mode(good):
-    det = create("synthsup", **FAST)
+    det = create_detector("synthsup", **FAST)
     rgb_sample = type(good)(rgb=good.rgb, xyz=None, mask=None, label=0, category=CATEGORY,
                             defect="good", split="train")
     with pytest.raises(InvalidInputError, match="mode='rgb'"):
@@ -250,14 +250,14 @@ def test_sample_without_xyz_names_the_rgb_mode(good):
 
 
 def test_fit_without_source_is_an_error(data):
-    det = create("synthsup", **FAST)
+    det = create_detector("synthsup", **FAST)
     with pytest.raises(InvalidInputError) as info:
         det.fit(MVTec3DDataset(data, CATEGORY, "train", modality="rgb+xyz"))
     assert "pcad train" in str(info.value) and "synth.supervision.DefectSource" in str(info.value)
 
 
 def test_fit_refuses_a_source_that_makes_held_out_types(data):
-    det = create("synthsup", **FAST, holdout_defects=["crack"])
+    det = create_detector("synthsup", **FAST, holdout_defects=["crack"])
     samples = list(MVTec3DDataset(data, CATEGORY, "train", modality="rgb+xyz"))[:1]
     with pytest.raises(InvalidInputError, match="holds out"):
         det.fit(samples, defect_source=DefectSource())
@@ -273,7 +273,7 @@ def test_held_out_type_never_requested_and_fit_deterministic(data):
     cfg = {**FAST, "variants": 4, "epochs": 2, "holdout_defects": ["crack"]}
     fits = []
     for _ in range(2):
-        det = create("synthsup", **cfg)
+        det = create_detector("synthsup", **cfg)
         rec = Recording(DefectSource(**det.defect_source_options()))
         det.fit(samples, defect_source=rec)
         assert rec.calls == 2 * 4
@@ -284,7 +284,7 @@ def test_held_out_type_never_requested_and_fit_deterministic(data):
     assert fits[0][0] == fits[1][0]
     assert all(np.array_equal(a, b) for a, b in zip(fits[0][1], fits[1][1], strict=True))
     # another seed gives another head
-    other = create("synthsup", **{**cfg, "seed": 1})
+    other = create_detector("synthsup", **{**cfg, "seed": 1})
     other.fit(samples, defect_source=DefectSource(holdout=["crack"]))
     assert predict_all(other, tests)[0] != fits[0][0]
 

@@ -400,7 +400,7 @@ def test_pos_embed_interpolation_keeps_axes_and_constants():
 
 
 def test_rgb_features_of_memory_bank_detectors_use_the_dino_checkpoint(tiny_file, tiny_sd):
-    from pcad.detectors.memory_bank import RGBFeatures
+    from pcad.detectors.patches import RGBFeatures
 
     rgb = random_image(50, 70, seed=11)
     for size in (32, 64):

@@ -5,12 +5,20 @@ Used by the browser tests and to take the README screenshots. It needs Debian's 
 returns None when the browser is missing so callers can skip with a reason. WebGL (plotly's 3D
 scenes) runs on the CPU through SwiftShader.
 
-Example:
-    >>> from viz.browser import Chromium, find_chromium
-    >>> if find_chromium():  # doctest: +SKIP
-    ...     with Chromium() as browser:
-    ...         browser.goto("file:///tmp/sweep.html")
-    ...         png = browser.screenshot()
+Example (its browser lines are skipped by the doctest runs: they need the optional ``chromium``
+system package; ``tests/test_viz_browser.py`` runs the browser wherever it is installed):
+    >>> import pathlib, tempfile
+    >>> from viz.browser import Chromium
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> page = pathlib.Path(tmp.name) / "page.html"
+    >>> _ = page.write_text("<p>hello</p>")
+    >>> with Chromium(width=320, height=240) as browser:  # doctest: +SKIP
+    ...     browser.goto(page)
+    ...     text = browser.evaluate("document.body.textContent")
+    ...     png = browser.screenshot()
+    >>> text, png[:4]  # doctest: +SKIP
+    ('hello', b'\\x89PNG')
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

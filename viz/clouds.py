@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from pcad.checks import check_points
+from pcad.checks import check_points, check_values
 from pcad.errors import InvalidInputError
-from viz._checks import check_values, finite_range
-from viz.colors import NAN_COLOUR
+from viz.colors import NAN_COLOUR, finite_range
 from viz.html import save_html
 
 __all__ = ["NAN_COLOUR", "cloud_figure", "cloud_traces", "display_subset", "save_html"]
@@ -38,8 +37,9 @@ def display_subset(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
 
 
-def _f32(a: np.ndarray) -> np.ndarray:
-    """float32 copy: plotly 7 writes numpy arrays as base64 typed arrays, 4 bytes a value."""
+def as_f32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous float32 array (a copy unless it already is one): plotly 7 writes
+    numpy arrays as base64 typed arrays, 4 bytes a value."""
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
@@ -57,19 +57,20 @@ def cloud_traces(points: np.ndarray, values: np.ndarray | None, *, name: str = "
     if scene:
         common["scene"] = scene
     if values is None:
-        return [go.Scatter3d(x=_f32(points[:, 0]), y=_f32(points[:, 1]), z=_f32(points[:, 2]),
+        return [go.Scatter3d(x=as_f32(points[:, 0]), y=as_f32(points[:, 1]), z=as_f32(points[:, 2]),
                              name=name, marker=dict(size=point_size, color=colour), **common)]
     ok = np.isfinite(values)
     lo, hi = finite_range(values, cmin, cmax)
     p = points[ok]
     traces = [go.Scatter3d(
-        x=_f32(p[:, 0]), y=_f32(p[:, 1]), z=_f32(p[:, 2]), name=name, **common,
-        marker=dict(size=point_size, color=_f32(values[ok]), colorscale=colorscale, cmin=lo,
+        x=as_f32(p[:, 0]), y=as_f32(p[:, 1]), z=as_f32(p[:, 2]), name=name, **common,
+        marker=dict(size=point_size, color=as_f32(values[ok]), colorscale=colorscale, cmin=lo,
                     cmax=hi, showscale=showscale, colorbar=dict(title=dict(text=name))))]
     if not ok.all():
         q = points[~ok]
         traces.append(go.Scatter3d(
-            x=_f32(q[:, 0]), y=_f32(q[:, 1]), z=_f32(q[:, 2]), name=f"NaN ({int((~ok).sum())})",
+            x=as_f32(q[:, 0]), y=as_f32(q[:, 1]), z=as_f32(q[:, 2]),
+            name=f"NaN ({int((~ok).sum())})",
             marker=dict(size=point_size + 1, color=NAN_COLOUR), **common))
     return traces
 

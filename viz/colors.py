@@ -13,14 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from viz._checks import finite_range
-
 #: Colour of NaN / infinite values in every figure and image (magenta: in no colour scale).
 NAN_RGB: tuple[int, int, int] = (255, 0, 255)
 NAN_COLOUR = "rgb(255,0,255)"
 #: Colour of ground-truth contours on images and of ground-truth markers in 3D.
 GT_RGB: tuple[int, int, int] = (0, 255, 64)
 GT_COLOUR = "rgb(0,255,64)"
+
+
+def finite_range(values: np.ndarray, vmin: float | None = None,
+                 vmax: float | None = None) -> tuple[float, float]:
+    """``(lo, hi)`` of the finite values (``(0, 1)`` when there are none), with the given
+    bounds taking precedence; ``hi > lo`` always.
+
+    Example:
+        >>> finite_range(np.array([2.0, np.nan, 5.0])), finite_range(np.array([3.0]))
+        ((2.0, 5.0), (3.0, 3.000003))
+    """
+    v = np.asarray(values, dtype=np.float64)
+    fin = v[np.isfinite(v)]
+    lo = float(fin.min()) if vmin is None and fin.size else (0.0 if vmin is None else vmin)
+    hi = float(fin.max()) if vmax is None and fin.size else (1.0 if vmax is None else vmax)
+    if not hi > lo:
+        hi = lo + (abs(lo) * 1e-6 or 1e-6)
+    return float(lo), float(hi)
 
 
 def colormap_lut(name: str = "inferno", n: int = 256) -> np.ndarray:

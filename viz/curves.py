@@ -28,7 +28,7 @@ def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         InvalidInputError: NaN scores, mismatched lengths, or only one class.
     """
-    from pcad.metrics._inputs import check_labels, check_scores
+    from pcad.checks import check_labels, check_scores
     from pcad.metrics.classification import require_classes
     from pcad.metrics.ranking import ranked_counts
 
@@ -109,8 +109,8 @@ def pro_figure(anomaly_maps: Any, gt_masks: Any = None, *, fpr_limit: float = 0.
         anomaly_maps: sequence of ``(H, W)`` maps with ``gt_masks``, or
             ``{name: (maps, masks)}`` for one curve per group.
     """
+    from pcad.checks import check_limit
     from pcad.metrics import aupro, pro_curve
-    from pcad.metrics._inputs import check_limit
 
     limit = check_limit(fpr_limit)
     if isinstance(anomaly_maps, Mapping):

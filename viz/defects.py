@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from pcad.checks import check_organized, check_points, valid_pixels
 from pcad.errors import InvalidInputError
-from viz.clouds import _f32, cloud_traces, display_subset
+from viz.clouds import as_f32, cloud_traces, display_subset
 from viz.colors import GT_COLOUR
 
 REMOVED_COLOUR = "rgb(230,30,30)"
@@ -102,7 +102,7 @@ def defect_figure(before: Any, result: Any, *, title: str | None = None,
     if removed.any():
         q = b_pts[removed]
         n_removed = int(np.isin(b_ids, a_ids, invert=True).sum())
-        fig.add_trace(go.Scatter3d(x=_f32(q[:, 0]), y=_f32(q[:, 1]), z=_f32(q[:, 2]),
+        fig.add_trace(go.Scatter3d(x=as_f32(q[:, 0]), y=as_f32(q[:, 1]), z=as_f32(q[:, 2]),
                                    mode="markers", scene="scene", name=f"removed ({n_removed})",
                                    marker=dict(size=point_size + 1, color=REMOVED_COLOUR)))
     hi = float(disp.max()) if disp.size and disp.max() > 0 else 1.0
@@ -111,7 +111,7 @@ def defect_figure(before: Any, result: Any, *, title: str | None = None,
         fig.add_trace(tr)
     g = a_pts[sel_a & mask]
     fig.add_trace(go.Scatter3d(
-        x=_f32(g[:, 0]), y=_f32(g[:, 1]), z=_f32(g[:, 2]), mode="markers", scene="scene2",
+        x=as_f32(g[:, 0]), y=as_f32(g[:, 1]), z=as_f32(g[:, 2]), mode="markers", scene="scene2",
         name=f"ground truth ({int(mask.sum())} of {len(mask)})", opacity=0.35,
         marker=dict(size=point_size + 2, color=GT_COLOUR, symbol="circle-open")))
     n_anom = int(mask.sum())

@@ -20,11 +20,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import ndimage
 
-from pcad.checks import check_organized, check_points, valid_pixels
+from pcad.checks import check_image, check_organized, check_points, check_values, valid_pixels
 from pcad.errors import InvalidInputError
-from viz._checks import check_image, check_values, finite_range
-from viz.clouds import _f32, cloud_traces, display_subset
-from viz.colors import GT_COLOUR, GT_RGB, colorize
+from viz.clouds import as_f32, cloud_traces, display_subset
+from viz.colors import GT_COLOUR, GT_RGB, colorize, finite_range
 
 
 def anomaly_map_figure(points: Any, scores: Any, gt: Any = None, *, title: str = "",
@@ -80,7 +79,7 @@ def anomaly_map_figure(points: Any, scores: Any, gt: Any = None, *, title: str =
     if g is not None:
         q = pts[idx][g[idx]]
         fig.add_trace(go.Scatter3d(
-            x=_f32(q[:, 0]), y=_f32(q[:, 1]), z=_f32(q[:, 2]), mode="markers", opacity=0.4,
+            x=as_f32(q[:, 0]), y=as_f32(q[:, 1]), z=as_f32(q[:, 2]), mode="markers", opacity=0.4,
             name=f"ground truth ({int(g.sum())})", hoverinfo="skip",
             marker=dict(size=point_size + 3, color=GT_COLOUR, symbol="circle-open")))
     scene: dict[str, Any] = dict(aspectmode="data")

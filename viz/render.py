@@ -11,12 +11,14 @@ Example:
     >>> import numpy as np, tempfile, os, warnings
     >>> from viz.render import render_png
     >>> p = np.random.default_rng(0).normal(size=(500, 3))
-    >>> out = os.path.join(tempfile.mkdtemp(), "cloud.png")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = os.path.join(tmp.name, "cloud.png")
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
     ...     backend = render_png(p, out, values=p[:, 2], backend="matplotlib")
     >>> backend, os.path.getsize(out) > 0
     ('matplotlib', True)
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from pcad.checks import check_points
+from pcad.checks import check_points, check_values
 from pcad.errors import InvalidInputError
+from pcad.geometry import bbox_diagonal
 from pcad.io import atomic_save
-from viz._checks import check_values
 from viz.colors import NAN_RGB, colorize
 
 BACKENDS = ("auto", "open3d", "matplotlib")
@@ -54,7 +56,7 @@ def _camera(points: np.ndarray, elev: float, azim: float) -> tuple[np.ndarray, n
                                                                     np.ndarray, float]:
     lo, hi = points.min(0).astype(np.float64), points.max(0).astype(np.float64)
     center = (lo + hi) / 2
-    radius = max(float(np.linalg.norm(hi - lo)) / 2, 1e-9)
+    radius = max(bbox_diagonal(points) / 2, 1e-9)
     e, a = np.radians(elev), np.radians(azim)
     direction = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
     fov = 40.0

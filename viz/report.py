@@ -19,8 +19,19 @@ paths in ``scores.csv`` are resolved as given, then against ``data_root`` (argum
 is reported on the page instead of failing it; a folder without ``metrics.json`` is an error.
 
 Example:
-    >>> from viz.report import write_report
-    >>> write_report("runs/eval1", "report.html")  # doctest: +SKIP
+    >>> import json, pathlib, tempfile
+    >>> from viz.report import load_run, write_report
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> run = pathlib.Path(tmp.name) / "eval1"
+    >>> run.mkdir()
+    >>> _ = (run / "metrics.json").write_text(json.dumps({"category": "gear", "i_auroc": 0.75}))
+    >>> _ = (run / "scores.csv").write_text("path,category,defect,label,score\\n"
+    ...                                     "a.tiff,gear,good,0,0.2\\nb.tiff,gear,dent,1,0.9\\n")
+    >>> [(r.defect, r.label, r.score) for r in load_run(run).rows]
+    [('good', 0, 0.2), ('dent', 1, 0.9)]
+    >>> write_report(run, run / "report.html").name
+    'report.html'
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

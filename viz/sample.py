@@ -6,9 +6,21 @@ others. Unorganized clouds (Real3D-AD ``.pcd``, ``.ply``, ``x y z label`` text..
 with their labels as the ground truth.
 
 Example:
-    >>> from viz.sample import find_sample
-    >>> find_sample("data/gear/test/dent/xyz/000.tiff").stem  # doctest: +SKIP
-    '000'
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> from pcad.io import write_rgb, write_xyz_tiff
+    >>> from viz.sample import find_sample, write_sample_page
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> kind = pathlib.Path(tmp.name) / "gear" / "test" / "dent"
+    >>> yy, xx = np.mgrid[:8, :8].astype(np.float32)
+    >>> write_xyz_tiff(kind / "xyz" / "000.tiff", np.stack([xx, yy, np.ones_like(xx)], -1))
+    >>> write_rgb(kind / "rgb" / "000.png", np.zeros((8, 8, 3), np.uint8))
+    >>> files = find_sample(kind / "rgb" / "000.png")
+    >>> files.label, files.xyz.name, files.gt is None
+    ('gear/test/dent/000', '000.tiff', True)
+    >>> write_sample_page(files.xyz, pathlib.Path(tmp.name) / "sample.html").name
+    'sample.html'
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import plotly.graph_objects as go
 
 from pcad.errors import InvalidInputError
 from viz._sweep_js import SWEEP_SCRIPT
-from viz.clouds import _f32, display_subset
+from viz.clouds import as_f32, display_subset
 from viz.defects import flatten_cloud, result_cloud
 
 __all__ = ["MAX_FRAMES", "SWEEP_PARAMETERS", "SWEEP_SCRIPT", "Sweep", "SweepFrame",
@@ -111,9 +111,9 @@ class Sweep:
 
 
 def _param_fields(defect: str) -> dict[str, dataclasses.Field]:
-    from synth.defects.base import defect_class
+    from synth.defects import create_defect
 
-    return {f.name: f for f in dataclasses.fields(defect_class(defect))}
+    return {f.name: f for f in dataclasses.fields(create_defect(defect))}
 
 
 def default_grid(defect: str = "perlin") -> dict[str, list[Any]]:
@@ -166,7 +166,8 @@ def compute_sweep(points: Any, grid: Mapping[str, Sequence[Any]] | None = None, 
         grid: ``{parameter: values}``, e.g. ``{"scale": [2, 4, 8], "strength": [0.01, 0.02],
             "octaves": [1, 4]}``; None: :func:`default_grid`. Order = slider order.
         normals: ``(N, 3)`` normals of an unorganized cloud (estimated when None).
-        defect: a registered defect type (``synth.list_defects()``).
+        defect: a registered geometric defect type
+            (``synth.list_defects(kind="geometric")``).
         seed: the same seed for every frame, so only the parameters change the picture.
         params: fixed parameters of the defect (e.g. ``mode="local"``).
 
@@ -257,9 +258,9 @@ def sweep_figure(sweep: Sweep, *, max_points: int = 10000, sliders: str = "param
     ratio = ext / ext.max()
 
     def trace(p: np.ndarray, c: np.ndarray) -> go.Scatter3d:
-        return go.Scatter3d(x=_f32(p[:, 0]), y=_f32(p[:, 1]), z=_f32(p[:, 2]), mode="markers",
+        return go.Scatter3d(x=as_f32(p[:, 0]), y=as_f32(p[:, 1]), z=as_f32(p[:, 2]), mode="markers",
                             name=label, hoverinfo="skip", showlegend=False,
-                            marker=dict(size=point_size, color=_f32(c), colorscale=colorscale,
+                            marker=dict(size=point_size, color=as_f32(c), colorscale=colorscale,
                                         cmin=0.0, cmax=cmax, showscale=True,
                                         colorbar=dict(title=dict(text=label), len=0.6)))
 

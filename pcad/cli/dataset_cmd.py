@@ -14,9 +14,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.objects or args.format != "mvtec3d":
             raise InvalidInputError("--from-mvtec3d: takes no --objects and writes mvtec3d only")
-        cfg = InjectConfig(args.from_mvtec3d, tuple(args.defects or ("bump", "dent", "crack",
-                                                                     "hole")),
-                           args.test_defect, args.seed, tuple(args.categories or ()))
+        defects = {"defects": tuple(args.defects)} if args.defects else {}
+        cfg = InjectConfig(args.from_mvtec3d, test_defect=args.test_defect, seed=args.seed,
+                           categories=tuple(args.categories or ()), **defects)
         report = inject(cfg, args.out, progress=not args.quiet)
     else:
         from synth.dataset import DatasetConfig, categories_from, generate
@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from synth.dataset.config import DEFAULT_DEFECTS
+    from synth.dataset.inject import InjectConfig
+    from synth.render import render_defects
+
     p = sub.add_parser(
         "make-dataset", help="render a synthetic RGB + xyz dataset (MVTec 3D-AD layout)",
         description="Render built-in parts or your meshes with geometric and colour defects "
@@ -54,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", type=int, default=2)
     p.add_argument("--test-good", type=int, default=4)
     p.add_argument("--test-defect", type=int, default=4, help="samples per defect type")
-    p.add_argument("--defects", nargs="+", metavar="TYPE", help="defect types of the test set")
+    p.add_argument("--defects", nargs="+", metavar="TYPE",
+                   help=f"defect types of the test set, among {' '.join(render_defects())} "
+                   f"(default: {' '.join(DEFAULT_DEFECTS)}); --from-mvtec3d takes the geometric "
+                   f"ones (default: {' '.join(InjectConfig.defects)})")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variation", type=float, default=0.03,

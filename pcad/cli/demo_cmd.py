@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         mesh = make_object(part, seed=args.seed)
         pts, nrm, _ = sample_mesh(mesh, args.points, args.seed)
         results = {}
-        for name in list_defects():
+        for name in list_defects(kind="geometric"):
             r = apply_defect(pts, name, normals=nrm, seed=args.seed)
             path = out / part / f"{name}.ply"
             write_result(path, r)

@@ -5,9 +5,13 @@ ends the command with one line on stderr (``pcad: error: ...``) and exit status 
 traceback. Subcommands import ``synth`` and ``viz`` lazily, so ``pcad info`` stays fast.
 
 Example:
+    >>> import contextlib, io, json
     >>> from pcad.cli.main import main
-    >>> main(["info", "--json"]) == 0  # doctest: +SKIP
-    True
+    >>> out = io.StringIO()
+    >>> with contextlib.redirect_stdout(out):
+    ...     status = main(["info", "--json"])
+    >>> status, sorted(json.loads(out.getvalue()))
+    (0, ['backends', 'devices', 'packages', 'pcad', 'platform', 'python'])
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output: .ply .pcd .npz .txt for clouds; .tiff (+ _gt.png) or .npz "
                    "for organized input")
-    p.add_argument("--defect", default="perlin", choices=list_defects())
+    p.add_argument("--defect", default="perlin", choices=list_defects(kind="geometric"))
     p.add_argument("--mode", choices=("global", "local", "volumetric"),
                    help="surface parameterization of the noise")
     p.add_argument("--scale", type=float, help="noise lattice cells per bbox diagonal")

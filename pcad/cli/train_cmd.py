@@ -26,7 +26,7 @@ def parse_options(items: list[str]) -> dict[str, object]:
 def synthetic_defect_options(args: argparse.Namespace) -> dict[str, object]:
     """``--holdout-defects`` / ``--textures`` as detector options; only for detectors that train
     on synthetic defects (``needs_defect_source``, e.g. synthsup), else a clear error."""
-    from pcad.detectors import detector_class
+    from pcad.detectors import detector_info
     from pcad.errors import InvalidInputError
 
     out: dict[str, object] = {}
@@ -34,7 +34,7 @@ def synthetic_defect_options(args: argparse.Namespace) -> dict[str, object]:
         out["holdout_defects"] = list(args.holdout_defects)
     if args.textures is not None:
         out["textures"] = args.textures
-    if out and not getattr(detector_class(args.detector), "needs_defect_source", False):
+    if out and not detector_info(args.detector).obj.needs_defect_source:
         flags = " and ".join(f"--{k.replace('_', '-')}" for k in out)
         raise InvalidInputError(f"{flags}: detector {args.detector!r} does not train on "
                                 "synthetic defects (use --detector synthsup)")
@@ -91,6 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from pcad.detectors import list_detectors
+    from synth.supervision import DEFECT_TYPES
 
     p = sub.add_parser("train", help="fit a detector on a category's good training samples",
                        description="Fit a detector on a category's good training samples. "
@@ -109,8 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any detector option (repeatable; values read as JSON when they parse, "
                         "e.g. -o epochs=5 -o hidden=null)")
     p.add_argument("--holdout-defects", nargs="+", metavar="TYPE",
-                   help="synthetic defect types kept out of training (synthsup); pcad eval "
-                        "reports the test types of these names apart")
+                   help="synthetic defect types kept out of training (synthsup), among "
+                        f"{' '.join(DEFECT_TYPES)}; pcad eval reports the test types of these "
+                        "names apart")
     p.add_argument("--textures", metavar="DIR",
                    help="folder of texture images (png/jpg) for synthsup's RGB defects "
                         "(default: procedural Perlin textures)")

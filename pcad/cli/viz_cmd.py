@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "values: half, default and double of scale, strength and octaves.")
     s.add_argument("input", help="mesh (sampled to --points), cloud, or MVTec xyz .tiff")
     s.add_argument("-o", "--output", required=True, help="output .html")
-    s.add_argument("--defect", default="perlin", choices=list_defects())
+    s.add_argument("--defect", default="perlin", choices=list_defects(kind="geometric"))
     s.add_argument("--scale", type=float, nargs="+", help="noise scale values")
     s.add_argument("--strength", type=float, nargs="+", help="strength values (fractions of "
                    "the bbox diagonal)")

@@ -17,12 +17,14 @@ Example:
     >>> import numpy as np
     >>> from pcad.io import write_rgb
     >>> from pcad.data import MVTec3DDataset, list_categories
-    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
     >>> rgb_dir = root / "rope" / "train" / "good" / "rgb"
     >>> write_rgb(rgb_dir / "000.png", np.zeros((4, 9, 3), np.uint8))
     >>> ds = MVTec3DDataset(root, "rope")
     >>> list_categories(root), ds.modality, ds[0].xyz is None, ds[0].rgb.shape
     (['rope'], 'rgb', True, (4, 9, 3))
+    >>> tmp.cleanup()
 """
 
 from pcad.data.eyecandies import (
@@ -40,6 +42,7 @@ from pcad.data.mvtec3d import (
 from pcad.data.pointclouds import PointCloudDataset, PointEntry, parse_defect_type
 from pcad.data.preprocess import (
     PaddedScan,
+    PreprocessOptions,
     background_plane_mask,
     largest_cluster,
     largest_cluster_mask,
@@ -65,6 +68,7 @@ __all__ = [
     "PaddedScan",
     "PointCloudDataset",
     "PointEntry",
+    "PreprocessOptions",
     "Real3DDataset",
     "Sample",
     "backproject_depth",

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import tifffile
 
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import read_mask_png, read_rgb, read_xyz_tiff
+from pcad.io.organized import SUPPORTED_ORGANIZED_EXTENSIONS, XYZ_NAN_POLICIES
 
 __all__ = [
     "files_by_stem",
@@ -31,8 +31,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-XYZ_EXTENSIONS = (".tiff", ".tif")
-NAN_POLICIES = ("error", "zero")
+XYZ_EXTENSIONS = SUPPORTED_ORGANIZED_EXTENSIONS
+NAN_POLICIES = XYZ_NAN_POLICIES
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -93,44 +93,10 @@ def guarded(reader: Callable[[Path], T], path: Path) -> T:
         ) from None
 
 
-def _read_xyz_strict(path: Path) -> np.ndarray:
-    """Like :func:`pcad.io.read_xyz_tiff` but a NaN or infinite coordinate is an error."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() not in XYZ_EXTENSIONS:
-        raise FileFormatError(
-            f"{path}: unsupported organized-cloud extension {path.suffix!r}; supported: "
-            f"{', '.join(XYZ_EXTENSIONS)}"
-        )
-    try:
-        arr = tifffile.imread(path)
-    except Exception as exc:
-        raise FileFormatError(
-            f"{path}: cannot read the TIFF: {type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
-        shape = getattr(arr, "shape", None)
-        raise FileFormatError(
-            f"{path}: expected an organized xyz cloud of shape (H, W, 3), got {shape}"
-        )
-    if arr.dtype not in (np.float32, np.float64):
-        raise FileFormatError(f"{path}: expected float32 or float64 xyz values, got {arr.dtype}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(out).all(axis=2)
-    if bad.any():
-        raise FileFormatError(
-            f"{path}: {int(bad.sum())} pixels have NaN or infinite coordinates; MVTec 3D-AD "
-            "marks a missing measurement with (0, 0, 0) (read with nan='zero' to convert them)"
-        )
-    return out
-
-
 def read_xyz_file(path: Path, nan: str = "error") -> np.ndarray:
-    """``(H, W, 3) float32`` organized cloud; ``nan="error"`` refuses NaN/inf pixels,
-    ``nan="zero"`` turns them into ``(0, 0, 0)`` (:func:`pcad.io.read_xyz_tiff`)."""
-    if nan == "zero":
-        return guarded(read_xyz_tiff, path)
-    return guarded(_read_xyz_strict, path)
+    """``(H, W, 3) float32`` organized cloud (:func:`pcad.io.read_xyz_tiff`), errors naming the
+    file; ``nan="error"`` refuses NaN/inf pixels, ``nan="zero"`` turns them into ``(0, 0, 0)``."""
+    return guarded(lambda p: read_xyz_tiff(p, nan=nan), path)
 
 
 def read_rgb_file(path: Path) -> np.ndarray:
@@ -141,11 +107,3 @@ def read_rgb_file(path: Path) -> np.ndarray:
 def read_gt(path: Path) -> np.ndarray:
     """``(H, W) bool`` mask, any value > 0 anomalous (:func:`pcad.io.read_mask_png`)."""
     return guarded(read_mask_png, path)
-
-
-def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise InvalidInputError."""
-    options = tuple(choices)
-    if value not in options:
-        raise InvalidInputError(f"{name}: expected one of {options}, got {value!r}")
-    return str(value)

@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pcad.checks import check_int, check_positive
-from pcad.data._files import check_choice, guarded, natural_key, read_gt, read_rgb_file
+from pcad.checks import check_choice, check_int, check_positive
+from pcad.data._files import guarded, natural_key, read_gt, read_rgb_file
 from pcad.data.sample import GOOD
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import atomic_group, write_mask_png, write_rgb, write_xyz_tiff
@@ -335,7 +335,7 @@ def convert_eyecandies(
         frame: ``"world"`` (apply the pose, as M3DM) or ``"camera"`` (no pose file needed).
         focal_length: pinhole focal length in pixels.
         remove_plane: zero the background plane (:func:`~pcad.data.preprocess.
-            remove_background_plane` with ``plane_distance`` metres).
+            remove_background_plane` with M3DM's options but ``plane_distance`` metres).
         overwrite: rewrite samples whose xyz file already exists (default: skip them).
 
     Raises:
@@ -399,9 +399,9 @@ def _convert_one(
             f"depth map is {xyz.shape[0]}x{xyz.shape[1]}"
         )
     if remove_plane:
-        from pcad.data.preprocess import remove_background_plane
+        from pcad.data.preprocess import PreprocessOptions, remove_background_plane
 
-        xyz = remove_background_plane(xyz, plane_distance)
+        xyz = remove_background_plane(xyz, PreprocessOptions(plane_distance=plane_distance))
     with atomic_group() as stage:
         stage(base / "rgb" / f"{stem}.png", lambda tmp: write_rgb(tmp, rgb))
         if mask is not None:

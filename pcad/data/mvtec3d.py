@@ -25,13 +25,15 @@ Example:
     >>> import numpy as np
     >>> from pcad.io import write_rgb, write_xyz_tiff
     >>> from pcad.data.mvtec3d import MVTec3DDataset
-    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
     >>> d = root / "bagel" / "train" / "good"
     >>> write_rgb(d / "rgb" / "000.png", np.zeros((4, 6, 3), np.uint8))
     >>> write_xyz_tiff(d / "xyz" / "000.tiff", np.ones((4, 6, 3)))
     >>> ds = MVTec3DDataset(root, "bagel", "train")
     >>> len(ds), ds.modality, ds[0].xyz.shape, ds[0].label
     (1, 'rgb+xyz', (4, 6, 3), 0)
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pcad.checks import check_choice
 from pcad.data._files import (
     NAN_POLICIES,
     XYZ_EXTENSIONS,
-    check_choice,
     files_by_stem,
     natural_key,
     read_gt,
@@ -84,11 +86,13 @@ def list_categories(root: str | os.PathLike[str]) -> list[str]:
 
     Example:
         >>> import tempfile, pathlib
-        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = pathlib.Path(tmp.name)
         >>> (root / "tire" / "test").mkdir(parents=True)
         >>> (root / "notes").mkdir()
         >>> list_categories(root)
         ['tire']
+        >>> tmp.cleanup()
     """
     base = _check_root(root)
     return [c for c in visible_dirs(base) if any((base / c / s).is_dir() for s in SPLITS)]

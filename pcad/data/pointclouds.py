@@ -30,7 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from pcad.data._files import check_choice, files_by_stem, guarded, natural_key, visible_dirs
+from pcad.checks import check_choice
+from pcad.data._files import files_by_stem, guarded, natural_key, visible_dirs
 from pcad.data.sample import GOOD, EntryDataset, Sample
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import read_points

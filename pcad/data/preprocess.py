@@ -11,8 +11,9 @@ M3DM / 3D-ADS ``utils/preprocessing.py`` runs, per MVTec 3D-AD sample:
 3. **Cleaning**: Open3D DBSCAN (``eps=0.006, min_points=30``), keep the largest cluster.
 
 Here each step is a function (:func:`remove_background_plane`, :func:`pad_to_square`,
-:func:`largest_cluster`) and :func:`preprocess_scan` chains them like M3DM. Differences from
-the original code, on purpose:
+:func:`largest_cluster`) and :func:`preprocess_scan` chains them like M3DM. Their settings are
+one :class:`PreprocessOptions` (M3DM's values by default). Differences from the original code,
+on purpose:
 
 - Fewer than ``ransac_n`` valid border points do not crash (M3DM issues #23/#28, Shape-Guided
   #21): RANSAC runs with ``min(ransac_n, n)`` points, and with fewer than 3 valid points (an
@@ -49,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,9 +58,11 @@ from PIL import Image
 
 from pcad.checks import check_int, check_organized, check_positive, valid_pixels
 from pcad.errors import InvalidInputError
+from pcad.geometry import bbox_diagonal
 
 __all__ = [
     "PaddedScan",
+    "PreprocessOptions",
     "background_plane_mask",
     "border_mask",
     "largest_cluster",
@@ -72,24 +76,77 @@ __all__ = [
     "resize_rgb",
 ]
 
-M3DM_BORDER = 10
-M3DM_FIT_DISTANCE = 0.004
-M3DM_PLANE_DISTANCE = 0.005
-M3DM_RANSAC_N = 50
-M3DM_ITERATIONS = 1000
-M3DM_DBSCAN_EPS = 0.006
-M3DM_DBSCAN_MIN_POINTS = 30
-M3DM_PAD_MULTIPLE = 100
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Settings of M3DM's preprocessing steps; the defaults are M3DM's (distances in metres).
+
+    Attributes:
+        plane_distance: a valid pixel closer than this to the background plane is background
+            (M3DM: 0.005), ``> 0``.
+        fit_distance: RANSAC inlier threshold of the plane fit (M3DM: 0.004), ``> 0``.
+        ransac_n: points per RANSAC hypothesis (M3DM: 50), ``>= 3``; lowered to the number of
+            valid fitting points when there are fewer.
+        iterations: RANSAC iterations (M3DM: 1000), ``>= 1``.
+        border: width in pixels of the frame whose valid points the plane is fitted to
+            (M3DM: 10), ``>= 1``; None fits all valid points.
+        eps: DBSCAN neighbourhood radius of the largest-cluster step (M3DM: 0.006), ``> 0``.
+        min_points: DBSCAN core-point threshold (M3DM: 30), ``>= 1``.
+        multiple: :func:`preprocess_scan` pads to a square whose side is a multiple of this
+            (M3DM: 100), ``>= 1``.
+        relative: read ``plane_distance``, ``fit_distance`` and ``eps`` as fractions of the
+            valid points' bounding-box diagonal instead of absolute units.
+        seed: seed of the RANSAC (a ``numpy.random.Generator``).
+
+    The constructor checks every value (InvalidInputError naming the field).
+
+    Example:
+        >>> PreprocessOptions().ransac_n, PreprocessOptions(eps=0.01, min_points=5).eps
+        (50, 0.01)
+        >>> PreprocessOptions(ransac_n=2)
+        Traceback (most recent call last):
+        ...
+        pcad.errors.InvalidInputError: ransac_n: must be >= 3, got 2
+    """
+
+    plane_distance: float = 0.005
+    fit_distance: float = 0.004
+    ransac_n: int = 50
+    iterations: int = 1000
+    border: int | None = 10
+    eps: float = 0.006
+    min_points: int = 30
+    multiple: int = 100
+    relative: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checked = {
+            "plane_distance": check_positive(self.plane_distance, "plane_distance"),
+            "fit_distance": check_positive(self.fit_distance, "fit_distance"),
+            "ransac_n": check_int(self.ransac_n, "ransac_n", minimum=3),
+            "iterations": check_int(self.iterations, "iterations", minimum=1),
+            "border": None if self.border is None else check_int(self.border, "border"),
+            "eps": check_positive(self.eps, "eps"),
+            "min_points": check_int(self.min_points, "min_points", minimum=1),
+            "multiple": check_int(self.multiple, "multiple", minimum=1),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
-def _diagonal(points: np.ndarray) -> float:
-    if len(points) == 0:
-        return 0.0
-    return float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
+def _options(options: PreprocessOptions | None) -> PreprocessOptions:
+    if options is None:
+        return PreprocessOptions()
+    if not isinstance(options, PreprocessOptions):
+        raise InvalidInputError(
+            f"options: expected a PreprocessOptions or None, got {type(options).__name__}"
+        )
+    return options
 
 
-def border_mask(shape: tuple[int, int], width: int = M3DM_BORDER) -> np.ndarray:
-    """``(H, W) bool``: True on the ``width``-pixel frame of an ``H x W`` image.
+def border_mask(shape: tuple[int, int], width: int = 10) -> np.ndarray:
+    """``(H, W) bool``: True on the ``width``-pixel frame of an ``H x W`` image (M3DM: 10).
 
     Example:
         >>> int(border_mask((5, 6), 1).sum())
@@ -170,31 +227,14 @@ def _ransac_plane(
     return best_plane if refit is None else refit
 
 
-def background_plane_mask(
-    xyz: Any,
-    distance: float = M3DM_PLANE_DISTANCE,
-    *,
-    fit_distance: float = M3DM_FIT_DISTANCE,
-    ransac_n: int = M3DM_RANSAC_N,
-    iterations: int = M3DM_ITERATIONS,
-    border: int | None = M3DM_BORDER,
-    relative: bool = False,
-    seed: int = 0,
-) -> np.ndarray:
+def background_plane_mask(xyz: Any, options: PreprocessOptions | None = None) -> np.ndarray:
     """``(H, W) bool``: valid pixels on the background plane (M3DM's plane removal step).
 
     Args:
         xyz: ``(H, W, 3)`` organized cloud, ``(0, 0, 0)`` = no measurement.
-        distance: a valid pixel closer than this to the plane is background.
-        fit_distance: RANSAC inlier threshold of the plane fit.
-        ransac_n: points per RANSAC hypothesis (M3DM: 50); lowered to the number of valid
-            border points when there are fewer.
-        iterations: RANSAC iterations.
-        border: width in pixels of the frame whose valid points the plane is fitted to
-            (M3DM: 10); None fits all valid points.
-        relative: read ``distance`` and ``fit_distance`` as fractions of the valid points'
-            bounding-box diagonal instead of absolute units.
-        seed: seed of the RANSAC (a ``numpy.random.Generator``).
+        options: ``plane_distance``, ``fit_distance``, ``ransac_n``, ``iterations``,
+            ``border``, ``relative`` and ``seed`` of :class:`PreprocessOptions` are used
+            (default: M3DM's).
 
     Returns an all-False mask when the fit is impossible (fewer than 3 valid fitting points,
     an all-zero scan, collinear points).
@@ -205,39 +245,27 @@ def background_plane_mask(
         0
     """
     grid = check_organized(xyz, "xyz")
-    dist = check_positive(distance, "distance")
-    fit = check_positive(fit_distance, "fit_distance")
-    n_ransac = check_int(ransac_n, "ransac_n", minimum=3)
-    iters = check_int(iterations, "iterations", minimum=1)
+    opts = _options(options)
+    dist, fit = opts.plane_distance, opts.fit_distance
     valid = valid_pixels(grid)
     empty = np.zeros(valid.shape, dtype=bool)
     if not valid.any():
         return empty
-    select = valid if border is None else valid & border_mask(valid.shape, border)
+    select = valid if opts.border is None else valid & border_mask(valid.shape, opts.border)
     fit_points = grid[select].astype(np.float64)
-    if relative:
-        diag = _diagonal(grid[valid].astype(np.float64))
+    if opts.relative:
+        diag = bbox_diagonal(grid[valid], "xyz")
         if diag <= 0:
             return empty
         dist, fit = dist * diag, fit * diag
-    plane = _ransac_plane(fit_points, fit, n_ransac, iters, seed)
+    plane = _ransac_plane(fit_points, fit, opts.ransac_n, opts.iterations, opts.seed)
     if plane is None:
         return empty
     d = np.abs(grid.astype(np.float64) @ plane[:3] + plane[3])
     return valid & (d < dist)
 
 
-def remove_background_plane(
-    xyz: Any,
-    distance: float = M3DM_PLANE_DISTANCE,
-    *,
-    fit_distance: float = M3DM_FIT_DISTANCE,
-    ransac_n: int = M3DM_RANSAC_N,
-    iterations: int = M3DM_ITERATIONS,
-    border: int | None = M3DM_BORDER,
-    relative: bool = False,
-    seed: int = 0,
-) -> np.ndarray:
+def remove_background_plane(xyz: Any, options: PreprocessOptions | None = None) -> np.ndarray:
     """Copy of ``xyz`` with the background-plane pixels set to ``(0, 0, 0)``.
 
     Arguments as :func:`background_plane_mask`; an all-zero or too small scan comes back
@@ -245,10 +273,7 @@ def remove_background_plane(
     :func:`background_plane_mask` or :func:`preprocess_scan`.
     """
     grid = check_organized(xyz, "xyz")
-    plane = background_plane_mask(
-        grid, distance, fit_distance=fit_distance, ransac_n=ransac_n, iterations=iterations,
-        border=border, relative=relative, seed=seed,
-    )
+    plane = background_plane_mask(grid, options)
     out = grid.copy()
     out[plane] = 0.0
     return out
@@ -259,20 +284,13 @@ def remove_background_plane(
 # --------------------------------------------------------------------------------------------
 
 
-def largest_cluster_mask(
-    xyz: Any,
-    eps: float = M3DM_DBSCAN_EPS,
-    min_points: int = M3DM_DBSCAN_MIN_POINTS,
-    *,
-    relative: bool = False,
-) -> np.ndarray:
+def largest_cluster_mask(xyz: Any, options: PreprocessOptions | None = None) -> np.ndarray:
     """Points (or valid pixels) of the largest DBSCAN cluster (Open3D ``cluster_dbscan``).
 
     Args:
         xyz: an ``(H, W, 3)`` organized cloud (zeros = no measurement) or ``(N, 3)`` points.
-        eps: DBSCAN neighbourhood radius (M3DM: 0.006, in metres).
-        min_points: DBSCAN core-point threshold (M3DM: 30).
-        relative: read ``eps`` as a fraction of the points' bounding-box diagonal.
+        options: ``eps``, ``min_points`` and ``relative`` of :class:`PreprocessOptions` are
+            used (default: M3DM's).
 
     Returns:
         ``(H, W) bool`` or ``(N,) bool``: True for the points kept. Noise is never a cluster;
@@ -282,7 +300,7 @@ def largest_cluster_mask(
     Example:
         >>> p = np.concatenate([np.zeros((40, 3)), np.full((5, 3), 9.0)]) + 0.0
         >>> p[:40, 0] = np.linspace(0, 0.04, 40)
-        >>> int(largest_cluster_mask(p, eps=0.01, min_points=3).sum())
+        >>> int(largest_cluster_mask(p, PreprocessOptions(eps=0.01, min_points=3)).sum())
         40
     """
     import open3d as o3d
@@ -299,12 +317,12 @@ def largest_cluster_mask(
         valid = np.ones(len(points), dtype=bool)
     else:
         raise InvalidInputError(f"xyz: expected (H, W, 3) or (N, 3), got shape {arr.shape}")
-    radius = check_positive(eps, "eps")
-    k = check_int(min_points, "min_points", minimum=1)
+    opts = _options(options)
+    radius, k = opts.eps, opts.min_points
     if len(points) == 0:
         return valid
-    if relative:
-        diag = _diagonal(points.astype(np.float64))
+    if opts.relative:
+        diag = bbox_diagonal(points, "xyz")
         if diag <= 0:
             return valid
         radius *= diag
@@ -319,17 +337,11 @@ def largest_cluster_mask(
     return keep
 
 
-def largest_cluster(
-    xyz: Any,
-    eps: float = M3DM_DBSCAN_EPS,
-    min_points: int = M3DM_DBSCAN_MIN_POINTS,
-    *,
-    relative: bool = False,
-) -> np.ndarray:
+def largest_cluster(xyz: Any, options: PreprocessOptions | None = None) -> np.ndarray:
     """Copy of an ``(H, W, 3)`` organized cloud with every pixel outside the largest DBSCAN
     cluster set to ``(0, 0, 0)``; arguments as :func:`largest_cluster_mask`."""
     grid = check_organized(xyz, "xyz")
-    keep = largest_cluster_mask(grid, eps, min_points, relative=relative)
+    keep = largest_cluster_mask(grid, options)
     out = grid.copy()
     out[~keep] = 0.0
     return out
@@ -504,50 +516,44 @@ def preprocess_scan(
     xyz: Any,
     rgb: Any = None,
     gt: Any = None,
-    *,
-    plane_distance: float = M3DM_PLANE_DISTANCE,
-    fit_distance: float = M3DM_FIT_DISTANCE,
-    ransac_n: int = M3DM_RANSAC_N,
-    iterations: int = M3DM_ITERATIONS,
-    border: int | None = M3DM_BORDER,
-    eps: float = M3DM_DBSCAN_EPS,
-    min_points: int = M3DM_DBSCAN_MIN_POINTS,
-    multiple: int = M3DM_PAD_MULTIPLE,
-    relative: bool = False,
-    seed: int = 0,
+    options: PreprocessOptions | None = None,
 ) -> PaddedScan:
     """M3DM's preprocessing of one scan: plane removal, padding to a square, largest cluster.
 
     Pixels removed from xyz are also zeroed in RGB (as M3DM does); gt is only padded, never
-    cleared (a defect may sit where there is no 3D point). Arguments are those of
-    :func:`remove_background_plane`, :func:`largest_cluster_mask` and :func:`pad_to_square`.
+    cleared (a defect may sit where there is no 3D point).
+
+    Args:
+        xyz: ``(H, W, 3)`` organized cloud, ``(0, 0, 0)`` = no measurement.
+        rgb: ``(H, W, 3) uint8`` or None.
+        gt: ``(H, W)`` mask or None.
+        options: every setting of :class:`PreprocessOptions` (default: M3DM's); ``multiple``
+            is that of :func:`pad_to_square`.
 
     Example:
         >>> yy, xx = np.mgrid[:30, :50].astype(np.float32)
         >>> xyz = np.stack([xx * 0.002, yy * 0.002, np.full_like(xx, 0.5)], -1)
         >>> xyz[10:20, 20:30, 2] -= 0.02
-        >>> out = preprocess_scan(xyz, multiple=10)
+        >>> out = preprocess_scan(xyz, options=PreprocessOptions(multiple=10))
         >>> out.xyz.shape, out.offset, int(np.any(out.xyz != 0, axis=-1).sum())
         ((50, 50, 3), (10, 0), 100)
     """
     grid = check_organized(xyz, "xyz")
+    opts = _options(options)
     colour = None if rgb is None else _check_rgb(rgb).copy()
     if colour is not None and colour.shape[:2] != grid.shape[:2]:
         raise InvalidInputError(
             f"rgb: size {colour.shape[0]}x{colour.shape[1]} differs from xyz "
             f"{grid.shape[0]}x{grid.shape[1]}"
         )
-    plane = background_plane_mask(
-        grid, plane_distance, fit_distance=fit_distance, ransac_n=ransac_n,
-        iterations=iterations, border=border, relative=relative, seed=seed,
-    )
+    plane = background_plane_mask(grid, opts)
     grid = grid.copy()
     grid[plane] = 0.0
     if colour is not None:
         colour[plane] = 0
-    padded = pad_to_square(colour, grid, gt, multiple=multiple)
+    padded = pad_to_square(colour, grid, gt, multiple=opts.multiple)
     assert padded.xyz is not None
-    keep = largest_cluster_mask(padded.xyz, eps, min_points, relative=relative)
+    keep = largest_cluster_mask(padded.xyz, opts)
     removed = valid_pixels(padded.xyz) & ~keep
     out_xyz = padded.xyz.copy()
     out_xyz[removed] = 0.0

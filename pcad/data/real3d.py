@@ -14,13 +14,15 @@ Example:
     >>> import numpy as np
     >>> from pcad.io import write_labeled_txt, write_points
     >>> from pcad.data.real3d import Real3DDataset
-    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
     >>> pts = np.random.default_rng(0).random((50, 3))
     >>> write_points(root / "duck" / "test" / "0_bulge.pcd", pts)
     >>> write_labeled_txt(root / "duck" / "gt" / "0_bulge.txt", pts, pts[:, 0] > 0.9)
     >>> s = Real3DDataset(root, "duck", "test")[0]
     >>> s.defect, s.label, s.points.shape, s.mask.dtype
     ('bulge', 1, (50, 3), dtype('bool'))
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

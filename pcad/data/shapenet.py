@@ -14,13 +14,15 @@ Example:
     >>> import numpy as np
     >>> from pcad.io import write_labeled_txt, write_points
     >>> from pcad.data.shapenet import AnomalyShapeNetDataset
-    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = pathlib.Path(tmp.name)
     >>> pts = np.random.default_rng(0).random((40, 3))
     >>> write_points(root / "bag0" / "test" / "bag0_positive0.pcd", pts)
     >>> write_labeled_txt(root / "bag0" / "GT" / "bag0_positive0.txt", pts, pts[:, 0] < 0, sep=",")
     >>> s = AnomalyShapeNetDataset(root, "bag0", "test")[0]
     >>> s.defect, s.label, int(s.mask.sum())
     ('good', 0, 0)
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The detector interface and the pieces every patch-based detector shares.
+"""The detector contract: :class:`Detector`, its run folder (:data:`RUN_FILE`), its capabilities.
 
 A detector is fitted on good samples and maps a test sample to an image score and an anomaly
 map at the sample's own resolution:
@@ -6,8 +6,21 @@ map at the sample's own resolution:
     det.fit(train_samples); score, amap = det.predict(sample)   # amap: (H, W) float32
 
 Samples are :class:`pcad.data.Sample` objects (``rgb (H, W, 3) uint8`` and/or
-``xyz (H, W, 3) float32``). A detector declares the modalities it needs; a sample without one
-of them is a clear error.
+``xyz (H, W, 3) float32``). A detector declares, as class attributes, what the engine needs to
+know about it:
+
+- ``modalities``: the inputs it needs (``"rgb"``, ``"xyz"``); a sample without one of them is a
+  clear error;
+- ``supports_distributed``: it trains under ``torchrun`` (:mod:`pcad.distributed`);
+- ``needs_defect_source``: it trains on synthetic defects made by a defect source that
+  :func:`pcad.engine.train` builds from ``synth`` (``synthsup``).
+
+:func:`upsample_map` turns a patch-score grid into a map at the sample's resolution.
+
+Example:
+    >>> from pcad.detectors.base import Detector
+    >>> Detector.supports_distributed, Detector.needs_defect_source, Detector.modalities
+    (False, False, ())
 """
 
 from __future__ import annotations
@@ -26,15 +39,31 @@ from scipy.ndimage import gaussian_filter
 from pcad.errors import InvalidInputError
 from pcad.io import atomic_write
 
+__all__ = ["MODALITY_NAMES", "RUN_FILE", "Detector", "upsample_map"]
+
 MODALITY_NAMES = {"rgb": "RGB images", "xyz": "organized point clouds (xyz)"}
+#: the record of a saved run (written last by :meth:`Detector.save`)
+RUN_FILE = "detector.json"
 
 
 class Detector:
-    """Base class: configuration, modality checks, persistence."""
+    """Base class: configuration, modality checks, persistence, capabilities.
+
+    Subclasses set :attr:`name` (by :func:`~pcad.detectors.registry.register_detector`),
+    :attr:`modalities`, :attr:`defaults` (every option with its default) and the capability
+    flags, and implement ``fit``, ``predict`` and the ``_save_state`` / ``_load_state`` pair.
+    """
 
     name: ClassVar[str] = "base"
+    #: the inputs a sample must have (``"rgb"``, ``"xyz"``)
     modalities: ClassVar[tuple[str, ...]] = ()
+    #: every option and its default (an unknown option is an error)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: trains under torchrun: sharded features, data-parallel steps (pcad.distributed)
+    supports_distributed: ClassVar[bool] = False
+    #: ``fit`` needs a defect source (``fit(samples, defect_source=...)``; pcad train builds
+    #: one from synth)
+    needs_defect_source: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         unknown = sorted(set(config) - set(self.defaults))
@@ -81,8 +110,6 @@ class Detector:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted detector into the folder ``path`` (record written last)."""
-        from pcad.detectors.registry import RUN_FILE
-
         self._require_fit()
         try:  # serialize first: nothing is written for a config that cannot be saved
             text = json.dumps({"detector": self.name, "config": self.config,
@@ -101,8 +128,7 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Detector:
-        from pcad.detectors.registry import RUN_FILE
-
+        """The run saved by :meth:`save` in the folder ``path`` (made by this class)."""
         folder = Path(path)
         record = json.loads((folder / RUN_FILE).read_text())
         if record.get("detector") != cls.name:
@@ -123,17 +149,15 @@ class Detector:
         raise NotImplementedError
 
 
-def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """``(size, size, 3) uint8`` bilinear resize (the backbone's input)."""
-    t = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                      antialias=True)
-    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def upsample_map(patch_scores: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """A ``(h, w)`` patch-score grid to an ``(H, W) float32`` map: bilinear + Gaussian blur
-    (PatchCore's ``sigma = 4`` at 224 pixels, scaled to the output size)."""
+    (PatchCore's ``sigma = 4`` at 224 pixels, scaled to the output size).
+
+    Example:
+        >>> import numpy as np
+        >>> upsample_map(np.ones((4, 4)), (30, 40), sigma=4.0).shape
+        (30, 40)
+    """
     t = torch.from_numpy(np.ascontiguousarray(patch_scores, dtype=np.float32))[None, None]
     up = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
     if sigma > 0:

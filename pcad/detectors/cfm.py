@@ -13,18 +13,20 @@ discrepancies, so a patch must look wrong *in both directions* to score high.
 What pcad does (and where it departs from the paper):
 
 - **Features, per patch** of a ``(image_size / 8)`` square grid (28 x 28 at 224), from
-  :class:`~pcad.detectors.multimodal.MultimodalFeatures` (shared with ``m3dm`` and ``lsfa``):
+  :class:`~pcad.detectors.patches.MultimodalFeatures` (shared with ``m3dm`` and ``lsfa``):
   RGB = ``rgb_backbone`` (default ``effnet-lite0``, 152 channels, stride 8; ``dino-vitb8`` with
   ``weights=PATH`` is CFM's DINO ViT-B/8); points = ``point_backbone``: ``"fpfh"`` (default),
   FPFH averaged per patch with the background plane removed
-  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33 channels), or ``"pointmae"``, CFM's
+  (:func:`~pcad.detectors.patches.fpfh_patches`, 33 channels), or ``"pointmae"``, CFM's
   Point-MAE (the small checkpoint shipped with pcad, or the official one as ``point_weights``;
   group features interpolated to every measured pixel and pooled per patch). FPFH is the
   default because on pcad's generated data the shipped Point-MAE was both slower and less
   accurate (README, Measured). The mapping works on the patch grid rather than per pixel.
 - **Foreground**: the patches with at least one measured, non-background point
-  (:func:`pcad.features.point_mask` of the resized cloud, pooled with ``to_patch_grid``
-  coverage > 0). Training uses foreground patches only; the map is 0 elsewhere (CFM zeroes the
+  (:func:`~pcad.detectors.patches.foreground_patches`: :func:`pcad.features.point_mask` of the
+  resized cloud, pooled with ``to_patch_grid`` coverage > 0; computed once per sample with the
+  FPFH features and the image score, :class:`~pcad.detectors.patches.SampleForeground`).
+  Training uses foreground patches only; the map is 0 elsewhere (CFM zeroes the
   pixels without a point).
 - **Standardisation** (pcad's): each modality is standardised per channel with the mean / std
   of the training foreground patches before the MLPs (FPFH histograms and backbone activations
@@ -48,12 +50,12 @@ What pcad does (and where it departs from the paper):
   sample's size and blurred (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224; CFM
   approximates a Gaussian with repeated box filters).
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over the
-  part as pcad's other xyz detectors (:func:`~pcad.detectors.memory_bank.foreground_max`);
+  part as pcad's other xyz detectors (:func:`~pcad.detectors.patches.foreground_max`);
   ``"max"``, the map's maximum.
 
 Example:
-    >>> from pcad.detectors import create
-    >>> det = create("cfm", image_size=64, epochs=5)
+    >>> from pcad.detectors import create_detector
+    >>> det = create_detector("cfm", image_size=64, epochs=5)
     >>> det.modalities
     ('rgb', 'xyz')
 """
@@ -70,8 +72,14 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, check_image_size, foreground_max
-from pcad.detectors.multimodal import MultimodalFeatures, resolve_device
+from pcad.detectors.patches import (
+    PATCH_STRIDE,
+    MultimodalFeatures,
+    SampleForeground,
+    check_image_size,
+    foreground_max,
+    resolve_device,
+)
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
@@ -82,21 +90,6 @@ def mapping_mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
     """CFM's feature-mapping network: Linear-GELU-Linear-GELU-Linear."""
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden),
                          nn.GELU(), nn.Linear(hidden, d_out))
-
-
-def foreground_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
-    """``(h * w,) bool``: the patches with at least one measured, non-background point of the
-    cloud resized (nearest) to the input size (all False when fewer than 5 such points, where
-    :func:`fpfh_patches` returns zeros)."""
-    from pcad.data.preprocess import resize_organized
-    from pcad.features import point_mask, to_patch_grid
-
-    mask = point_mask(resize_organized(xyz, image_size))
-    if mask.sum() < 5:
-        return np.zeros(grid[0] * grid[1], bool)
-    _, coverage = to_patch_grid(mask[..., None].astype(np.float32), mask, grid,
-                                return_coverage=True)
-    return (coverage > 0).reshape(-1)
 
 
 class _MappingPair(nn.Module):
@@ -162,12 +155,14 @@ class CFMDetector(Detector):
         """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
         return resolve_device(self.config["device"])
 
-    def patch_features(self, sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def patch_features(self, sample: Any, foreground: SampleForeground | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rgb (n, C_rgb), points (n, C_pts), foreground (n,) bool)`` over the ``n = h * w``
         patches (with ``"fpfh"`` a sample without foreground gives zeros and no foreground
-        patch; ``"pointmae"`` refuses it)."""
+        patch; ``"pointmae"`` refuses it). ``foreground``: the sample's
+        :class:`~pcad.detectors.patches.SampleForeground`, or None."""
         rgb = self._features.rgb(sample.rgb)
-        pts, fg = self._features.points(sample.xyz)
+        pts, fg = self._features.points(sample.xyz, foreground)
         if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both use the stride-8 grid
             raise InvalidInputError(f"cfm: {rgb.shape[0]} RGB patches but {pts.shape[0]} point "
                                     "patches")
@@ -271,9 +266,10 @@ class CFMDetector(Detector):
         self.fitted = True
         return self
 
-    def patch_scores(self, sample: Any) -> np.ndarray:
+    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
+                     ) -> np.ndarray:
         """``(h, w) float32`` CFM scores of the patches (0 off the part)."""
-        return self.score_features(*self.patch_features(sample))
+        return self.score_features(*self.patch_features(sample, foreground))
 
     def score_features(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray) -> np.ndarray:
         """``(h, w) float32`` patch scores from :meth:`patch_features` output."""
@@ -289,9 +285,11 @@ class CFMDetector(Detector):
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:
         self._require_fit()
         self.check_sample(sample, "test sample")
-        amap = upsample_map(self.patch_scores(sample), sample.shape, self.config["sigma"])
+        # one foreground for the point features and the image score
+        fore = SampleForeground(sample.xyz, self.config["image_size"])
+        amap = upsample_map(self.patch_scores(sample, fore), sample.shape, self.config["sigma"])
         if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, sample.xyz), amap
+            return foreground_max(amap, sample.xyz, foreground=fore), amap
         return float(amap.max()), amap
 
     # --- persistence ----------------------------------------------------------------------

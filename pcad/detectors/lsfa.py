@@ -37,7 +37,7 @@ agree; inference is M3DM's memory banks on the adapted features.
   passes none), ``lr`` 3e-4 (the README), ``batch_size`` 8 samples, ``epochs`` 2 (the code),
   per-iteration linear warm-up over ``warmup_epochs`` (1) then half-cycle cosine to 0, seeded
   initialisation and shuffling; under ``torchrun`` each global batch is split over the ranks
-  (:func:`~pcad.detectors.multimodal.run_training`) and the queues are fed with the gathered
+  (:func:`~pcad.detectors.training.run_training`) and the queues are fed with the gathered
   features of the whole batch, in single-process order; the InfoNCE negatives are those of the
   rank's share of the batch (as in the released code), so a multi-process fit is close to, not
   equal to, a single-process one. The mean loss of each epoch is kept in
@@ -70,7 +70,7 @@ Bugs of the released code and pcad's fixes:
    positions: pcad samples foreground patches of correctly ordered features.
 5. ``euclidean_dist`` clamps squared distances to ``[1e-12, 50]``, which zeroes the gradient
    of every distance above ``sqrt(50)`` in the features' raw units (typical between DINO
-   tokens): pcad clamps from below only (:func:`~pcad.detectors.multimodal.nearest_distance`).
+   tokens): pcad clamps from below only (:func:`~pcad.detectors.training.nearest_distance`).
 6. Bank normalisation statistics swapped (point std from the RGB bank, RGB mean from the
    point bank, inherited from M3DM) and the RGB coreset sized from the reduced point bank:
    each bank uses its own (:mod:`pcad.detectors.multimodal`).
@@ -107,8 +107,8 @@ image fusion. With FPFH (patch AUROC 0.72) the adapters barely move the features
 vs 0.920 / 0.735 frozen; ``map_fusion="sum"`` (AUPRO 0.878) matters far more there.
 
 Example:
-    >>> from pcad.detectors import create
-    >>> det = create("lsfa", image_size=64, point_backbone="fpfh", epochs=1)
+    >>> from pcad.detectors import create_detector
+    >>> det = create_detector("lsfa", image_size=64, point_backbone="fpfh", epochs=1)
     >>> det.BANKS, det.config["bank_weights"]
     (('xyz', 'rgb'), {'xyz': 1.0, 'rgb': 0.1})
 """
@@ -127,15 +127,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcad.checks import check_fraction, check_int, check_positive
-from pcad.detectors.base import resize_rgb
-from pcad.detectors.multimodal import (
-    MultiBankDetector,
-    info_nce,
-    nearest_distance,
-    run_training,
-    zero_loss,
-)
+from pcad.detectors.multimodal import MultiBankDetector
+from pcad.detectors.patches import backbone_image
 from pcad.detectors.registry import register_detector
+from pcad.detectors.training import info_nce, nearest_distance, run_training, zero_loss
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "adapters.pt"
@@ -338,7 +333,7 @@ class LSFADetector(MultiBankDetector):
         local = []
         for i in range(start, stop):
             rng = np.random.default_rng([c["seed"], epoch, i])
-            image = resize_rgb(items[i].rgb, c["image_size"])
+            image = backbone_image(items[i].rgb, c["image_size"])
             local.append(self.features.rgb(rotate_cells(image, c["rotation_cell"], rng)))
         n = self.grid[0] * self.grid[1]
         width = self.adapters.rgb_dim

@@ -9,7 +9,7 @@ M3DM keeps both backbones frozen and fuses the modalities twice:
    co-located patches (heads ``Linear(C_rgb, 256)`` and ``Linear(C_pts, 256)``, discarded
    after training; ``q = rgb_head(chi_rgb)``, ``k = pts_head(chi_pts)``, temperature 1, CE
    times 2T, one direction, as M3DM's ``contrastive_loss``), on the foreground patches of
-   each batch of training samples (:func:`~pcad.detectors.multimodal.info_nce`).
+   each batch of training samples (:func:`~pcad.detectors.training.info_nce`).
 2. **Three memory banks** (point, RGB, fused) and **decision-layer fusion** with linear
    one-class SVMs on the per-bank image scores and on the per-patch scores
    (:class:`~pcad.detectors.multimodal.MultiBankDetector`: scalar standardisation per bank,
@@ -43,7 +43,7 @@ What pcad does differently (every departure from the paper and the released code
   (``drop_last`` in M3DM); the warm-up + cosine schedule spans the epochs actually run.
   M3DM's distributed loss offsets the labels by ``N * rank`` without gathering the keys (every
   rank but 0 indexes past its logits); pcad's contrastive loss uses the rank's own share of the
-  global batch (:func:`~pcad.detectors.multimodal.run_training`), and a single process sees the
+  global batch (:func:`~pcad.detectors.training.run_training`), and a single process sees the
   whole batch.
 - The paper's settings (750 steps, cosine warm-up of 250 steps) are not the code's default;
   raise ``epochs`` to get there (M3DM issues #30 and #36 report that a self-trained UFF does
@@ -56,8 +56,8 @@ What pcad does differently (every departure from the paper and the released code
 The mean UFF loss of each epoch is kept in :attr:`M3DMDetector.history`.
 
 Example:
-    >>> from pcad.detectors import create
-    >>> det = create("m3dm", image_size=64, point_backbone="fpfh", epochs=1)
+    >>> from pcad.detectors import create_detector
+    >>> det = create_detector("m3dm", image_size=64, point_backbone="fpfh", epochs=1)
     >>> det.BANKS, det.config["bank_weights"]
     (('xyz', 'rgb', 'fusion'), {'xyz': 1.0, 'rgb': 0.1, 'fusion': 1.0})
 """
@@ -73,8 +73,9 @@ import torch
 from torch import nn
 
 from pcad.checks import check_int, check_positive
-from pcad.detectors.multimodal import MultiBankDetector, info_nce, run_training, zero_loss
+from pcad.detectors.multimodal import MultiBankDetector
 from pcad.detectors.registry import register_detector
+from pcad.detectors.training import info_nce, run_training, zero_loss
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "uff.pt"

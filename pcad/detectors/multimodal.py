@@ -1,27 +1,16 @@
-"""What the multimodal memory-bank detectors ``m3dm`` and ``lsfa`` share.
+"""The multi-bank detector base of ``m3dm`` and ``lsfa``: :class:`MultiBankDetector`.
 
-Both detectors take the same frozen patch features, learn a small network on the good training
-samples (M3DM: the UFF fusion layers; LSFA: one adapter block per modality), put the
-(transformed) patch features in several PatchCore memory banks and fuse the banks' scores with
-M3DM's decision-layer fusion (DLF). This module holds the pieces they have in common:
-
-- :class:`MultimodalFeatures`: per sample, ``(rgb (n, C_rgb), pts (n, C_pts), fg (n,))`` on the
-  ``n = (image_size / 8) ** 2`` patch grid. RGB: :class:`~pcad.detectors.memory_bank.RGBFeatures`
-  (``rgb_backbone``, default ``effnet-lite0``; ``dino-vitb8`` with ``weights=PATH`` gives M3DM's
-  DINO ViT-B/8). Points (``point_backbone``): ``"pointmae"`` (default), the Point-MAE encoder of
-  :mod:`pcad.features.pointmae` (``point_weights``: a checkpoint path, None for the small one
-  shipped with pcad; ``num_group`` / ``group_size``: its FPS groups and kNN group size), whose
-  group features are interpolated to every measured pixel and pooled to the patch grid as M3DM
-  does (:func:`pcad.features.point_grid.point_patch_features`); or ``"fpfh"``, FPFH averaged
-  per patch (:func:`~pcad.detectors.memory_bank.fpfh_patches`) with the foreground of
-  :func:`~pcad.detectors.cfm.foreground_patches` (fast, no weights; what the tests use).
-  ``fg`` marks the patches with measured points on the part; a sample without any is an error.
-- :func:`info_nce`: the MoCo-v3 style InfoNCE of M3DM's and LSFA's code.
-- :func:`nearest_distance`: distance to the nearest row of a (large) feature queue, chunked,
-  differentiable (LSFA's compactness).
-- :func:`run_training`: the seeded, data-parallel training loop (AdamW, per-iteration linear
-  warm-up + half-cycle cosine learning rate, MAE style) of UFF and of the LSFA adapters.
-- :class:`MultiBankDetector`: per-bank PatchCore scoring and DLF, fit / predict / save / load.
+Both detectors take the same frozen patch features
+(:class:`~pcad.detectors.patches.MultimodalFeatures`: per sample, ``(rgb (n, C_rgb), pts (n,
+C_pts), fg (n,))`` on the ``n = (image_size / 8) ** 2`` patch grid; RGB from ``rgb_backbone``,
+default ``effnet-lite0``, ``dino-vitb8`` with ``weights=PATH`` for M3DM's DINO ViT-B/8; points
+from ``point_backbone``, ``"pointmae"`` (default) or ``"fpfh"``, fast and without weights, what
+the tests use; ``fg`` marks the patches with measured points on the part, a sample without any
+is an error), learn a small network on the good training samples (M3DM: the UFF fusion layers;
+LSFA: one adapter block per modality; both with :func:`~pcad.detectors.training.run_training`),
+put the (transformed) patch features in several PatchCore memory banks and fuse the banks'
+scores with M3DM's decision-layer fusion (DLF). :class:`MultiBankDetector` holds what they have
+in common: per-bank PatchCore scoring and DLF, fit / predict / save / load.
 
 Banks and decision-layer fusion (M3DM's ``TripleFeatures`` / LSFA's double lib, with fixes):
 
@@ -34,7 +23,7 @@ Banks and decision-layer fusion (M3DM's ``TripleFeatures`` / LSFA's double lib, 
 - a test patch scores its distance to the nearest bank feature; per bank an image score
   (``bank_score``): ``"foreground-max"`` (default), the maximum of the bank's map over the
   part (pcad's convention for detectors that see xyz,
-  :func:`~pcad.detectors.memory_bank.foreground_max`, which ignores the background), or
+  :func:`~pcad.detectors.patches.foreground_max`, which ignores the background), or
   ``"reweighted"``, PatchCore's re-weighted maximum over all patches (M3DM). On pcad's
   synthetic parts on a textured mat the former scored higher (I-AUROC 0.78 vs 0.72 for m3dm,
   0.80 vs 0.76 for lsfa, 3 categories at 128 px).
@@ -69,306 +58,40 @@ Banks and decision-layer fusion (M3DM's ``TripleFeatures`` / LSFA's double lib, 
   56 x 56 at 224; LSFA upsamples RGB to 56 x 56).
 
 Example:
-    >>> import torch
-    >>> from pcad.detectors.multimodal import info_nce
-    >>> q = torch.eye(3)
-    >>> round(float(info_nce(q, q)), 4)  # T = 1: 2 T (log(e + 2) - 1)
-    1.1029
+    >>> from pcad.detectors import create_detector
+    >>> from pcad.detectors.multimodal import MultiBankDetector
+    >>> det = create_detector("lsfa", image_size=64, point_backbone="fpfh")
+    >>> isinstance(det, MultiBankDetector), det.grid, det.config["fusion"]
+    (True, (8, 8), 'ocsvm')
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from pcad.checks import check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
-from pcad.detectors.memory_bank import PATCH_STRIDE, RGBFeatures, check_image_size, foreground_max
+from pcad.detectors.patches import (
+    DEVICES,
+    FEATURE_DEFAULTS,
+    POINT_BACKBONES,
+    MultimodalFeatures,
+    SampleForeground,
+    check_image_size,
+    extract_all,
+    foreground_max,
+    resolve_device,
+)
 from pcad.errors import InvalidInputError
 
-__all__ = ["FEATURE_DEFAULTS", "MultiBankDetector", "MultimodalFeatures", "POINT_BACKBONES",
-           "info_nce", "nearest_distance", "resolve_device", "run_training"]
-
-POINT_BACKBONES = ("pointmae", "fpfh")
-DEVICES = ("auto", "cpu", "cuda")
-
-#: the feature options of both detectors
-FEATURE_DEFAULTS: dict[str, Any] = {
-    "image_size": 224, "rgb_backbone": "effnet-lite0", "weights": None,
-    "point_backbone": "pointmae", "point_weights": None, "num_group": None, "group_size": None,
-    "device": "auto",
-}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available: this process's ``cuda:LOCAL_RANK`` under torchrun),
-    ``"cpu"`` or ``"cuda"`` (an error without CUDA) as a :class:`torch.device`."""
-    if name not in DEVICES:
-        raise InvalidInputError(f"device: expected one of {DEVICES}, got {name!r}")
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if name == "cuda":
-            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
-        return torch.device("cpu")
-    from pcad.distributed import get_context
-
-    dev = get_context().device
-    return dev if dev.type == "cuda" else torch.device("cuda")
-
-
-# ----------------------------------------------------------------------------------- features
-
-
-class MultimodalFeatures:
-    """Frozen per-patch features of a sample: ``(rgb (n, C_rgb), pts (n, C_pts), fg (n,))``.
-
-    Args:
-        owner: the detector's name (for error messages).
-        image_size: backbone input size (multiple of 8); the grid is ``image_size / 8`` square.
-        rgb_backbone, weights: :class:`~pcad.detectors.memory_bank.RGBFeatures` arguments.
-        point_backbone: ``"pointmae"`` or ``"fpfh"`` (see the module docstring).
-        point_weights, num_group, group_size: Point-MAE checkpoint (None: the one shipped with
-            pcad) and grouping (None: the checkpoint's); ignored by ``"fpfh"``.
-        device: where the Point-MAE encoder runs.
-
-    Example:
-        >>> from pcad.detectors.multimodal import MultimodalFeatures
-        >>> f = MultimodalFeatures("m3dm", image_size=64, point_backbone="fpfh")
-        >>> f.grid
-        (8, 8)
-    """
-
-    def __init__(self, owner: str, image_size: int = 224, rgb_backbone: str = "effnet-lite0",
-                 weights: str | None = None, point_backbone: str = "pointmae",
-                 point_weights: str | None = None, num_group: int | None = None,
-                 group_size: int | None = None, device: torch.device | str = "cpu") -> None:
-        if point_backbone not in POINT_BACKBONES:
-            raise InvalidInputError(f"point_backbone: expected one of {POINT_BACKBONES}, got "
-                                    f"{point_backbone!r}")
-        self.owner, self.image_size = owner, image_size
-        self.point_backbone, self.point_weights = point_backbone, point_weights
-        self.num_group, self.group_size = num_group, group_size
-        self.device = torch.device(device)
-        self._rgb = RGBFeatures(rgb_backbone, weights, image_size)
-        self._encoder = None
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        g = self.image_size // PATCH_STRIDE
-        return (g, g)
-
-    def rgb(self, image: np.ndarray) -> np.ndarray:
-        """``(n, C_rgb) float32`` backbone patch features of an ``(H, W, 3) uint8`` image."""
-        return self._rgb(image)
-
-    def encoder(self):
-        """The Point-MAE encoder (loaded on first use)."""
-        if self._encoder is None:
-            try:
-                from pcad.features.pointmae import load_point_encoder
-            except ImportError as exc:  # pragma: no cover - depends on the installed pcad
-                raise InvalidInputError(
-                    f"detector {self.owner!r}: point_backbone 'pointmae' needs "
-                    f"pcad.features.pointmae ({exc}); use point_backbone='fpfh'") from None
-            self._encoder = load_point_encoder(self.point_weights, num_group=self.num_group,
-                                               group_size=self.group_size, device=self.device)
-        return self._encoder
-
-    def points(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(pts (n, C_pts) float32, fg (n,) bool)`` of an organized cloud."""
-        if self.point_backbone == "fpfh":
-            from pcad.detectors.cfm import foreground_patches
-            from pcad.detectors.memory_bank import fpfh_patches
-
-            return (fpfh_patches(xyz, self.image_size, self.grid),
-                    foreground_patches(xyz, self.image_size, self.grid))
-        from pcad.features.point_grid import point_patch_features
-
-        return point_patch_features(xyz, self.image_size, self.grid, self.encoder())
-
-    def __call__(self, sample: Any, where: str = "sample") -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
-        path = getattr(sample, "path", None) or "?"
-        try:
-            pts, fg = self.points(sample.xyz)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: detector {self.owner!r}, sample {path}: "
-                                    f"{exc}") from None
-        fg = np.asarray(fg, dtype=bool).reshape(-1)
-        if not fg.any():
-            raise InvalidInputError(
-                f"{where}: detector {self.owner!r}, sample {path}: no foreground (no measured "
-                "point off the background plane), so there is no patch to align or score")
-        rgb = self.rgb(sample.rgb)
-        pts = np.ascontiguousarray(pts, dtype=np.float32).reshape(len(fg), -1)
-        if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both on the stride-8 grid
-            raise InvalidInputError(f"detector {self.owner!r}: {rgb.shape[0]} RGB patches but "
-                                    f"{pts.shape[0]} point patches")
-        return rgb, pts, fg
-
-
-def extract_all(features: MultimodalFeatures, items: Sequence[Any], where: str,
-                progress: bool = False, desc: str = "features"
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of every sample, ``(rgb (N, n, C_rgb), pts (N, n, C_pts), fg (N, n))``.
-
-    Each rank of a distributed run extracts its :func:`~pcad.distributed.shard` and the
-    blocks are gathered in rank order: every rank gets the single-process arrays.
-    """
-    from tqdm import tqdm
-
-    from pcad import distributed as dist
-
-    start, stop = dist.shard_range(len(items))
-    rgbs, ptss, fgs = [], [], []
-    for s in tqdm(items[start:stop], disable=not (progress and dist.is_main()), desc=desc,
-                  unit="sample"):
-        r, p, f = features(s, where)
-        rgbs.append(r)
-        ptss.append(p)
-        fgs.append(f)
-    n = features.grid[0] * features.grid[1]
-
-    # channel counts from the ranks that have samples (a rank may have none: more ranks
-    # than samples), so that every rank's block has the same trailing shape
-    widths = (np.array([[rgbs[0].shape[1], ptss[0].shape[1]]], np.int64) if rgbs
-              else np.zeros((0, 2), np.int64))
-    c_rgb, c_pts = (int(v) for v in dist.all_gather_arrays(widths)[0])
-
-    def gather(parts: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:
-        local = np.stack(parts) if parts else np.zeros((0, *shape), dtype)
-        return dist.all_gather_arrays(local)
-
-    return (gather(rgbs, (n, c_rgb), np.float32), gather(ptss, (n, c_pts), np.float32),
-            gather(fgs, (n,), bool))
-
-
-# ----------------------------------------------------------------------------------- losses
-
-
-def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """InfoNCE of paired rows as in M3DM's and LSFA's ``contrastive_loss`` (MoCo v3).
-
-    ``q, k``: ``(m, d)``; row ``i`` of ``q`` and of ``k`` form the positive pair, every other
-    row of ``k`` is a negative. Both are L2-normalised, ``logits = q k^T / T``, and the loss is
-    the cross-entropy towards the diagonal, times ``2 T``. Fewer than two rows give 0 (no
-    negative), still connected to the graph.
-    """
-    if q.shape != k.shape or q.ndim != 2:
-        raise InvalidInputError(f"info_nce: q and k must be (m, d) of one shape, got "
-                                f"{tuple(q.shape)} and {tuple(k.shape)}")
-    if q.shape[0] < 2:
-        return (q.sum() + k.sum()) * 0.0
-    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    logits = qn @ kn.T / temperature
-    labels = torch.arange(q.shape[0], device=q.device)
-    return F.cross_entropy(logits, labels) * (2.0 * temperature)
-
-
-def nearest_distance(x: torch.Tensor, bank: torch.Tensor, chunk_bytes: float = 64 * 2**20
-                     ) -> torch.Tensor:
-    """``(m,)`` Euclidean distance from each row of ``x (m, C)`` to its nearest row of
-    ``bank (M, C)``, differentiable with respect to ``x``.
-
-    The nearest row is found without gradient in chunks of ``chunk_bytes`` (the ``m x M``
-    distance matrix is never held whole, nor kept for the backward pass); the distance to it
-    is then recomputed with gradient as ``sqrt(clamp(|x - b|^2, 1e-12))``. The gradient is the
-    one of ``min_b |x - b|`` (a minimum's gradient flows to its argmin only).
-    """
-    if x.ndim != 2 or bank.ndim != 2 or x.shape[1] != bank.shape[1] or len(bank) == 0:
-        raise InvalidInputError(f"nearest_distance: expected x (m, C) and a non-empty bank "
-                                f"(M, C), got {tuple(x.shape)} and {tuple(bank.shape)}")
-    with torch.no_grad():
-        xd, bd = x.detach(), bank.detach()
-        b_sq = (bd * bd).sum(1)
-        rows = max(1, int(chunk_bytes // (4 * len(bank))))
-        idx = torch.empty(len(x), dtype=torch.long, device=x.device)
-        for s in range(0, len(x), rows):
-            d2 = torch.addmm(b_sq[None], xd[s:s + rows], bd.T, alpha=-2.0)
-            idx[s:s + rows] = d2.argmin(dim=1)
-    diff = x - bank[idx]
-    return (diff * diff).sum(1).clamp_min(1e-12).sqrt()
-
-
-# ----------------------------------------------------------------------------------- training
-
-
-def warmup_cosine_lr(epoch: float, epochs: int, warmup_epochs: float, lr: float,
-                     min_lr: float = 0.0) -> float:
-    """MAE's per-iteration schedule (``util/lr_sched.py``, used by M3DM and LSFA): linear
-    warm-up from 0 over ``warmup_epochs``, then a half-cycle cosine to ``min_lr`` at
-    ``epochs``; ``epoch`` is fractional (iteration / iterations per epoch)."""
-    if epoch < warmup_epochs:
-        return lr * epoch / warmup_epochs
-    span = max(epochs - warmup_epochs, 1e-12)
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs)
-                                                           / span))
-
-
-def zero_loss(module: nn.Module) -> torch.Tensor:
-    """A zero that depends on every parameter (a rank with nothing to do still joins DDP's
-    gradient average)."""
-    return sum(p.sum() * 0.0 for p in module.parameters())
-
-
-def run_training(module: nn.Module, n_items: int,
-                 step_loss: Callable[[nn.Module, int, int, torch.Tensor], torch.Tensor], *,
-                 epochs: int, batch_size: int, lr: float, weight_decay: float,
-                 warmup_epochs: float, seed: int, progress: bool = False, desc: str = "training",
-                 epoch_start: Callable[[int], None] | None = None) -> list[float]:
-    """Train ``module`` (already on its device) and return the mean loss of each epoch.
-
-    Every epoch walks a seeded permutation of the ``n_items`` items (a CPU
-    ``torch.Generator(seed)``, identical on every rank) in global batches of ``batch_size``
-    (the last one shorter; none dropped). ``step_loss(model, epoch, step, local_indices)``
-    returns the mean loss over this rank's :func:`~pcad.distributed.batch_slice` of the batch;
-    it is weighted by ``len(slice) * world / len(batch)`` so that DDP's gradient average
-    (``model`` is :func:`~pcad.distributed.wrap_module` of ``module``) is the gradient of the
-    mean over the global batch; for one process the weight is 1. AdamW(betas 0.9, 0.95) with
-    :func:`warmup_cosine_lr` set before every step. ``epoch_start(epoch)`` runs first in each
-    epoch.
-    """
-    from tqdm import tqdm
-
-    from pcad import distributed as dist
-
-    model = dist.wrap_module(module)
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.95),
-                            weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(int(seed))
-    steps = max(1, math.ceil(n_items / batch_size))
-    history: list[float] = []
-    world = dist.get_context().world_size
-    module.train()
-    for epoch in tqdm(range(epochs), disable=not (progress and dist.is_main()), desc=desc,
-                      unit="epoch"):
-        if epoch_start is not None:
-            epoch_start(epoch)
-        order = torch.randperm(n_items, generator=gen)
-        total = 0.0
-        for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = warmup_cosine_lr(epoch + step / steps, epochs, warmup_epochs, lr)
-            batch = order[step * batch_size:(step + 1) * batch_size]
-            local = dist.batch_slice(batch)
-            loss = step_loss(model, epoch, epoch * steps + step, local)
-            loss = loss * (len(local) * world / len(batch))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-        history.append(dist.all_reduce_mean(total) / n_items)
-    module.eval()
-    return history
+__all__ = ["MultiBankDetector"]
 
 
 # ----------------------------------------------------------------------------------- detector
@@ -457,11 +180,14 @@ class MultiBankDetector(Detector):
     def device(self) -> torch.device:
         return resolve_device(self.config["device"])
 
-    def patch_features(self, sample: Any, where: str = "test sample"
+    def patch_features(self, sample: Any, where: str = "test sample",
+                       foreground: SampleForeground | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(rgb (n, C_rgb), pts (n, C_pts), fg (n,) bool)``, the frozen features."""
+        """``(rgb (n, C_rgb), pts (n, C_pts), fg (n,) bool)``, the frozen features
+        (``foreground``: the sample's :class:`~pcad.detectors.patches.SampleForeground`, or
+        None)."""
         self.features.device = self.device
-        return self.features(sample, where)
+        return self.features(sample, where, foreground)
 
     def fit(self, samples, progress: bool = False) -> MultiBankDetector:
         items = self._train_list(samples)
@@ -517,13 +243,13 @@ class MultiBankDetector(Detector):
                 out[b].append(v)
         return {b: np.concatenate(v) for b, v in out.items()}
 
-    def _bank_image_score(self, bank, feats: np.ndarray, sample: Any | None
-                          ) -> tuple[np.ndarray, float]:
+    def _bank_image_score(self, bank, feats: np.ndarray, sample: Any | None,
+                          foreground: SampleForeground | None) -> tuple[np.ndarray, float]:
         if self.config["bank_score"] == "reweighted":
             return bank.score_image(feats, n_reweight=self.config["n_reweight"])
         patch = bank.score(feats)
         amap = upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
-        return patch, foreground_max(amap, sample.xyz)
+        return patch, foreground_max(amap, sample.xyz, foreground=foreground)
 
     def _fit_fusion(self, per_bank: dict[str, np.ndarray], n_samples: int, n_patch: int,
                     items: Sequence[Any] | None, fg: np.ndarray) -> None:
@@ -537,11 +263,14 @@ class MultiBankDetector(Detector):
             return
         img = np.zeros((n_samples, k))
         pix = np.zeros((n_samples, n_patch, k))
-        for j, b in enumerate(self.BANKS):
-            bank = self.banks[b]
-            owner = bank.indices // n_patch
-            for i in range(n_samples):
-                keep = owner != i
+        owners = {b: self.banks[b].indices // n_patch for b in self.BANKS}
+        # sample by sample, so that each sample's foreground is computed once for all banks
+        for i in range(n_samples):
+            sample = None if items is None else items[i]
+            fore = None if sample is None else SampleForeground(sample.xyz)
+            for j, b in enumerate(self.BANKS):
+                bank = self.banks[b]
+                keep = owners[b] != i
                 if keep.all():
                     sub = bank
                 elif keep.any():
@@ -551,8 +280,7 @@ class MultiBankDetector(Detector):
                     rows[i * n_patch:(i + 1) * n_patch] = False
                     sub = MemoryBank(coreset_ratio=1.0).fit(per_bank[b][rows])
                 feats = per_bank[b][i * n_patch:(i + 1) * n_patch]
-                pix[i, :, j], img[i, j] = self._bank_image_score(
-                    sub, feats, None if items is None else items[i])
+                pix[i, :, j], img[i, j] = self._bank_image_score(sub, feats, sample, fore)
         if self.config["fusion"] == "ocsvm":
             self.w_image = self._ocsvm(img * lam)
         if self.config["map_fusion"] == "ocsvm":
@@ -573,28 +301,36 @@ class MultiBankDetector(Detector):
             return np.ones(x.shape[1])
         return w
 
-    def bank_scores(self, sample: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Per bank: the ``(h, w)`` patch distances and the image score of ``sample``."""
+    def bank_scores(self, sample: Any, foreground: SampleForeground | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Per bank: the ``(h, w)`` patch distances and the image score of ``sample``
+        (``foreground``: its :class:`~pcad.detectors.patches.SampleForeground` for
+        ``image_size``, shared by the features and every bank's score; None: made here)."""
         self._require_fit()
         self.check_sample(sample, "test sample")
-        rgb, pts, fg = self.patch_features(sample)
+        if foreground is None:
+            foreground = SampleForeground(sample.xyz, self.config["image_size"])
+        rgb, pts, fg = self.patch_features(sample, foreground=foreground)
         feats = self.transform(rgb[None], pts[None], fg[None])
         patches, scores = {}, {}
         for b in self.BANKS:
             mean, std = self.stats[b]
             x = ((feats[b][0] - mean) / std).astype(np.float32)
-            patch, s = self._bank_image_score(self.banks[b], x, sample)
+            patch, s = self._bank_image_score(self.banks[b], x, sample, foreground)
             patches[b], scores[b] = patch.reshape(self.grid).astype(np.float32), float(s)
         return patches, scores
 
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:
-        patches, scores = self.bank_scores(sample)
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        foreground = SampleForeground(sample.xyz, self.config["image_size"])
+        patches, scores = self.bank_scores(sample, foreground)
         lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         wp, wi = self.w_patch * lam, self.w_image * lam
         fused = sum(wp[j] * patches[b].astype(np.float64) for j, b in enumerate(self.BANKS))
         amap = upsample_map(fused, sample.shape, self.config["sigma"])
         if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, sample.xyz), amap
+            return foreground_max(amap, sample.xyz, foreground=foreground), amap
         return float(sum(wi[j] * scores[b] for j, b in enumerate(self.BANKS))), amap
 
     # --- persistence ----------------------------------------------------------------------

@@ -1,67 +1,76 @@
-"""Detector registry: ``register_detector``, ``create``, ``list_detectors``, ``load_detector``.
+"""The detector registry: ``register_detector``, ``create_detector``, ``list_detectors``,
+``detector_info``, ``load_detector`` (the API of every pcad registry,
+:class:`pcad.registry.Registry`).
+
+This module imports no detector: each detector module registers its class with
+:func:`register_detector` when imported, and :mod:`pcad.detectors` imports the built-in ones.
+Registering a name that another class holds raises, unless ``overwrite=True``.
 
 Example:
-    >>> from pcad.detectors import create, list_detectors
+    >>> from pcad.detectors import create_detector, detector_info, list_detectors
     >>> list_detectors()
     ['btf', 'cfm', 'fpfh', 'lsfa', 'm3dm', 'patchcore-rgb', 'synthsup']
-    >>> create("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
+    >>> create_detector("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
     0.05
+    >>> detector_info("btf").obj.modalities
+    ('rgb', 'xyz')
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pcad.detectors.base import RUN_FILE, Detector
 from pcad.errors import InvalidInputError
+from pcad.registry import Entry, Registry
 
-if TYPE_CHECKING:
-    from pcad.detectors.base import Detector
+__all__ = ["DETECTORS", "create_detector", "detector_info", "list_detectors", "load_detector",
+           "register_detector"]
 
-_REGISTRY: dict[str, type[Detector]] = {}
-RUN_FILE = "detector.json"
+#: every registered detector class, by name
+DETECTORS: Registry[type[Detector]] = Registry("detector")
 
 
-def register_detector(name: str):
-    """Class decorator registering a :class:`~pcad.detectors.base.Detector` under ``name``."""
+def register_detector(name: str, *, overwrite: bool = False,
+                      **info: Any) -> Callable[[type[Detector]], type[Detector]]:
+    """Class decorator registering a :class:`~pcad.detectors.base.Detector` subclass as
+    ``name`` (which becomes its ``name`` attribute); ``info`` is kept in its entry.
 
-    def wrap(cls):
+    Raises:
+        InvalidInputError: ``name`` is not a non-empty string, the class is not a Detector, or
+            another class holds ``name`` and ``overwrite`` is false.
+    """
+    register = DETECTORS.register(name, overwrite=overwrite, **info)
+
+    def wrap(cls: type[Detector]) -> type[Detector]:
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise InvalidInputError(f"register_detector({name!r}): expected a Detector "
+                                    f"subclass, got {cls!r}")
+        register(cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
 
 
-def _load_builtins() -> None:
-    import pcad.detectors.cfm  # noqa: F401  (registration)
-    import pcad.detectors.lsfa  # noqa: F401  (registration)
-    import pcad.detectors.m3dm  # noqa: F401  (registration)
-    import pcad.detectors.synthsup  # noqa: F401  (registration)
-    from pcad.detectors import memory_bank  # noqa: F401  (registration)
-
-
 def list_detectors(pattern: str | None = None) -> list[str]:
-    """Registered detector names, sorted, optionally filtered by a glob ``pattern``."""
-    _load_builtins()
-    names = sorted(_REGISTRY)
-    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+    """Registered detector names, sorted, optionally filtered by a shell ``pattern``."""
+    return DETECTORS.names(pattern)
 
 
-def detector_class(name: str) -> type[Detector]:
-    """The class registered as ``name``; unknown names list the known ones."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise InvalidInputError(f"detector: unknown {name!r}; expected one of {list_detectors()}")
-    return _REGISTRY[name]
+def detector_info(name: str) -> Entry[type[Detector]]:
+    """The registry entry of ``name`` (``.obj``: the class, ``.description``: its summary);
+    an unknown name raises InvalidInputError listing the known ones."""
+    return DETECTORS.info(name)
 
 
-def create(name: str, **config: Any) -> Detector:
+def create_detector(name: str, **config: Any) -> Detector:
     """A new, unfitted detector ``name`` with ``config`` (unknown keys are an error)."""
-    return detector_class(name)(**config)
+    return detector_info(name).obj(**config)
 
 
 def load_detector(path: str | os.PathLike[str], expect: str | None = None) -> Detector:
@@ -80,4 +89,4 @@ def load_detector(path: str | os.PathLike[str], expect: str | None = None) -> De
         raise InvalidInputError(f"{meta}: unreadable detector record ({exc})") from None
     if expect is not None and name != expect:
         raise InvalidInputError(f"{folder}: a run of detector {name!r}, not {expect!r}")
-    return detector_class(name).load(folder)
+    return detector_info(name).obj.load(folder)

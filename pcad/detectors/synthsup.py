@@ -14,9 +14,9 @@ never imports ``synth``. Any callable ``source(rgb, xyz, rng) -> anomaly`` with 
   defects only). :attr:`modalities` is set per instance from the mode, so ``pcad train`` opens
   the dataset in the right modality.
 - **Features**, frozen, per patch of the ``(image_size / 8)`` square grid, computed once per
-  training variant: RGB = :class:`~pcad.detectors.memory_bank.RGBFeatures` (default
+  training variant: RGB = :class:`~pcad.detectors.patches.RGBFeatures` (default
   ``effnet-lite0``, 152 channels); xyz = FPFH per patch
-  (:func:`~pcad.detectors.memory_bank.fpfh_patches`, 33) plus 6 depth statistics
+  (:func:`~pcad.detectors.patches.fpfh_patches`, 33) plus 6 depth statistics
   (:func:`depth_patches`: mean, std, min and max of the depth's high-pass residual in point
   spacings, and the fractions of measured and of foreground pixels, which see holes). The
   concatenated grid is standardised per channel with the training variants' mean / std
@@ -40,14 +40,14 @@ never imports ``synth``. Any callable ``source(rgb, xyz, rng) -> anomaly`` with 
   ``pcad eval`` reports the held-out test types apart from the seen ones.
 - **Map**: ``sigmoid(logit)`` per patch, upsampled and blurred
   (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224). **Image score**: the map's
-  maximum over the part in ``rgb+xyz`` mode (:func:`~pcad.detectors.memory_bank.foreground_max`,
+  maximum over the part in ``rgb+xyz`` mode (:func:`~pcad.detectors.patches.foreground_max`,
   as pcad's other xyz detectors), the map's maximum in ``rgb`` mode.
 
 Example:
-    >>> from pcad.detectors import create
-    >>> create("synthsup", mode="rgb").modalities
+    >>> from pcad.detectors import create_detector
+    >>> create_detector("synthsup", mode="rgb").modalities
     ('rgb',)
-    >>> create("synthsup", holdout_defects=["crack"]).defect_source_options()["holdout"]
+    >>> create_detector("synthsup", holdout_defects=["crack"]).defect_source_options()["holdout"]
     ['crack']
 """
 
@@ -64,14 +64,15 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
-from pcad.detectors.memory_bank import (
+from pcad.detectors.patches import (
     PATCH_STRIDE,
     RGBFeatures,
+    SampleForeground,
     check_image_size,
     foreground_max,
     fpfh_patches,
+    resolve_device,
 )
-from pcad.detectors.multimodal import resolve_device
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
@@ -93,21 +94,33 @@ def segmentation_head(c_in: int, hidden: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def depth_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int]) -> np.ndarray:
+def depth_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int], *,
+                  foreground: SampleForeground | None = None) -> np.ndarray:
     """``(h * w, 6) float32`` depth statistics per patch of the cloud resized (nearest) to
     ``image_size``: mean, std, min and max of the residual ``z - smooth(z)`` over the part's
     pixels (``smooth``: a Gaussian of 8 pixels normalised over the part, the residual in units of
     the point spacing), the fraction of measured pixels and the fraction of part pixels
-    (:func:`pcad.features.point_mask`). Zeros when the part has fewer than 5 pixels."""
+    (:func:`pcad.features.point_mask`). Zeros when the part has fewer than 5 pixels.
+    ``foreground``: ``xyz``'s :class:`~pcad.detectors.patches.SampleForeground` for
+    ``image_size`` (shares the background-plane fit), or None.
+
+    Example:
+        >>> import numpy as np
+        >>> depth_patches(np.zeros((40, 40, 3), np.float32), 32, (4, 4)).shape
+        (16, 6)
+    """
     from scipy.ndimage import gaussian_filter
 
     from pcad.checks import valid_pixels
-    from pcad.data.preprocess import resize_organized
     from pcad.errors import DegenerateGeometryError
-    from pcad.features import point_mask, point_spacing
+    from pcad.features import point_spacing
 
-    small = resize_organized(xyz, image_size)
-    fg = point_mask(small)
+    if foreground is None:
+        foreground = SampleForeground(xyz, image_size)
+    elif foreground.xyz is not xyz or foreground.image_size != image_size:
+        raise InvalidInputError("foreground: made for another cloud or input size")
+    small = foreground.resized
+    fg = foreground.resized_mask
     n = grid[0] * grid[1]
     if fg.sum() < 5:
         return np.zeros((n, DEPTH_DIM), np.float32)
@@ -235,16 +248,22 @@ class SynthSupDetector(Detector):
         """``(h * w, C_rgb) float32`` backbone patch features."""
         return self._rgb(rgb)
 
-    def xyz_features(self, xyz: np.ndarray) -> np.ndarray:
-        """``(h * w, 33 + 6) float32``: FPFH and depth statistics per patch."""
+    def xyz_features(self, xyz: np.ndarray, foreground: SampleForeground | None = None
+                     ) -> np.ndarray:
+        """``(h * w, 33 + 6) float32``: FPFH and depth statistics per patch (one foreground
+        for both; ``foreground``: ``xyz``'s :class:`~pcad.detectors.patches.SampleForeground`
+        for ``image_size``, or None)."""
         size = self.config["image_size"]
-        return np.concatenate([fpfh_patches(xyz, size, self.grid),
-                               depth_patches(xyz, size, self.grid)], axis=1)
+        fore = SampleForeground(xyz, size) if foreground is None else foreground
+        return np.concatenate([fpfh_patches(xyz, size, self.grid, foreground=fore),
+                               depth_patches(xyz, size, self.grid, foreground=fore)], axis=1)
 
-    def patch_features(self, sample: Any) -> np.ndarray:
+    def patch_features(self, sample: Any, foreground: SampleForeground | None = None
+                       ) -> np.ndarray:
         """``(C, h, w) float32``: the concatenated, unstandardised feature grid."""
         return self._grid(self.rgb_features(sample.rgb),
-                          self.xyz_features(sample.xyz) if "xyz" in self.modalities else None)
+                          self.xyz_features(sample.xyz, foreground)
+                          if "xyz" in self.modalities else None)
 
     def _grid(self, rgb: np.ndarray, xyz: np.ndarray | None) -> np.ndarray:
         parts = [rgb] if xyz is None else [rgb, xyz]
@@ -386,10 +405,11 @@ class SynthSupDetector(Detector):
 
     # --- predict --------------------------------------------------------------------------
 
-    def patch_scores(self, sample: Any) -> np.ndarray:
+    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
+                     ) -> np.ndarray:
         """``(h, w) float32`` anomaly probabilities of the patches."""
         self._require_fit()
-        x = self._standardise(self.patch_features(sample)[None])
+        x = self._standardise(self.patch_features(sample, foreground)[None])
         with torch.no_grad():
             p = torch.sigmoid(self.head(x))[0, 0]
         return p.cpu().numpy().astype(np.float32)
@@ -397,10 +417,13 @@ class SynthSupDetector(Detector):
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:
         self._require_fit()
         self.check_sample(sample, "test sample")
-        amap = upsample_map(self.patch_scores(sample), sample.shape, self.config["sigma"])
-        if "xyz" in self.modalities:
-            return foreground_max(amap, sample.xyz), amap
-        return float(amap.max()), amap
+        if "xyz" not in self.modalities:
+            amap = upsample_map(self.patch_scores(sample), sample.shape, self.config["sigma"])
+            return float(amap.max()), amap
+        # one foreground for the point features and the image score
+        fore = SampleForeground(sample.xyz, self.config["image_size"])
+        amap = upsample_map(self.patch_scores(sample, fore), sample.shape, self.config["sigma"])
+        return foreground_max(amap, sample.xyz, foreground=fore), amap
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -45,7 +45,6 @@ from pcad.features.plugin import PluginBackbone, register_architecture_source
 from pcad.features.point_grid import point_patch_features
 from pcad.features.pointmae import PointMAEEncoder, load_point_encoder
 from pcad.features.registry import (
-    BackboneInfo,
     backbone_info,
     create_backbone,
     list_backbones,
@@ -54,7 +53,6 @@ from pcad.features.registry import (
 from pcad.features.vit import DinoViT, read_vit_state_dict
 
 __all__ = [
-    "BackboneInfo",
     "DinoViT",
     "EfficientNetLite0",
     "FPFHExtractor",

@@ -6,6 +6,11 @@ wrappers; :func:`load_state_dict_strict` loads it into a module. When the weight
 the architecture, it raises :class:`~pcad.errors.InvalidInputError` naming the missing,
 unexpected and wrongly shaped keys (the first few of each kind, plus how many there are).
 
+The pieces are public for the backbones whose checkpoints need more (DINO's ``'teacher'``,
+Point-MAE's ``'base_model'``): :func:`load_checkpoint` reads a file as it is,
+:func:`unwrap_state_dict` finds the state dict inside, :func:`strip_prefixes` renames keys and
+:func:`check_state_dict` reports a mismatch without loading.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -21,8 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +37,20 @@ from torch import nn
 
 from pcad.errors import FileFormatError, InvalidInputError
 
-__all__ = ["load_state_dict_strict", "read_state_dict", "state_dict_mismatch"]
+__all__ = [
+    "check_state_dict",
+    "load_checkpoint",
+    "load_state_dict_strict",
+    "read_state_dict",
+    "state_dict_mismatch",
+    "strip_prefixes",
+    "unwrap_state_dict",
+]
 
 #: Keys under which training scripts commonly nest the weights (timm, torchvision, lightning).
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "module", "net")
+#: Key prefixes of a whole wrapped model: DataParallel (``module.``), torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: How many key names of each kind an error message lists.
 SHOW_KEYS = 5
 
@@ -45,7 +61,21 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: Any, source: str = "weights") -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` state dict inside a loaded checkpoint ``obj``.
+
+    The weights may be nested under one of :data:`WRAPPER_KEYS` (at most three levels) or be
+    a module's; the :data:`WRAPPER_PREFIXES` shared by every key are removed
+    (:func:`strip_prefixes` with ``shared_only=True``).
+
+    Raises:
+        FileFormatError: no state dict inside; the message starts with ``source``.
+
+    Example:
+        >>> import torch
+        >>> sorted(unwrap_state_dict({"model": {"module.w": torch.zeros(1)}, "epoch": 3}))
+        ['w']
+    """
     for _ in range(3):  # {"model": {"state_dict": {...}}} at most
         if _is_state_dict(obj):
             break
@@ -65,11 +95,65 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
             f"{source}: not a state dict (a mapping of parameter names to tensors); found a "
             f"{what}" + (f" with keys {keys}" if keys else "")
         )
-    sd = dict(obj)
-    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
-        if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
+    return strip_prefixes(obj, WRAPPER_PREFIXES, source, shared_only=True)
+
+
+def strip_prefixes(
+    state_dict: Mapping[str, torch.Tensor],
+    prefixes: Sequence[str],
+    source: str = "weights",
+    *,
+    shared_only: bool = False,
+    drop: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` whose keys lose the ``prefixes``.
+
+    Args:
+        state_dict: ``{name: tensor}``.
+        prefixes: the key prefixes to remove.
+        source: names the checkpoint in the error message.
+        shared_only: remove each prefix (in the order given, once) only when every key has it,
+            as the wrapper of a whole model. Otherwise every key loses any of the prefixes,
+            repeatedly and in any order (``module.backbone.x`` -> ``x``).
+        drop: keys that start with this once stripped are left out (a classifier head).
+
+    Raises:
+        FileFormatError: two keys become the same name (only without ``shared_only``).
+
+    Example:
+        >>> import torch
+        >>> w = torch.zeros(1)
+        >>> sorted(strip_prefixes({"module.backbone.a": w, "b": w}, ("module.", "backbone.")))
+        ['a', 'b']
+        >>> sorted(strip_prefixes({"module.a": w, "b": w}, ("module.",), shared_only=True))
+        ['b', 'module.a']
+    """
+    if shared_only:
+        sd = dict(state_dict)
+        for prefix in prefixes:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+        return {k: v for k, v in sd.items() if drop is None or not k.startswith(drop)}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name = _strip_key(key, prefixes)
+        if drop is not None and name.startswith(drop):
+            continue
+        if name in out:
+            raise FileFormatError(f"{source}: two keys map to {name!r} once the prefixes "
+                                  f"{tuple(prefixes)} are removed")
+        out[name] = value
+    return out
+
+
+def _strip_key(key: str, prefixes: Sequence[str]) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
 
 
 def read_state_dict(weights: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -87,12 +171,19 @@ def read_state_dict(weights: str | os.PathLike[str] | Mapping[str, Any]) -> dict
         FileFormatError: the file cannot be read by ``torch.load`` or holds no state dict.
     """
     obj, source = load_checkpoint(weights)
-    return _unwrap(obj, source)
+    return unwrap_state_dict(obj, source)
 
 
-def load_checkpoint(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Any, str]:
+def load_checkpoint(
+    weights: str | os.PathLike[str] | Mapping[str, Any],
+    safe_globals: Sequence[type] = (),
+) -> tuple[Any, str]:
     """The raw object of a checkpoint file (``torch.load(weights_only=True)`` on the CPU), or
     an in-memory mapping as it is, with a name for messages (the path, or ``"weights"``).
+
+    ``safe_globals``: classes the safe loader may also build (DINO's training checkpoints
+    pickle their ``argparse.Namespace``); ignored by a torch without
+    ``torch.serialization.safe_globals``.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -109,8 +200,11 @@ def load_checkpoint(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tupl
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise FileFormatError(f"{path}: is a directory, expected a checkpoint file")
+    safe = getattr(torch.serialization, "safe_globals", None) if safe_globals else None
+    ctx = safe(list(safe_globals)) if safe is not None else contextlib.nullcontext()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with ctx:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, wrong format...
         raise FileFormatError(f"{path}: cannot be read as a torch checkpoint ({exc})") from exc
     return obj, str(path)
@@ -140,19 +234,16 @@ def _listing(label: str, items: list[str]) -> str:
     return f"  {label} ({len(items)}): {shown}{more}"
 
 
-def load_state_dict_strict(
+def check_state_dict(
     module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str
-) -> nn.Module:
-    """Load ``state_dict`` into ``module`` with ``strict=True`` after checking keys and shapes.
+) -> None:
+    """Raise unless ``state_dict`` fits ``module`` exactly, with finite values (loads nothing).
 
-    Args:
-        module: the architecture.
-        state_dict: ``{name: tensor}``, e.g. from :func:`read_state_dict`.
-        what: names the model in the error message (``"effnet-lite0"``, a file path...).
+    ``module`` may live on the meta device: only its keys and shapes are read.
 
     Raises:
-        InvalidInputError: a key is missing, unexpected or has another shape; the message
-            lists the first :data:`SHOW_KEYS` of each kind.
+        InvalidInputError: a key is missing, unexpected or has another shape (the message
+            lists the first :data:`SHOW_KEYS` of each kind), or a value is NaN or infinite.
     """
     missing, unexpected, shapes = state_dict_mismatch(module, state_dict)
     if missing or unexpected or shapes:
@@ -168,5 +259,21 @@ def load_state_dict_strict(
                   and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise InvalidInputError(f"{what}: {_listing('keys with NaN or inf', non_finite).strip()}")
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str
+) -> nn.Module:
+    """Load ``state_dict`` into ``module`` with ``strict=True`` after checking keys and shapes.
+
+    Args:
+        module: the architecture.
+        state_dict: ``{name: tensor}``, e.g. from :func:`read_state_dict`.
+        what: names the model in the error message (``"effnet-lite0"``, a file path...).
+
+    Raises:
+        InvalidInputError: see :func:`check_state_dict`.
+    """
+    check_state_dict(module, state_dict, what)
     module.load_state_dict(state_dict, strict=True)
     return module

@@ -64,8 +64,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
-from pcad.features.checkpoint import load_checkpoint, load_state_dict_strict, read_state_dict
+from pcad.checks import check_int
+from pcad.errors import DegenerateGeometryError, InvalidInputError
+from pcad.features.checkpoint import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from pcad.features.vit import Block as ViTBlock
 from pcad.ops import fps, gather, group, knn
 
@@ -259,11 +260,11 @@ class PointMAEEncoder(nn.Module):
         max_points: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("trans_dim", trans_dim), ("depth", depth),
-                            ("num_heads", num_heads), ("num_group", num_group),
-                            ("group_size", group_size), ("pos_hidden", pos_hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name}: expected a positive integer, got {value!r}")
+        trans_dim, depth, num_heads, num_group, group_size, pos_hidden = (
+            check_int(value, name, whole_floats=False)
+            for name, value in (("trans_dim", trans_dim), ("depth", depth),
+                                ("num_heads", num_heads), ("num_group", num_group),
+                                ("group_size", group_size), ("pos_hidden", pos_hidden)))
         if len(tuple(tokenizer_dims)) != 3:
             raise InvalidInputError(f"tokenizer_dims: expected 3 widths, got {tokenizer_dims!r}")
         if max_points is not None and (not isinstance(max_points, int) or max_points < 1):
@@ -465,10 +466,7 @@ def read_point_checkpoint(
         rec = obj.get("pcad")
         record = dict(rec) if isinstance(rec, Mapping) else None
         obj = obj["base_model"]
-    try:
-        return read_state_dict(obj), record
-    except FileFormatError as exc:
-        raise FileFormatError(str(exc).replace("weights:", f"{source}:", 1)) from None
+    return unwrap_state_dict(obj, source), record
 
 
 def encoder_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

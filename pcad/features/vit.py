@@ -55,24 +55,24 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcad.checks import check_int
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.features.base import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
 from pcad.features.checkpoint import (
-    load_state_dict_strict,
-    read_state_dict,
-    state_dict_mismatch,
+    check_state_dict,
+    load_checkpoint,
+    strip_prefixes,
+    unwrap_state_dict,
 )
 from pcad.features.registry import register_backbone
 
@@ -208,11 +208,11 @@ class DinoViT(FeatureBackbone):
         fused_attention: bool = True,
     ) -> None:
         super().__init__(aggregate_kernel)
-        for name, value in (("embed_dim", embed_dim), ("depth", depth),
-                            ("num_heads", num_heads), ("patch_size", patch_size),
-                            ("img_size", img_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name}: a positive integer expected, got {value!r}")
+        embed_dim, depth, num_heads, patch_size, img_size = (
+            check_int(value, name, whole_floats=False)
+            for name, value in (("embed_dim", embed_dim), ("depth", depth),
+                                ("num_heads", num_heads), ("patch_size", patch_size),
+                                ("img_size", img_size)))
         if embed_dim % num_heads:
             raise InvalidInputError(f"num_heads: must divide embed_dim {embed_dim}, "
                                     f"got {num_heads}")
@@ -301,32 +301,6 @@ class DinoViT(FeatureBackbone):
 # ----------------------------------------------------------------------------- loading
 
 
-def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
-def _load_file(weights: str | os.PathLike[str]) -> Any:
-    path = Path(weights)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise FileFormatError(f"{path}: is a directory, expected a checkpoint file")
-    # DINO's full training checkpoints also pickle the run's argparse.Namespace ('args').
-    safe = getattr(torch.serialization, "safe_globals", None)
-    ctx = safe([argparse.Namespace]) if safe is not None else contextlib.nullcontext()
-    try:
-        with ctx:
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, wrong format...
-        raise FileFormatError(f"{path}: cannot be read as a torch checkpoint ({exc})") from exc
-
-
 def read_vit_state_dict(
     weights: str | os.PathLike[str] | Mapping[str, Any],
 ) -> dict[str, torch.Tensor]:
@@ -345,32 +319,12 @@ def read_vit_state_dict(
         FileFormatError: unreadable file, or no state dict inside.
         InvalidInputError: ``weights`` is neither a path nor a mapping.
     """
-    if isinstance(weights, Mapping):
-        obj: Any = weights
-        source = "weights"
-    elif isinstance(weights, (str, os.PathLike)):
-        obj = _load_file(weights)
-        source = str(weights)
-    else:
-        raise InvalidInputError(
-            f"weights: expected a file path or a state dict, got {type(weights).__name__}"
-        )
+    # DINO's full training checkpoints also pickle the run's argparse.Namespace ('args').
+    obj, source = load_checkpoint(weights, safe_globals=(argparse.Namespace,))
     if isinstance(obj, Mapping) and isinstance(obj.get("teacher"), Mapping):
         obj = obj["teacher"]
-    try:
-        sd = read_state_dict(obj)
-    except FileFormatError as exc:
-        msg = str(exc).removeprefix("weights: ")
-        raise FileFormatError(f"{source}: {msg}") from None
-    out: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        name = _strip(key)
-        if name.startswith(HEAD_PREFIX):
-            continue
-        if name in out:
-            raise FileFormatError(f"{source}: two keys map to {name!r} once the prefixes "
-                                  f"{STRIP_PREFIXES} are removed")
-        out[name] = value
+    sd = unwrap_state_dict(obj, source)
+    out = strip_prefixes(sd, STRIP_PREFIXES, source, drop=HEAD_PREFIX)
     if not out:
         raise FileFormatError(f"{source}: only head weights, no backbone")
     return out
@@ -452,12 +406,10 @@ def create_dino_vitb8(
     with torch.device("meta"):
         net = DinoViT(num_heads=heads, layers=layers, aggregate_kernel=aggregate_kernel,
                       fused_attention=fused_attention, **cfg)
-    missing, unexpected, shapes = state_dict_mismatch(net, sd)
-    if missing or unexpected or shapes:
-        load_state_dict_strict(net, sd, what)  # raises, naming the keys
+    check_state_dict(net, sd, what)  # raises, naming the keys
     net = net.to_empty(device="cpu")
     with torch.no_grad():  # the non-persistent normalization buffers are not in `sd`
         net.pixel_mean.copy_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         net.pixel_std.copy_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-    load_state_dict_strict(net, sd, what)
+    net.load_state_dict(sd, strict=True)
     return net.freeze()

@@ -100,21 +100,39 @@ def _principal(pts: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.n
     return origin, axes, sv
 
 
-def bbox_diagonal(points: Any) -> float:
+def bbox_diagonal(points: Any, name: str = "points") -> float:
     """Length of the diagonal of the axis-aligned bounding box of ``points``.
 
+    The one bounding-box diagonal of pcad, synth and viz (relative defect sizes, relative
+    distances, camera framing). An organized cloud's caller passes its valid pixels,
+    ``xyz[valid_pixels(xyz)]``.
+
     Args:
-        points: ``(N, 3)`` numeric array, N >= 1, finite.
+        points: ``(N, 3)`` numeric array, N >= 1, finite (as :func:`pcad.checks.check_points`
+            accepts it; checked on the box corners, without copying the cloud).
+        name: names the argument in error messages.
 
     Returns:
-        The diagonal length as a Python float (float64 math); 0.0 for a single point.
+        The diagonal length as a Python float (float64 math on the original values); 0.0 for
+        a single point.
+
+    Raises:
+        InvalidInputError: wrong shape or dtype, empty, NaN or infinite coordinates.
 
     Example:
         >>> bbox_diagonal([[0, 0, 0], [3, 4, 12]])
         13.0
     """
-    pts = _as_float64(points, "points")
-    return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+    arr = np.asarray(points)
+    ok = arr.ndim == 2 and arr.shape[1] == 3 and arr.shape[0] > 0 and arr.dtype.kind in "iuf"
+    if ok:
+        lo, hi = arr.min(axis=0), arr.max(axis=0)
+        # NaN propagates to the corners, and a coordinate beyond float32 sets one of them
+        ok = bool(np.isfinite(np.concatenate([lo, hi]).astype(np.float32)).all())
+    if not ok:
+        check_points(arr, name, min_points=1)  # raises, naming the reason
+        raise InvalidInputError(f"{name}: expected finite (N, 3) coordinates")
+    return float(np.linalg.norm(hi.astype(np.float64) - lo.astype(np.float64)))
 
 
 def pca_frame(points: Any) -> Frame:

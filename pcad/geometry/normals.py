@@ -31,9 +31,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.spatial import cKDTree
 
-from pcad.checks import check_int, check_organized, check_points, valid_pixels
+from pcad.checks import check_choice, check_int, check_organized, check_points, valid_pixels
 from pcad.errors import InvalidInputError
-from pcad.geometry.frames import check_not_degenerate
+from pcad.geometry.frames import bbox_diagonal, check_not_degenerate
 
 __all__ = [
     "DEFAULT_K",
@@ -174,7 +174,7 @@ def _outward_flip(points: np.ndarray, normals: np.ndarray, labels: np.ndarray) -
         [np.bincount(labels, weights=points[:, d], minlength=n_comp) for d in range(3)], axis=1
     ) / counts[:, None]
     d = np.einsum("ij,ij->i", points - centroids[labels], normals)
-    diag = float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
+    diag = bbox_diagonal(points)
     tol = 1e-5 * diag + 1e-6 * float(np.abs(points).max())
     votes = np.where(np.abs(d) <= tol, 0.0, np.sign(d))
     vote = np.bincount(labels, weights=votes, minlength=n_comp)
@@ -255,8 +255,7 @@ def estimate_normals(
         [0.0, 0.0, -1.0]
     """
     pts32 = check_points(points, "points", min_points=3)
-    if orient not in _ORIENTS:
-        raise InvalidInputError(f"orient: expected one of {_ORIENTS}, got {orient!r}")
+    check_choice(orient, "orient", _ORIENTS)
     if orient == "auto":
         orient = "outward" if viewpoint is None else "viewpoint"
     if orient == "viewpoint" and viewpoint is None:

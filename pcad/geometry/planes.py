@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pcad.checks import check_organized, valid_pixels
+from pcad.geometry.frames import bbox_diagonal
 
 
 def _fit(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +52,7 @@ def foreground_mask(xyz: Any, border: float = 0.1, min_height: float = 0.004) ->
     ring = grid[band & valid]
     if len(ring) < 3:
         return valid
-    pts = grid[valid]
-    diag = float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+    diag = bbox_diagonal(grid[valid], "xyz")
     centre, normal = _fit(ring)
     res = np.abs((ring - centre) @ normal)
     inliers = ring[res <= max(3.0 * np.median(res), 1e-12)]

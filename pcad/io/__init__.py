@@ -4,15 +4,21 @@ Every reader raises :class:`~pcad.errors.FileFormatError` (never a library's own
 type) on an unknown extension or a file it cannot parse, and ``FileNotFoundError`` on a
 missing file. Every writer validates its arrays first and writes atomically.
 
+One module per point-cloud format (:mod:`pcad.io.ply`, :mod:`pcad.io.pcd`, :mod:`pcad.io.text`,
+:mod:`pcad.io.numpy_files`), each with ``read_*``/``write_*``, dispatched by extension through
+the table :data:`pcad.io.points.POINT_FORMATS`; helpers they share are in :mod:`pcad.io.parsing`.
+
 Example:
     >>> import tempfile, pathlib
     >>> import trimesh
     >>> from pcad.io import read_input
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "box.stl"
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> p = pathlib.Path(tmp.name) / "box.stl"
     >>> _ = trimesh.creation.box().export(p)
     >>> data = read_input(p, n_points=256, seed=0)
     >>> data.kind, data.points.shape, data.normals.dtype
     ('mesh', (256, 3), dtype('float32'))
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import numpy as np
 import trimesh
 
 from pcad.checks import check_int, valid_pixels
-from pcad.errors import FileFormatError
 from pcad.io.atomic import atomic_group, atomic_save, atomic_write
 from pcad.io.meshes import SUPPORTED_MESH_EXTENSIONS, read_mesh, sample_mesh
 from pcad.io.organized import (
@@ -38,6 +43,7 @@ from pcad.io.organized import (
     write_rgb,
     write_xyz_tiff,
 )
+from pcad.io.parsing import unsupported_extension
 from pcad.io.points import (
     SUPPORTED_POINT_EXTENSIONS,
     PointCloudData,
@@ -139,19 +145,18 @@ def read_input(
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.npy"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "c.npy"
         >>> np.save(p, np.zeros((5, 3), dtype=np.float32))
         >>> d = read_input(p)
         >>> d.kind, d.points.shape, d.mesh is None
         ('points', (5, 3), True)
+        >>> tmp.cleanup()
     """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
-        raise FileFormatError(
-            f"{path}: unsupported extension {ext or '(no extension)'!r}; supported: "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}"
-        )
+        raise unsupported_extension(path, SUPPORTED_EXTENSIONS, "")
     n = check_int(n_points, "n_points", minimum=1)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")

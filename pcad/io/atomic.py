@@ -8,7 +8,8 @@ file is removed and a file that already existed at the final path is left untouc
 Example:
     >>> import tempfile, pathlib
     >>> from pcad.io.atomic import atomic_write, atomic_save
-    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tmpdir = tempfile.TemporaryDirectory()
+    >>> d = pathlib.Path(tmpdir.name)
     >>> with atomic_write(d / "sub" / "a.txt", "w") as f:
     ...     _ = f.write("hello")
     >>> (d / "sub" / "a.txt").read_text()
@@ -16,6 +17,7 @@ Example:
     >>> atomic_save(d / "b.txt", lambda tmp: tmp.write_text("world"))
     >>> sorted(p.name for p in d.iterdir())
     ['b.txt', 'sub']
+    >>> tmpdir.cleanup()
 """
 
 from __future__ import annotations
@@ -78,6 +80,45 @@ def _remove_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def _temp_beside(final: Path, suffix: str) -> Path:
+    """A new empty file ``.<name>.<random><suffix>`` in the folder of ``final`` (created)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike[str], suffix: str) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(tmp, final)``: a new temporary file beside ``path`` that replaces ``path``
+    (with its permissions) when the block ends without error, and is removed otherwise."""
+    final = Path(path)
+    perms = _final_permissions(final)
+    tmp = _temp_beside(final, suffix)
+    try:
+        yield tmp, final
+        os.chmod(tmp, perms)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _write_nonempty(tmp: Path, writer: Callable[[Path], None]) -> bool:
+    """Run ``writer(tmp)``; False if it left no data, else fsync the file and return True."""
+    writer(tmp)
+    try:
+        size = tmp.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if size == 0:
+        return False
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    return True
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file that replaces ``path`` when the ``with`` block ends without error.
@@ -94,40 +135,26 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "x.bin"
         >>> with atomic_write(p) as f:
         ...     _ = f.write(b"\\x00\\x01")
         >>> p.read_bytes()
         b'\\x00\\x01'
+        >>> tmp.cleanup()
     """
     if mode not in _MODES:
         raise ValueError(f"atomic_write: mode must be one of {_MODES}, got {mode!r}")
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    perms = _final_permissions(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
-    os.close(fd)
-    # reopen by name (not os.fdopen) so that ``f.name`` is a path: tifffile and others use it
-    try:
+    with _replacing(path, ".tmp") as (tmp, _):
+        # reopen by name (not os.fdopen) so that ``f.name`` is a path: tifffile and others use it
         if "b" in mode:
             f: IO[Any] = open(tmp, "wb")
         else:
             f = open(tmp, "w", encoding="utf-8", newline="\n")
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    try:
         with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, perms)
-        os.replace(tmp, final)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(final.parent)
 
 
 def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
@@ -149,35 +176,16 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) ->
     Example:
         >>> import tempfile, pathlib
         >>> import numpy as np
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+        >>> tmpdir = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmpdir.name) / "a.npy"
         >>> atomic_save(p, lambda tmp: np.save(tmp, np.arange(3)))
         >>> np.load(p).tolist()
         [0, 1, 2]
+        >>> tmpdir.cleanup()
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    perms = _final_permissions(final)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        try:
-            size = tmp.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size == 0:
+    with _replacing(path, f".tmp{Path(path).suffix}") as (tmp, final):
+        if not _write_nonempty(tmp, writer):
             raise OSError(f"{final}: the writer produced no data (temporary file {tmp.name})")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, perms)
-        os.replace(tmp, final)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
@@ -192,29 +200,23 @@ def atomic_group() -> Iterator[Callable[[str | os.PathLike[str], Callable[[Path]
 
     Example:
         >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> tmpdir = tempfile.TemporaryDirectory()
+        >>> d = pathlib.Path(tmpdir.name)
         >>> with atomic_group() as stage:
         ...     stage(d / "a.txt", lambda tmp: tmp.write_text("a"))
         ...     stage(d / "b.txt", lambda tmp: tmp.write_text("b"))
         >>> sorted(p.name for p in d.iterdir())
         ['a.txt', 'b.txt']
+        >>> tmpdir.cleanup()
     """
     staged: list[tuple[Path, Path]] = []
 
     def stage(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = _temp_beside(final, f".tmp{final.suffix}")
         staged.append((tmp, final))
-        writer(tmp)
-        if not tmp.exists() or tmp.stat().st_size == 0:
+        if not _write_nonempty(tmp, writer):
             raise OSError(f"{final}: the writer produced no data")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
 
     try:
         yield stage

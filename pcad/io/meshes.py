@@ -19,6 +19,7 @@ import trimesh
 
 from pcad.checks import check_int
 from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
+from pcad.io.parsing import require_file, unsupported_extension
 
 __all__ = ["SUPPORTED_MESH_EXTENSIONS", "read_mesh", "sample_mesh"]
 
@@ -43,23 +44,18 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "box.STL"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "box.STL"
         >>> _ = trimesh.creation.box().export(p)
         >>> read_mesh(p).faces.shape
         (12, 3)
+        >>> tmp.cleanup()
     """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in SUPPORTED_MESH_EXTENSIONS:
-        shown = ext or "(no extension)"
-        raise FileFormatError(
-            f"{path}: unsupported mesh extension {shown!r}; supported: "
-            f"{', '.join(SUPPORTED_MESH_EXTENSIONS)}"
-        )
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise FileFormatError(f"{path}: is a directory, expected a file")
+        raise unsupported_extension(path, SUPPORTED_MESH_EXTENSIONS, "mesh")
+    require_file(path)
     try:
         # process=False so NaN vertices are seen here instead of silently dropped by trimesh
         loaded = trimesh.load(path, file_type=ext[1:], force="mesh", process=False)

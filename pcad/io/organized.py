@@ -7,11 +7,13 @@ Example:
     >>> import tempfile, pathlib
     >>> import numpy as np
     >>> from pcad.io.organized import read_xyz_tiff, write_xyz_tiff
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "xyz.tiff"
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> p = pathlib.Path(tmp.name) / "xyz.tiff"
     >>> xyz = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
     >>> write_xyz_tiff(p, xyz)
     >>> bool(np.array_equal(read_xyz_tiff(p), xyz))
     True
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from PIL import Image, UnidentifiedImageError
 from pcad.checks import check_organized
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io.atomic import atomic_write
+from pcad.io.parsing import require_file, unsupported_extension
 
 __all__ = [
     "SUPPORTED_ORGANIZED_EXTENSIONS",
+    "XYZ_NAN_POLICIES",
     "read_mask_png",
     "read_rgb",
     "read_xyz_tiff",
@@ -40,55 +44,65 @@ __all__ = [
 
 SUPPORTED_ORGANIZED_EXTENSIONS: tuple[str, ...] = (".tiff", ".tif")
 
-
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise FileFormatError(f"{path}: is a directory, expected a file")
+XYZ_NAN_POLICIES: tuple[str, ...] = ("error", "zero")
+"""Values of :func:`read_xyz_tiff`'s ``nan``: refuse NaN/inf pixels, or make them (0, 0, 0)."""
 
 
-def read_xyz_tiff(path: str | os.PathLike[str]) -> np.ndarray:
+def read_xyz_tiff(path: str | os.PathLike[str], nan: str = "zero") -> np.ndarray:
     """Read an organized xyz cloud from a ``.tiff``/``.tif`` file.
 
+    Args:
+        path: the TIFF file.
+        nan: what a pixel with a NaN or infinite coordinate (some datasets mark missing
+            pixels that way) becomes: ``"zero"`` sets it to ``(0, 0, 0)``, pcad's "no
+            measurement"; ``"error"`` refuses the file (FileFormatError).
+
     Returns:
-        ``(H, W, 3) float32``. Pixels with a NaN or infinite coordinate (some datasets mark
-        missing pixels that way) are set to ``(0, 0, 0)``, pcad's "no measurement".
+        ``(H, W, 3) float32``.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        FileFormatError: wrong extension, not a TIFF, or not an ``(H, W, 3)`` float image.
+        FileFormatError: wrong extension, not a TIFF, not an ``(H, W, 3)`` float image, or
+            NaN/inf pixels with ``nan="error"``.
+        InvalidInputError: ``nan`` is not one of :data:`XYZ_NAN_POLICIES`.
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "a.tif"
         >>> write_xyz_tiff(p, np.ones((2, 2, 3)))
         >>> read_xyz_tiff(p).shape
         (2, 2, 3)
+        >>> tmp.cleanup()
     """
+    if nan not in XYZ_NAN_POLICIES:
+        raise InvalidInputError(f"nan: expected one of {XYZ_NAN_POLICIES}, got {nan!r}")
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in SUPPORTED_ORGANIZED_EXTENSIONS:
-        raise FileFormatError(
-            f"{path}: unsupported organized-cloud extension {ext or '(no extension)'!r}; "
-            f"supported: {', '.join(SUPPORTED_ORGANIZED_EXTENSIONS)}"
-        )
-    _require_file(path)
+    if path.suffix.lower() not in SUPPORTED_ORGANIZED_EXTENSIONS:
+        raise unsupported_extension(path, SUPPORTED_ORGANIZED_EXTENSIONS, "organized-cloud")
+    require_file(path)
     try:
         arr = tifffile.imread(path)
     except Exception as exc:  # TiffFileError, struct.error, ValueError, OSError...
         raise FileFormatError(
             f"{path}: cannot read the TIFF: {type(exc).__name__}: {exc}"
         ) from None
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
         raise FileFormatError(
-            f"{path}: expected an organized xyz cloud of shape (H, W, 3), got {arr.shape}"
+            f"{path}: expected an organized xyz cloud of shape (H, W, 3), "
+            f"got {getattr(arr, 'shape', None)}"
         )
     if arr.dtype not in (np.float32, np.float64):
         raise FileFormatError(f"{path}: expected float32 or float64 xyz values, got {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(out).all(axis=2)
     if bad.any():
+        if nan == "error":
+            raise FileFormatError(
+                f"{path}: {int(bad.sum())} pixels have NaN or infinite coordinates; MVTec 3D-AD "
+                "marks a missing measurement with (0, 0, 0) (read with nan='zero' to convert "
+                "them)"
+            )
         out[bad] = 0.0
     return out
 
@@ -103,10 +117,12 @@ def write_xyz_tiff(path: str | os.PathLike[str], xyz: Any) -> None:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.tiff"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "a.tiff"
         >>> write_xyz_tiff(p, np.zeros((3, 4, 3)))
         >>> tifffile.imread(p).dtype
         dtype('float32')
+        >>> tmp.cleanup()
     """
     arr = check_organized(xyz, "xyz")
     with atomic_write(path, "wb") as f:
@@ -114,7 +130,7 @@ def write_xyz_tiff(path: str | os.PathLike[str], xyz: Any) -> None:
 
 
 def _open_image(path: Path) -> Image.Image:
-    _require_file(path)
+    require_file(path)
     try:
         img = Image.open(path)
         img.load()
@@ -142,10 +158,12 @@ def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.png"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "m.png"
         >>> write_mask_png(p, np.eye(2, dtype=bool))
         >>> read_mask_png(p).tolist()
         [[True, False], [False, True]]
+        >>> tmp.cleanup()
     """
     path = Path(path)
     with _open_image(path) as img:
@@ -172,10 +190,12 @@ def write_mask_png(path: str | os.PathLike[str], mask: Any) -> None:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.png"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "m.png"
         >>> write_mask_png(p, [[0, 1]])
         >>> np.asarray(Image.open(p)).tolist()
         [[0, 255]]
+        >>> tmp.cleanup()
     """
     arr = np.asarray(mask)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -196,10 +216,12 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.png"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "c.png"
         >>> write_rgb(p, np.full((2, 3, 3), 7, dtype=np.uint8))
         >>> read_rgb(p).shape
         (2, 3, 3)
+        >>> tmp.cleanup()
     """
     path = Path(path)
     with _open_image(path) as img:
@@ -222,10 +244,12 @@ def write_rgb(path: str | os.PathLike[str], rgb: Any) -> None:
 
     Example:
         >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.png"
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "c.png"
         >>> write_rgb(p, np.zeros((1, 1, 3), dtype=np.uint8))
         >>> p.stat().st_size > 0
         True
+        >>> tmp.cleanup()
     """
     path = Path(path)
     ext = path.suffix.lower()

@@ -26,7 +26,7 @@ import torch
 
 from pcad.checks import check_fraction, check_int, check_positive
 from pcad.errors import FileFormatError, InvalidInputError
-from pcad.memory.coreset import DEFAULT_MEMORY_BUDGET_MB, _as_tensor, greedy_coreset
+from pcad.memory.coreset import DEFAULT_MEMORY_BUDGET_MB, as_feature_tensor, greedy_coreset
 from pcad.memory.search import NearestNeighbours, patchcore_image_score
 
 __all__ = ["MemoryBank"]
@@ -76,7 +76,7 @@ class MemoryBank:
 
     def fit(self, features: Any) -> MemoryBank:
         """Select the coreset of ``(N, C)`` training features and index it. Returns self."""
-        x = _as_tensor(features)
+        x = as_feature_tensor(features)
         if self.coreset_ratio >= 1.0:
             idx = np.arange(x.shape[0], dtype=np.int64)
         else:

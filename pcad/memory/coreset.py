@@ -40,6 +40,7 @@ from pcad.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
+    "as_feature_tensor",
     "coreset_memory_bytes",
     "coreset_size",
     "greedy_coreset",
@@ -51,8 +52,18 @@ DEFAULT_MEMORY_BUDGET_MB = 256.0
 MAX_CHUNK_ROWS = 1 << 16
 
 
-def _as_tensor(features: Any, name: str = "features") -> torch.Tensor:
-    """The bank as a 2-D floating tensor, without copying a numpy array."""
+def as_feature_tensor(features: Any, name: str = "features") -> torch.Tensor:
+    """Features ``(N, C)`` (numpy or torch) as a floating torch tensor, without copying a float
+    numpy array (integers and float16 become float32; torch tensors are detached).
+
+    Raises:
+        InvalidInputError: not numeric, not 2-D, or empty; the message names ``name``.
+
+    Example:
+        >>> import numpy as np
+        >>> as_feature_tensor(np.ones((4, 3), np.int64)).dtype
+        torch.float32
+    """
     if isinstance(features, np.ndarray):
         if not (np.issubdtype(features.dtype, np.floating)
                 or np.issubdtype(features.dtype, np.integer)):
@@ -188,7 +199,7 @@ def greedy_coreset(
     Raises:
         InvalidInputError: wrong shape/dtype, NaN/inf, or an impossible size.
     """
-    x = _as_tensor(features)
+    x = as_feature_tensor(features)
     n_rows, dim = x.shape
     k = coreset_size(n_rows, n, ratio)
     budget = check_positive(memory_budget_mb, "memory_budget_mb") * 2**20
@@ -228,7 +239,7 @@ def greedy_coreset_reference(
 
     Squared distances use ``|x|^2 - 2 x.c + |c|^2``, as :func:`greedy_coreset`.
     """
-    x = _as_tensor(features).float()
+    x = as_feature_tensor(features).float()
     n_rows, dim = x.shape
     k = coreset_size(n_rows, n, ratio)
     start, w = _start_and_matrix(n_rows, dim, projection_dim, seed)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.errors import InvalidInputError
 
 __all__ = ["NearestNeighbours", "faiss_available", "patchcore_image_score"]
@@ -87,8 +87,7 @@ class NearestNeighbours:
 
     def __init__(self, bank: Any, backend: str = "auto", device: str | torch.device | None = None,
                  memory_budget_mb: float = 256.0) -> None:
-        if backend not in BACKENDS:
-            raise InvalidInputError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        check_choice(backend, "backend", BACKENDS)
         self.bank = _as_2d_float32(bank, "bank")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.memory_budget_mb = check_positive(memory_budget_mb, "memory_budget_mb")

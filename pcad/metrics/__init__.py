@@ -29,7 +29,7 @@ from pcad.metrics.classification import (
     pixel_f1_max,
 )
 from pcad.metrics.evaluate import evaluate
-from pcad.metrics.pixel_curve import EIGHT_CONNECTED, PixelCurve, pixel_curve
+from pcad.metrics.pixel_curve import EIGHT_CONNECTED, PixelCurve, PixelRanking, pixel_curve
 from pcad.metrics.pro import DEFAULT_LIMITS, aupro, aupro_at, pro_curve
 from pcad.metrics.ranking import ranked_counts, trapezoid
 
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "EIGHT_CONNECTED",
     "PixelCurve",
+    "PixelRanking",
     "aupro",
     "aupro_at",
     "auroc",

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from pcad.checks import check_labels, check_maps_and_masks, check_scores
 from pcad.errors import InvalidInputError
-from pcad.metrics._inputs import check_labels, check_maps_and_masks, check_scores
 from pcad.metrics.ranking import chunk_slices, ranked_counts
 
 

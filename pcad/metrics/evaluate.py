@@ -16,22 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from pcad.checks import check_labels, check_limits, check_maps_and_masks, check_scores
 from pcad.errors import InvalidInputError
-from pcad.metrics._inputs import (
-    check_labels,
-    check_limits,
-    check_maps_and_masks,
-    check_scores,
-    limit_key,
-)
 from pcad.metrics.classification import (
     auroc_from_counts,
     average_precision_from_counts,
     f1_max_from_counts,
     require_classes,
 )
-from pcad.metrics.pixel_curve import _pixel_curve_checked
-from pcad.metrics.pro import DEFAULT_LIMITS, aupro_from_curve, pro_from_pixel_curve
+from pcad.metrics.pixel_curve import PixelRanking, pixel_curve_unchecked
+from pcad.metrics.pro import DEFAULT_LIMITS, aupro_from_curve, limit_key, pro_from_pixel_curve
 from pcad.metrics.ranking import ranked_counts
 
 
@@ -41,6 +35,7 @@ def evaluate(
     anomaly_maps: Any,
     gt_masks: Any,
     limits: Any = DEFAULT_LIMITS,
+    ranking: PixelRanking | None = None,
 ) -> dict[str, Any]:
     """I-AUROC, P-AUROC, AUPRO at every limit, F1-max and AP (image and pixel level).
 
@@ -58,6 +53,9 @@ def evaluate(
         anomaly_maps: sequence of ``N`` ``(H_i, W_i)`` maps (no NaN; sizes may differ).
         gt_masks: sequence of ``N`` ``(H_i, W_i)`` masks, anomalous where > 0.
         limits: AUPRO FPR limits, each in ``(0, 1]``.
+        ranking: a :class:`~pcad.metrics.pixel_curve.PixelRanking` of these maps and masks
+            (made once to share the sort of all pixels with other calls, e.g. per-defect
+            metrics of the same test set), or None to sort here. The results are the same.
 
     Returns:
         A JSON-serializable dict: ``i_auroc``, ``p_auroc`` (floats), ``aupro``
@@ -101,7 +99,15 @@ def evaluate(
     }
     del thr, tps, fps
 
-    curve = _pixel_curve_checked(maps, masks)
+    if ranking is None:
+        curve = pixel_curve_unchecked(maps, masks)
+    elif ranking.n_images != n_test or ranking.n_pixels != n_pixels:
+        raise InvalidInputError(
+            f"ranking: made for {ranking.n_images} maps of {ranking.n_pixels} pixels, not for "
+            f"these {n_test} maps of {n_pixels} pixels"
+        )
+    else:
+        curve = ranking.curve()
     fprs, pros = pro_from_pixel_curve(curve, max_fpr=max(checked_limits))
     f1_pixel, f1_thr_pixel = f1_max_from_counts(
         curve.thresholds, curve.tps, curve.fps, curve.n_pos

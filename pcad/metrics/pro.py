@@ -36,13 +36,23 @@ from typing import Any
 
 import numpy as np
 
+from pcad.checks import check_limit, check_limits, check_maps_and_masks
 from pcad.errors import InvalidInputError
-from pcad.metrics._inputs import check_limit, check_limits, check_maps_and_masks, limit_key
-from pcad.metrics.pixel_curve import PixelCurve, _pixel_curve_checked
+from pcad.metrics.pixel_curve import PixelCurve, pixel_curve_unchecked
 from pcad.metrics.ranking import trapezoid
 
 #: The FPR limits reported by default (DESIGN.md, Metrics).
 DEFAULT_LIMITS: tuple[float, ...] = (0.3, 0.1, 0.05, 0.01)
+
+
+def limit_key(limit: float) -> str:
+    """The dictionary key of an FPR limit: ``0.3 -> "0.3"``, ``1 -> "1.0"``.
+
+    Example:
+        >>> limit_key(0.3), limit_key(1)
+        ('0.3', '1.0')
+    """
+    return str(float(limit))
 
 
 def _require_regions_and_normals(n_pos: int, n_pixels: int) -> None:
@@ -63,7 +73,7 @@ def _checked_curve(anomaly_maps: Any, gt_masks: Any) -> PixelCurve:
     _require_regions_and_normals(
         sum(int(np.count_nonzero(m)) for m in masks), sum(m.size for m in masks)
     )
-    return _pixel_curve_checked(maps, masks)
+    return pixel_curve_unchecked(maps, masks)
 
 
 def pro_from_pixel_curve(

@@ -202,6 +202,16 @@ def _check_name(name: str, where: str) -> None:
         )
 
 
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 when any input is float64, float32 otherwise (half types compute in float32).
+
+    Example:
+        >>> compute_dtype(torch.zeros(2, dtype=torch.float16), torch.zeros(2))
+        torch.float32
+    """
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def resolve_backend(
     op: str, backend: str, device: torch.device | str, skip: tuple[str, ...] = ()
 ) -> str:

@@ -40,10 +40,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pcad.errors import InvalidInputError
-from pcad.ops._checks import check_radius, compute_dtype
-from pcad.ops.backends import resolve_backend
-from pcad.ops.knn import _check_pair, _chunk_rows, _empty, pairwise_sq_dist, sq_dist
+from pcad.checks import check_choice, check_radius
+from pcad.ops.backends import compute_dtype, resolve_backend
+from pcad.ops.knn import check_knn_pair, chunk_rows, empty_neighbours, pairwise_sq_dist, sq_dist
 
 PADS = ("first", "-1")
 
@@ -85,11 +84,10 @@ def ball_query(
         >>> ball_query(pts[:, :1], pts, 1.0, 3)[1].tolist()
         [[[0, 2, 0]]]
     """
-    query, points, k, q_len, p_len = _check_pair(
+    query, points, k, q_len, p_len = check_knn_pair(
         query, points, k, query_lengths, point_lengths)
     radius = check_radius(radius)
-    if pad not in PADS:
-        raise InvalidInputError(f"pad: expected one of {PADS}, got {pad!r}")
+    check_choice(pad, "pad", PADS)
     name = resolve_backend("ball_query", backend, query.device)
     dtype = compute_dtype(query, points)
     q, p = query.to(dtype), points.to(dtype)
@@ -112,7 +110,7 @@ def ball_query_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The pure-torch reference (any device, no checks); ``r2`` a 0-d tensor."""
     batch, rows = q.shape[:2]
-    out_d, out_i = _empty(batch, rows, k, q.dtype, q.device)
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, q.device)
     r2 = r2.to(q.device)
     q_len_c, p_len_c = q_len.tolist(), p_len.tolist()
     for b in range(batch):
@@ -120,7 +118,7 @@ def ball_query_reference(
         if n == 0 or m == 0:
             continue
         pts = p[b, :n]
-        step = _chunk_rows(n)
+        step = chunk_rows(n)
         for lo in range(0, m, step):
             hi = min(m, lo + step)
             dist = pairwise_sq_dist(q[b, lo:hi], pts)
@@ -129,7 +127,7 @@ def ball_query_reference(
             take = inside & (rank <= k)
             r, c = take.nonzero(as_tuple=True)  # row-major: ascending columns per row
             slot = rank[r, c].long() - 1
-            d_blk, i_blk = _empty(1, hi - lo, k, q.dtype, q.device)
+            d_blk, i_blk = empty_neighbours(1, hi - lo, k, q.dtype, q.device)
             d_blk, i_blk = d_blk[0], i_blk[0]
             d_blk[r, slot] = dist[r, c]
             i_blk[r, slot] = c
@@ -163,7 +161,7 @@ def _ball_pointnet2(q, p, radius, r2, k, q_len, p_len, pad_first):
     from pointnet2_ops import pointnet2_utils
 
     batch, rows = q.shape[:2]
-    out_d, out_i = _empty(batch, rows, k, q.dtype, q.device)
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, q.device)
     r2 = r2.to(q.device)
     for b in range(batch):
         n, m = int(p_len[b]), int(q_len[b])

@@ -52,9 +52,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pcad.checks import check_cloud, check_int, check_lengths, check_tensor
 from pcad.errors import InvalidInputError
-from pcad.ops._checks import check_cloud, check_int, check_lengths, check_tensor, compute_dtype
-from pcad.ops.backends import resolve_backend
+from pcad.ops.backends import compute_dtype, resolve_backend
 
 Start = str | int | Sequence[int] | torch.Tensor
 
@@ -97,7 +97,7 @@ def fps(
         [[0, 1, 3]]
     """
     points = check_cloud(points, "points")
-    n_samples = check_int(n_samples, "n_samples", 1)
+    n_samples = check_int(n_samples, "n_samples", 1, whole_floats=False)
     batch, size = points.shape[:2]
     if n_samples > size:
         raise InvalidInputError(

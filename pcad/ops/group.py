@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from pcad.checks import check_index, check_tensor
 from pcad.errors import InvalidInputError
-from pcad.ops._checks import check_index, check_tensor
 
 
 def gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

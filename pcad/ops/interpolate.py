@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import torch
 
+from pcad.checks import check_cloud, check_index, check_tensor
 from pcad.errors import InvalidInputError
-from pcad.ops._checks import check_cloud, check_index, check_tensor, compute_dtype
-from pcad.ops.backends import resolve_backend
+from pcad.ops.backends import compute_dtype, resolve_backend
 from pcad.ops.group import gather
-from pcad.ops.knn import _check_pair, _empty, run_knn, sq_dist
+from pcad.ops.knn import check_knn_pair, empty_neighbours, run_knn, sq_dist
 
 DEFAULT_EPS = 1e-8
 
@@ -69,7 +69,7 @@ def three_nn(
         >>> three_nn(torch.tensor([[[1.2, 0, 0]]]), known)[1].tolist()
         [[[1, 2, 0]]]
     """
-    unknown, known, _, u_len, k_len = _check_pair(
+    unknown, known, _, u_len, k_len = check_knn_pair(
         unknown, known, 3, unknown_lengths, known_lengths)
     name = resolve_backend("three_nn", backend, unknown.device)
     dtype = compute_dtype(unknown, known)
@@ -200,7 +200,7 @@ def _three_nn_pointnet2(u, kn, u_len, k_len):
     from pointnet2_ops import pointnet2_utils
 
     batch, rows = u.shape[:2]
-    out_d, out_i = _empty(batch, rows, 3, u.dtype, u.device)
+    out_d, out_i = empty_neighbours(batch, rows, 3, u.dtype, u.device)
     for b in range(batch):
         n, m = int(k_len[b]), int(u_len[b])
         if m == 0 or n == 0:

@@ -32,13 +32,14 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from pcad.checks import check_cloud, check_int, check_lengths, check_same_batch
 from pcad.errors import InvalidInputError
-from pcad.ops._checks import check_cloud, check_int, check_lengths, check_same_batch, compute_dtype
-from pcad.ops.backends import resolve_backend
+from pcad.ops.backends import compute_dtype, resolve_backend
 
 CHUNK_ELEMENTS = 1 << 22  # distance-matrix elements per chunk of the reference
 
@@ -77,7 +78,7 @@ def knn(
         >>> knn(torch.tensor([[[0.9, 0, 0]]]), pts, 2)[1].tolist()
         [[[1, 0]]]
     """
-    query, points, k, q_len, p_len = _check_pair(
+    query, points, k, q_len, p_len = check_knn_pair(
         query, points, k, query_lengths, point_lengths)
     dev = query.device
     big_k = dev.type == "cuda" and k > 100
@@ -89,11 +90,15 @@ def knn(
     return run_knn(name, q, p, k, q_len, p_len)
 
 
-def _check_pair(query, points, k, query_lengths, point_lengths):
+def check_knn_pair(query: Any, points: Any, k: Any, query_lengths: Any, point_lengths: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """Check a query/points pair of batched clouds ``(B, M, 3)`` / ``(B, N, 3)``, ``k >= 1`` and
+    the optional ``(B,)`` lengths; return ``query, points, k, q_len, p_len`` (lengths filled
+    in). Shared by the neighbour ops (knn, ball query, interpolation)."""
     query = check_cloud(query, "query")
     points = check_cloud(points, "points")
     check_same_batch(query, "query", points, "points")
-    k = check_int(k, "k", 1)
+    k = check_int(k, "k", 1, whole_floats=False)
     batch = query.shape[0]
     q_len = check_lengths(query_lengths, "query_lengths", batch, query.shape[1], query.device)
     p_len = check_lengths(point_lengths, "point_lengths", batch, points.shape[1], query.device)
@@ -113,7 +118,9 @@ def run_knn(
     return knn_reference(q, p, k, q_len, p_len)
 
 
-def _empty(batch: int, rows: int, k: int, dtype: torch.dtype, device: torch.device):
+def empty_neighbours(batch: int, rows: int, k: int, dtype: torch.dtype, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, rows, k)`` distances (inf) and indices (-1): "no neighbour" everywhere."""
     d = torch.full((batch, rows, k), math.inf, dtype=dtype, device=device)
     i = torch.full((batch, rows, k), -1, dtype=torch.int64, device=device)
     return d, i
@@ -132,7 +139,9 @@ def pairwise_sq_dist(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return sq_dist(q[:, None, :], p[None, :, :])
 
 
-def _chunk_rows(n: int) -> int:
+def chunk_rows(n: int) -> int:
+    """Query rows per block so that a block's ``rows x n`` distances stay within
+    ``CHUNK_ELEMENTS`` (at least 1)."""
     return max(1, CHUNK_ELEMENTS // max(n, 1))
 
 
@@ -141,7 +150,7 @@ def knn_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The pure-torch reference (any device, no checks)."""
     batch, rows = q.shape[:2]
-    out_d, out_i = _empty(batch, rows, k, q.dtype, q.device)
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, q.device)
     q_len_c, p_len_c = q_len.tolist(), p_len.tolist()
     for b in range(batch):
         n, m = p_len_c[b], q_len_c[b]
@@ -149,7 +158,7 @@ def knn_reference(
         if kk == 0 or m == 0:
             continue
         pts = p[b, :n]
-        step = _chunk_rows(n)
+        step = chunk_rows(n)
         for lo in range(0, m, step):
             hi = min(m, lo + step)
             dist = pairwise_sq_dist(q[b, lo:hi], pts)
@@ -228,7 +237,7 @@ def _knn_torch_cluster(q, p, k, q_len, p_len):
     import torch_cluster
 
     batch, rows = q.shape[:2]
-    out_d, out_i = _empty(batch, rows, k, q.dtype, q.device)
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, q.device)
     keep = p_len > 0  # torch_cluster needs points in every example it sees
     q_len = torch.where(keep, q_len, torch.zeros_like(q_len))
     if int(q_len.sum()) == 0:

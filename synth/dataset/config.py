@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.errors import InvalidInputError
 from synth.objects import list_objects
 from synth.render.render import SensorConfig, render_defects
@@ -140,8 +140,7 @@ class DatasetConfig:
         check_int(self.seed, "--seed", minimum=0)
         check_int(self.points, "--points", minimum=10)
         check_positive(self.variation, "variation", allow_zero=True)
-        if self.format not in FORMATS:
-            raise InvalidInputError(f"--format: expected one of {FORMATS}, got {self.format!r}")
+        check_choice(self.format, "--format", FORMATS)
         allowed = render_defects()
         for d in self.defects:
             if d not in allowed:
@@ -156,7 +155,7 @@ class DatasetConfig:
         from synth.defects import create_defect, list_defects
 
         for kind, params in self.defect_ranges.items():
-            if kind not in list_defects():
+            if kind not in list_defects(kind="geometric"):
                 raise InvalidInputError(f"defect_ranges: unknown geometric defect {kind!r}")
             for name, bounds in params.items():
                 lo, hi = (check_positive(b, f"defect_ranges.{kind}.{name}") for b in bounds)

@@ -1,13 +1,12 @@
 """Inject mode: geometric defects on the good scans of an existing MVTec 3D-AD-layout dataset.
 
 For every category of ``source`` (real MVTec 3D-AD or ours), the good scans (``test/good``,
-else ``train/good``) are cycled through; each new test sample takes one, keeps only its
-foreground (pixels off the background plane, :func:`pcad.geometry.foreground_mask`), applies a
-geometric defect to that organized cloud (sizes relative to the object, centre on the object)
-and puts the result back into the scan. The RGB image is copied unchanged: this mode changes
-geometry only. The ground truth is the synthesizer's mask (holes included). ``train``,
-``validation``, ``test/good`` and ``calibration`` are copied so that the output is a complete
-dataset.
+else ``train/good``, :func:`good_scans`) are cycled through; each new test sample takes one and
+applies a geometric defect to its foreground with :func:`synth.apply_to_scan` (pixels off the
+background plane; sizes relative to the object, centre on the object), :func:`inject_sample`.
+The RGB image is copied unchanged: this mode changes geometry only. The ground truth is the
+synthesizer's mask (holes included). ``train``, ``validation``, ``test/good`` and
+``calibration`` are copied so that the output is a complete dataset.
 
 Example:
     >>> from synth.dataset.inject import find_categories
@@ -31,7 +30,7 @@ from pcad.checks import check_int
 from pcad.errors import InvalidInputError
 from pcad.geometry import foreground_mask
 from pcad.io import atomic_group, atomic_write, read_xyz_tiff, write_mask_png, write_xyz_tiff
-from synth.apply import apply_defect
+from synth.apply import apply_to_scan
 from synth.dataset.config import sample_seed
 from synth.dataset.sample import remove_stale_temps, width
 from synth.defects import list_defects
@@ -45,14 +44,17 @@ def find_categories(source: str | Path) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     cats = sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and (_goods(p) or (p / "train" / "good" / "xyz").is_dir()))
+                  if p.is_dir() and (good_scans(p) or (p / "train" / "good" / "xyz").is_dir()))
     if not cats:
         raise InvalidInputError(f"{root}: no MVTec 3D-AD category (<category>/train/good/xyz or "
                                 "<category>/test/good/xyz) found")
     return cats
 
 
-def _goods(cat_dir: Path) -> list[Path]:
+def good_scans(cat_dir: str | Path) -> list[Path]:
+    """The good xyz scans of a category folder that defects go onto: ``test/good/xyz``, else
+    ``train/good/xyz`` (sorted; empty when neither holds a ``.tiff``/``.tif``)."""
+    cat_dir = Path(cat_dir)
     for split in ("test", "train"):
         d = cat_dir / split / "good" / "xyz"
         if d.is_dir():
@@ -76,7 +78,7 @@ class InjectConfig:
         object.__setattr__(self, "source", str(Path(self.source).resolve()))
         check_int(self.test_defect, "--test-defect", minimum=0)
         check_int(self.seed, "--seed", minimum=0)
-        geometric = list_defects()
+        geometric = list_defects(kind="geometric")
         for d in self.defects:
             if d not in geometric:
                 raise InvalidInputError(f"--defects: inject mode takes geometric defects "
@@ -95,21 +97,58 @@ def _copy_good(src: Path, dst: Path) -> None:
             tmp.rename(dst / sub)
 
 
-def _inject_one(xyz: np.ndarray, defect: str, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                  dict[str, Any]]:
-    fg = foreground_mask(xyz)
-    if fg.sum() < 10:
-        raise InvalidInputError("scan: fewer than 10 foreground pixels off the background plane")
-    obj = np.where(fg[..., None], xyz, 0.0).astype(np.float32)
-    res = apply_defect(obj, defect, seed=seed)
-    out = xyz.copy()
-    out[fg] = res.points[fg]
-    return out, res.mask & fg, res.params
+class ScanCache:
+    """The last good scan read, with its foreground computed once (``cache[path]``).
+
+    A good scan is the source of one test sample per defect type; its background-plane fit
+    does not depend on the defect. Only the last scan is kept, so memory stays at one scan:
+    callers visit the defects of one source scan one after the other.
+
+    Example:
+        >>> cache = ScanCache()
+        >>> cache.path is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.scan: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getitem__(self, src: Path) -> tuple[np.ndarray, np.ndarray]:
+        """``(xyz (H, W, 3) float32, foreground (H, W) bool)`` of the scan file ``src``."""
+        if self.scan is None or self.path != src:
+            xyz = read_xyz_tiff(src)
+            self.path, self.scan = src, (xyz, foreground_mask(xyz))
+        return self.scan
 
 
-def _write(base: Path, stem: str, rgb_src: Path | None, xyz: np.ndarray, gt: np.ndarray,
-           meta: dict[str, Any]) -> None:
-    """One injected sample as a unit: rgb (copied), xyz, gt, then meta."""
+def inject_sample(src: Path, category: str, defect: str, index: int, seed: int,
+                  scans: ScanCache | None = None,
+                  **params: Any) -> tuple[np.ndarray, np.ndarray, Path | None, dict[str, Any]]:
+    """Test sample ``index`` of ``test/<defect>``: the scan ``src`` with the defect on its
+    foreground (:func:`synth.apply_to_scan` with ``seed`` and ``params``).
+
+    ``scans`` reuses scans and foregrounds already computed (the result is the same).
+
+    Returns ``xyz (H, W, 3) float32``, ``gt (H, W) bool``, the RGB image next to the scan
+    (``<split>/rgb/<stem>.*``, copied unchanged; None when absent) and the sample's ``meta``
+    (``params`` are recorded in it too).
+    """
+    xyz, fg = (scans if scans is not None else ScanCache())[src]
+    res = apply_to_scan(xyz, defect, seed=seed, foreground=fg, **params)
+    rgb_src = next((p for p in (src.parent.parent / "rgb").glob(src.stem + ".*")), None)
+    meta = {"category": category, "split": f"test/{defect}", "index": index,
+            "sample_seed": seed, "source_xyz": str(src),
+            "source_rgb": str(rgb_src) if rgb_src else None, "defect": defect, **params,
+            "geometric": res.params, "n_anomalous": int(res.mask.sum())}
+    return res.points, res.mask, rgb_src, meta
+
+
+def write_injected(base: Path, stem: str, rgb_src: Path | None, xyz: np.ndarray,
+                   gt: np.ndarray, meta: dict[str, Any]) -> None:
+    """One injected sample under ``base`` (``test/<defect>``) as a unit: ``rgb/<stem>.*``
+    (copied from ``rgb_src``), ``xyz/<stem>.tiff``, ``gt/<stem>.png``, then
+    ``meta/<stem>.json``."""
     text = json.dumps(meta, indent=1, sort_keys=True)
     with atomic_group() as stage:
         if rgb_src is not None:
@@ -145,12 +184,14 @@ def inject(cfg: InjectConfig, out: str | Path, progress: bool = True) -> dict[st
     remove_stale_temps(root)
     with atomic_write(meta_path, "w") as fh:
         json.dump({**record, "complete": False}, fh, indent=2)
-    jobs = [(c, d, i) for c in cats for d in cfg.defects for i in range(cfg.test_defect)]
+    # Sample i of every defect type starts from the same good scan: visit them together.
+    jobs = [(c, d, i) for c in cats for i in range(cfg.test_defect) for d in cfg.defects]
     t0 = time.perf_counter()
     written = 0
     for c in cats:
         _copy_good(source / c, root / c)
-    goods = {c: _goods(source / c) for c in cats}
+    goods = {c: good_scans(source / c) for c in cats}
+    scans = ScanCache()
     for c, d, i in tqdm(jobs, disable=not progress, unit="sample"):
         stem = f"{i:0{width(cfg.test_defect)}d}"
         base = root / c / "test" / d
@@ -158,12 +199,8 @@ def inject(cfg: InjectConfig, out: str | Path, progress: bool = True) -> dict[st
             continue
         src = goods[c][i % len(goods[c])]
         seed = sample_seed(cfg.seed, c, f"test/{d}", i)
-        xyz, gt, params = _inject_one(read_xyz_tiff(src), d, seed)
-        rgb_src = next((p for p in (src.parent.parent / "rgb").glob(src.stem + ".*")), None)
-        meta = {"category": c, "split": f"test/{d}", "index": i, "sample_seed": seed,
-                "source_xyz": str(src), "source_rgb": str(rgb_src) if rgb_src else None,
-                "defect": d, "geometric": params, "n_anomalous": int(gt.sum())}
-        _write(base, stem, rgb_src, xyz, gt, meta)
+        xyz, gt, rgb_src, meta = inject_sample(src, c, d, i, seed, scans)
+        write_injected(base, stem, rgb_src, xyz, gt, meta)
         written += 1
     with atomic_write(meta_path, "w") as fh:
         json.dump({**record, "complete": True}, fh, indent=2)

@@ -11,8 +11,10 @@ Example:
     >>> from synth.dataset import DatasetConfig, generate
     >>> cfg = DatasetConfig(categories=("plate",), train=1, validation=0, test_good=0,
     ...                     test_defect=1, defects=("dent",), size=(48, 48))
-    >>> generate(cfg, tempfile.mkdtemp(), progress=False)["written"]
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> generate(cfg, tmp.name, progress=False)["written"]
     2
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from pcad.errors import DegenerateGeometryError, InvalidInputError
 from pcad.io import atomic_write
 from synth.dataset.config import GENERATOR_VERSION, DatasetConfig, SampleTask
 from synth.dataset.sample import (
-    _user_mesh,
     make_sample,
     remove_stale_temps,
     sample_paths,
+    user_mesh,
     write_sample,
 )
 from synth.render import Camera
@@ -83,7 +85,7 @@ def check_categories(cfg: DatasetConfig) -> None:
     for cat in cfg.categories:
         if cat.mesh is None:
             continue
-        mesh = _user_mesh(cat.mesh)
+        mesh = user_mesh(cat.mesh)
         if len(mesh.faces) == 0 or float(mesh.area) <= 0:
             raise DegenerateGeometryError(f"{cat.mesh}: empty or zero-area mesh")
 

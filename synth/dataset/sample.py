@@ -47,7 +47,8 @@ USER_LOOK = {"albedo": (0.62, 0.62, 0.64), "kind": "metal"}
 
 
 @functools.lru_cache(maxsize=16)
-def _user_mesh(path: str) -> trimesh.Trimesh:
+def user_mesh(path: str) -> trimesh.Trimesh:
+    """The user's mesh file ``path``, read once per process (the 16 most recent are kept)."""
     return read_mesh(path)
 
 
@@ -56,7 +57,7 @@ def part_mesh(task: SampleTask, cfg: DatasetConfig, seed: int) -> tuple[trimesh.
     cat = task.category
     if cat.mesh is None:
         return make_object(cat.name, seed=seed, variation=cfg.variation), object_texture(cat.name)
-    return _user_mesh(cat.mesh), dict(USER_LOOK)
+    return user_mesh(cat.mesh), dict(USER_LOOK)
 
 
 def width(count: int) -> int:

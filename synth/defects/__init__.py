@@ -1,4 +1,6 @@
-"""Registered defect types: ``perlin`` (3D-PNAS), ``bump``, ``dent``, ``crack``, ``hole``."""
+"""Registered defect types: geometric ``perlin`` (3D-PNAS), ``bump``, ``dent``, ``crack``,
+``hole``; the appearance and composite names are registered by their generators
+(:mod:`synth.defects.base` lists them all)."""
 
 from synth.defects import blob, crack, hole, perlin  # noqa: F401  (registration)
 from synth.defects.base import (
@@ -6,7 +8,7 @@ from synth.defects.base import (
     Displacement,
     SurfaceContext,
     create_defect,
-    defect_class,
+    defect_info,
     list_defects,
     register_defect,
 )
@@ -16,7 +18,7 @@ __all__ = [
     "Displacement",
     "SurfaceContext",
     "create_defect",
-    "defect_class",
+    "defect_info",
     "list_defects",
     "register_defect",
 ]

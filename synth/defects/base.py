@@ -1,17 +1,33 @@
 """Base class and registry of defect types.
 
-A defect type is a dataclass whose fields are its parameters (with defaults and a ``check`` in
-the field metadata); :meth:`Defect.displace` turns a surface into a signed displacement along
-the normals and an optional set of removed points. :func:`synth.apply_defect` does the rest
-(offsets, ground truth, organized grids), so every type obeys the same ground-truth rule.
+A geometric defect type is a dataclass whose fields are its parameters (with defaults and a
+``check`` in the field metadata); :meth:`Defect.displace` turns a surface into a signed
+displacement along the normals and an optional set of removed points. :func:`synth.apply_defect`
+does the rest (offsets, ground truth, organized grids), so every type obeys the same
+ground-truth rule.
 
 Sizes (``strength``, ``radius``, ``width``, ``length``) are fractions of the object's
 bounding-box diagonal by default, or absolute units with ``units="absolute"``.
 
+The registry (:class:`pcad.registry.Registry`) is the one vocabulary of defect names. Every
+entry has a ``kind`` info field:
+
+- ``"geometric"``: a :class:`Defect` subclass (``bump``, ``dent``, ``crack``, ``hole``,
+  ``perlin``), made by :func:`create_defect` and applied by every generator;
+- ``"appearance"``: an RGB-only change, registered as its generator, with ``made_by`` naming
+  it: ``"render"`` (``contamination``, :func:`synth.render.render_sample`, ``pcad
+  make-dataset``) or ``"source"`` (``texture``, ``colour``,
+  :class:`synth.supervision.DefectSource`, synthsup's training defects);
+- ``"composite"``: ``combined`` (a geometric defect plus contamination, ``made_by="render"``).
+
 Example:
-    >>> from synth.defects import create_defect, list_defects
-    >>> "bump" in list_defects()
-    True
+    >>> from synth.defects import create_defect, defect_info, list_defects
+    >>> list_defects(kind="geometric")
+    ['bump', 'crack', 'dent', 'hole', 'perlin']
+    >>> list_defects(kind="appearance")
+    ['colour', 'contamination', 'texture']
+    >>> defect_info("texture").info["made_by"]
+    'source'
     >>> create_defect("dent", radius=0.1).radius
     0.1
 """
@@ -19,49 +35,100 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from pcad.checks import check_fraction, check_int, check_positive
 from pcad.errors import InvalidInputError
+from pcad.registry import Entry, Registry
 from synth.field import normalize01, perlin_field
 from synth.parameterize import MODES, surface_coords
 from synth.regions import FALLOFFS, pick_centre
 
-_REGISTRY: dict[str, type[Defect]] = {}
+#: the ``kind`` info field of a registered defect (module docstring)
+KINDS = ("geometric", "appearance", "composite")
+#: the generators of appearance and composite defects (their ``made_by`` info field)
+MADE_BY = ("render", "source")
+_MAKERS = {"render": "pcad make-dataset's renderer (synth.render.render_sample)",
+           "source": "synthsup's defect source (synth.supervision.DefectSource)"}
+# synth.defects registers the geometric types, the other two modules the rest
+_DEFECTS: Registry[Any] = Registry(
+    "defect", builtins=("synth.defects", "synth.render.render", "synth.supervision"))
+
+T = TypeVar("T")
 
 
-def register_defect(name: str):
-    """Class decorator: make a :class:`Defect` subclass available as ``create_defect(name)``."""
+def register_defect(name: str, *, overwrite: bool = False, kind: str = "geometric",
+                    **info: Any) -> Callable[[T], T]:
+    """Decorator registering a defect type under ``name`` with ``info``.
 
-    def wrap(cls: type[Defect]) -> type[Defect]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+    A ``"geometric"`` type (the default ``kind``) must be a :class:`Defect` subclass; its
+    ``name`` is set and :func:`create_defect` builds it. ``"appearance"`` and ``"composite"``
+    types are registered as their generator and need ``made_by`` (one of :data:`MADE_BY`).
+
+    Raises:
+        InvalidInputError: ``name`` is held by another object (unless ``overwrite``), ``kind``
+            is unknown, a geometric type is not a Defect subclass, or ``made_by`` is missing.
+    """
+    if kind not in KINDS:
+        raise InvalidInputError(f"kind: expected one of {KINDS}, got {kind!r}")
+    if kind != "geometric" and info.get("made_by") not in MADE_BY:
+        raise InvalidInputError(f"defect {name!r}: kind {kind!r} needs made_by, one of "
+                                f"{MADE_BY}; got {info.get('made_by')!r}")
+    add = _DEFECTS.register(name, overwrite=overwrite, kind=kind, **info)
+
+    def wrap(obj: T) -> T:
+        if kind == "geometric" and not (isinstance(obj, type) and issubclass(obj, Defect)):
+            raise InvalidInputError(f"defect {name!r}: a geometric defect type must be a "
+                                    f"Defect subclass, got {obj!r}")
+        add(obj)
+        if kind == "geometric":
+            obj.name = name  # type: ignore[attr-defined]
+        return obj
 
     return wrap
 
 
-def list_defects() -> list[str]:
-    """Names of the registered defect types, sorted."""
-    return sorted(_REGISTRY)
+def list_defects(pattern: str | None = None, *, kind: str | None = None,
+                 **info: Any) -> list[str]:
+    """Registered defect names, sorted, filtered by a shell ``pattern``, a ``kind`` and
+    equality on other info fields (e.g. ``made_by="render"``)."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidInputError(f"kind: expected one of {KINDS} or None, got {kind!r}")
+    if kind is not None:
+        info["kind"] = kind
+    return _DEFECTS.names(pattern, **info)
 
 
-def defect_class(name: str) -> type[Defect]:
-    """The class registered under ``name``; unknown names raise InvalidInputError."""
-    if name not in _REGISTRY:
-        raise InvalidInputError(f"defect: unknown type {name!r}; expected one of {list_defects()}")
-    return _REGISTRY[name]
+def defect_info(name: str) -> Entry[Any]:
+    """The registry entry of ``name`` (``obj``, ``info["kind"]``...); unknown names raise
+    InvalidInputError listing the known ones."""
+    return _DEFECTS.info(name)
+
+
+def _geometric_class(name: str) -> type[Defect]:
+    geometric = list_defects(kind="geometric")
+    if not isinstance(name, str) or name not in _DEFECTS:
+        raise InvalidInputError(f"defect: unknown type {name!r}; expected one of {geometric}")
+    entry = _DEFECTS.info(name)
+    if entry.info["kind"] != "geometric":
+        raise InvalidInputError(
+            f"defect {name!r}: {_MAKERS[entry.info['made_by']]} makes this {entry.info['kind']} "
+            f"defect; it is not a geometric Defect type (those are {geometric})")
+    return entry.obj
 
 
 def create_defect(name: str, **params: Any) -> Defect:
-    """Instantiate the defect type ``name`` with ``params`` (unknown parameters are an error).
+    """Instantiate the geometric defect type ``name`` with ``params`` (unknown parameters are
+    an error).
 
-    Parameters whose value is ``None`` take the type's default.
+    Parameters whose value is ``None`` take the type's default. Appearance and composite names
+    are refused with a clear error (they are not :class:`Defect` types).
     """
-    cls = defect_class(name)
+    cls = _geometric_class(name)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - names)
     if unknown:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pcad.checks import check_choice
 from pcad.errors import InvalidInputError
 from synth.perlin.reference import pnoise2_reference, pnoise3_reference
 
@@ -64,8 +65,7 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 def _backend(backend: str) -> str:
     choice = os.environ.get("PCAD_PERLIN_BACKEND", backend) if backend == "auto" else backend
-    if choice not in BACKENDS:
-        raise InvalidInputError(f"backend: expected one of {BACKENDS}, got {choice!r}")
+    check_choice(choice, "backend", BACKENDS)
     return "numba" if choice == "auto" else choice
 
 

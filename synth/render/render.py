@@ -31,8 +31,9 @@ import trimesh
 
 from pcad.checks import check_fraction, check_positive
 from pcad.errors import DegenerateGeometryError, InvalidInputError
+from pcad.geometry import bbox_diagonal
 from synth.apply import apply_defect
-from synth.defects import create_defect, list_defects
+from synth.defects import create_defect, list_defects, register_defect
 from synth.field import normalize01, perlin_field
 from synth.regions import falloff, irregular_radius
 from synth.render.camera import Camera
@@ -48,15 +49,18 @@ from synth.render.scene import (
 )
 from synth.render.shading import Lighting, albedo, background_albedo, shade, to_uint8
 
-RGB_DEFECTS = ("contamination",)
+CONTAMINATION = "contamination"
+RGB_DEFECTS = (CONTAMINATION,)
 COMBINED = "combined"
 COMBINED_GEOMETRIC = ("bump", "dent", "crack", "hole")
 MIN_OBJECT_FRACTION = 0.002
 
 
 def render_defects() -> list[str]:
-    """Defect names a rendered sample accepts: the geometric ones, RGB-only and combined."""
-    return [*list_defects(), *RGB_DEFECTS, COMBINED]
+    """Defect names a rendered sample accepts (from the registry): the geometric ones, then the
+    appearance and composite ones made here (``contamination``, ``combined``)."""
+    return [*list_defects(kind="geometric"), *list_defects(kind="appearance", made_by="render"),
+            *list_defects(kind="composite", made_by="render")]
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def _geometric(mesh_obj: trimesh.Trimesh, pose: Pose, camera: Camera, cfg: Senso
     pts = pose.to_object(intact.points(camera)[seen])
     centre = pts[np.random.default_rng(centre_seed).integers(len(pts))]
     v0 = np.asarray(mesh_obj.vertices, np.float64)
-    diag = float(np.linalg.norm(v0.max(axis=0) - v0.min(axis=0)))
+    diag = bbox_diagonal(v0, "vertices")
     footprint = pose.plane_z / camera.fx
     support = defect.support(diag)
     # about one vertex per `subdivide_px` pixels, and at least 40 across the defect's support
@@ -196,6 +200,12 @@ def _stain(points_obj: np.ndarray, diag: float, rng: np.random.Generator, seed: 
     return w * beta, colour, info
 
 
+@register_defect(COMBINED, kind="composite", made_by="render",
+                 description="a random geometric defect (bump, dent, crack or hole) plus "
+                 "contamination, rendered")
+@register_defect(CONTAMINATION, kind="appearance", made_by="render",
+                 description="an RGB-only stain of the part's albedo through a Perlin-shaped "
+                 "region, rendered")
 def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str | None = None,
                   defect_params: dict[str, Any] | None = None,
                   sensor: SensorConfig | None = None, colour: tuple[float, float, float] = (
@@ -228,7 +238,7 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     diag = float(np.linalg.norm(mesh.extents))
     meta: dict[str, Any] = {"seed": seed, "defect": defect or "good", "pose": pose.to_json(),
                             "sensor": asdict(cfg)}
-    geometric = defect if defect in list_defects() else None
+    geometric = defect if defect in list_defects(kind="geometric") else None
     if defect == COMBINED:
         geometric = str(np.random.default_rng(s["combined"]).choice(COMBINED_GEOMETRIC))
     params = dict((params_by_type or {}).get(geometric, {}))

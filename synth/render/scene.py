@@ -20,14 +20,17 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import open3d as o3d
 import trimesh
 from scipy.spatial.transform import Rotation
 
 from pcad.errors import DegenerateGeometryError
 from synth.render.camera import Camera
+
+if TYPE_CHECKING:  # open3d is imported on first use: importing synth.render stays light
+    import open3d as o3d
 
 MISS = -1
 OBJECT = 0
@@ -127,6 +130,8 @@ class Hits:
 def build_scene(mesh_cam: trimesh.Trimesh, camera: Camera, plane_z: float
                 ) -> o3d.t.geometry.RaycastingScene:
     """Open3D ray-casting scene of the part (camera frame, geometry 0) and the plane (1)."""
+    import open3d as o3d
+
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(np.asarray(mesh_cam.vertices, np.float32)),
                         o3d.core.Tensor(np.asarray(mesh_cam.faces, np.uint32)))
@@ -138,6 +143,8 @@ def build_scene(mesh_cam: trimesh.Trimesh, camera: Camera, plane_z: float
 
 def cast(camera: Camera, scene: o3d.t.geometry.RaycastingScene) -> Hits:
     """Cast every pixel's ray into a scene made by :func:`build_scene`."""
+    import open3d as o3d
+
     out = scene.cast_rays(o3d.core.Tensor(camera.rays()))
     t = out["t_hit"].numpy().astype(np.float64)
     gid = out["geometry_ids"].numpy().astype(np.int64)
@@ -158,6 +165,8 @@ def occluded_from(scene: o3d.t.geometry.RaycastingScene, points: np.ndarray,
                   source: np.ndarray) -> np.ndarray:
     """``(H, W) bool``: hit ``points`` that a light source at ``source`` cannot see
     (the projector shadow of a structured-light sensor)."""
+    import open3d as o3d
+
     vec = points - source
     dist = np.linalg.norm(vec, axis=-1)
     rays = np.concatenate([np.broadcast_to(source, points.shape),

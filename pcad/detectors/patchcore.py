@@ -1,0 +1,155 @@
+"""``patchcore-rgb``: PatchCore (Roth et al., CVPR 2022) on RGB backbone features, and the
+memory-bank detector base it shares with BTF's detectors (:mod:`pcad.detectors.btf`).
+
+PatchCore puts per-patch features of the training images into one memory bank
+(:class:`pcad.memory.MemoryBank`, reduced by the greedy coreset); a test patch scores its
+distance to the nearest bank feature; the anomaly map is the patch grid upsampled to the
+sample's size and blurred. The image score (``image_score="auto"``) is PatchCore's re-weighted
+maximum for RGB-only detectors, and for the detectors that see xyz the map's maximum over the
+part (measured pixels off the background plane, dilated by 3 pixels;
+:func:`~pcad.detectors.patches.foreground_max`), which ignores the background mat.
+
+``patchcore-rgb``: RGB backbone features (default ``effnet-lite0``, stride 8) on the image
+resized to ``image_size`` (:class:`~pcad.detectors.patches.RGBFeatures`).
+
+Example:
+    >>> from pcad.detectors import create_detector
+    >>> det = create_detector("patchcore-rgb", image_size=112)
+    >>> det.modalities, det.grid, det.supports_distributed
+    (('rgb',), (14, 14), True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcad.checks import check_fraction
+from pcad.detectors.base import Detector, upsample_map
+from pcad.detectors.patches import (
+    PATCH_STRIDE,
+    RGBFeatures,
+    SampleForeground,
+    check_image_size,
+    foreground_max,
+)
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+__all__ = ["PatchCoreRGB", "PatchMemoryDetector"]
+
+
+class PatchMemoryDetector(Detector):
+    """Shared fit/predict of the memory-bank detectors; subclasses give patch features.
+
+    Every modality's ``(h * w, C)`` patch features are concatenated (each divided by its mean
+    feature norm on the training set when there are several) into one bank.
+    """
+
+    #: under torchrun, feature extraction is sharded over the ranks (pcad.distributed)
+    supports_distributed = True
+
+    defaults = {"image_size": 224, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0,
+                "n_reweight": 3, "image_score": "auto"}
+    SCORES = ("auto", "reweighted", "foreground-max")
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        size = check_image_size(self.config["image_size"])
+        # the checked values (plain int / float: 64.0 or np.int64(64) work and save as JSON)
+        self.config["image_size"] = size
+        self.config["coreset_ratio"] = check_fraction(self.config["coreset_ratio"],
+                                                      "coreset_ratio", inclusive_zero=False)
+        if self.config["image_score"] not in self.SCORES:
+            raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
+                                    f"{self.config['image_score']!r}")
+        self.bank = None
+        self.scales: dict[str, float] = {}
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.config["image_size"] // PATCH_STRIDE
+        return (g, g)
+
+    def patch_features(self, sample: Any, foreground: SampleForeground | None = None
+                       ) -> dict[str, np.ndarray]:  # pragma: no cover
+        """Per-modality ``(h * w, C) float32`` patch features (``foreground``: the sample's
+        :class:`~pcad.detectors.patches.SampleForeground`, or None)."""
+        raise NotImplementedError
+
+    def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([parts[m] / self.scales.get(m, 1.0) for m in sorted(parts)],
+                              axis=1).astype(np.float32)
+
+    def fit(self, samples, progress: bool = False) -> PatchMemoryDetector:
+        from tqdm import tqdm
+
+        from pcad import distributed as dist
+        from pcad.memory import MemoryBank
+
+        items = self._train_list(samples)
+        # under torchrun: each rank extracts its block of samples; the gather restores the
+        # single-process order, so every rank builds the same bank (rank 0 saves it)
+        mine = dist.shard(items)
+        feats: dict[str, list[np.ndarray]] = {}
+        for s in tqdm(mine, disable=not progress, desc=f"{self.name} features", unit="sample"):
+            for m, f in self.patch_features(s).items():
+                feats.setdefault(m, []).append(f)
+        if not mine:  # more ranks than samples: an empty block of the right width
+            feats = {m: [f[:0]] for m, f in self.patch_features(items[0]).items()}
+        stacked = {m: dist.all_gather_arrays(np.concatenate(v)) for m, v in feats.items()}
+        if len(stacked) > 1:
+            self.scales = {m: float(np.linalg.norm(v, axis=1).mean()) or 1.0
+                           for m, v in stacked.items()}
+        bank = MemoryBank(coreset_ratio=self.config["coreset_ratio"], seed=self.config["seed"])
+        self.bank = bank.fit(self._combine(stacked))
+        self.fitted = True
+        return self
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        xyz = getattr(sample, "xyz", None)
+        # one foreground for the point features and the image score
+        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
+        feats = self._combine(self.patch_features(sample, fore))
+        mode = self.config["image_score"]
+        if mode == "auto":
+            mode = "foreground-max" if "xyz" in self.modalities else "reweighted"
+        if mode == "foreground-max" and xyz is not None:
+            patch = self.bank.score(feats)
+            amap = upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
+            return foreground_max(amap, xyz, foreground=fore), amap
+        patch, score = self.bank.score_image(feats, n_reweight=self.config["n_reweight"])
+        return score, upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
+
+    def _save_state(self, folder: Path) -> None:
+        self.bank.save(folder / "bank.npz")
+
+    def _state_record(self) -> dict[str, Any]:
+        return {"scales": self.scales, "bank_size": len(self.bank)}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        from pcad.memory import MemoryBank
+
+        self.bank = MemoryBank.load(folder / "bank.npz")
+        self.scales = {k: float(v) for k, v in state.get("scales", {}).items()}
+
+
+@register_detector("patchcore-rgb")
+class PatchCoreRGB(PatchMemoryDetector):
+    """PatchCore on RGB backbone features."""
+
+    modalities = ("rgb",)
+    defaults = {**PatchMemoryDetector.defaults, "rgb_backbone": "effnet-lite0", "weights": None}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._rgb = RGBFeatures(self.config["rgb_backbone"], self.config["weights"],
+                                self.config["image_size"])
+
+    def patch_features(self, sample: Any, foreground: SampleForeground | None = None
+                       ) -> dict[str, np.ndarray]:
+        return {"rgb": self._rgb(sample.rgb)}
