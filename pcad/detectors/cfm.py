@@ -70,15 +70,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import Detector, upsample_map
 from pcad.detectors.patches import (
-    PATCH_STRIDE,
+    DEVICES,
+    GridDeviceMixin,
     MultimodalFeatures,
     SampleForeground,
     check_image_size,
     foreground_max,
-    resolve_device,
 )
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
@@ -105,7 +105,7 @@ class _MappingPair(nn.Module):
 
 
 @register_detector("cfm")
-class CFMDetector(Detector):
+class CFMDetector(GridDeviceMixin, Detector):
     """Crossmodal Feature Mapping on RGB backbone + FPFH patch features (see the module)."""
 
     modalities = ("rgb", "xyz")
@@ -116,7 +116,6 @@ class CFMDetector(Detector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None, "device": "auto"}
     SCORES = ("foreground-max", "max")
-    DEVICES = ("auto", "cpu", "cuda")
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -133,9 +132,7 @@ class CFMDetector(Detector):
         if c["image_score"] not in self.SCORES:
             raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
                                     f"{c['image_score']!r}")
-        if c["device"] not in self.DEVICES:
-            raise InvalidInputError(f"device: expected one of {self.DEVICES}, got "
-                                    f"{c['device']!r}")
+        check_choice(c["device"], "device", DEVICES)
         self._features = MultimodalFeatures(
             "cfm", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
             c["point_weights"], c["num_group"], c["group_size"], device=self.device)
@@ -145,15 +142,6 @@ class CFMDetector(Detector):
         self.history: list[float] = []
 
     # --- features -------------------------------------------------------------------------
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return (self.config["image_size"] // PATCH_STRIDE,) * 2
-
-    @property
-    def device(self) -> torch.device:
-        """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
-        return resolve_device(self.config["device"])
 
     def patch_features(self, sample: Any, foreground: SampleForeground | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

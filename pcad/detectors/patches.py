@@ -51,10 +51,10 @@ import torch.nn.functional as F
 from pcad.checks import check_int
 from pcad.errors import InvalidInputError
 
-__all__ = ["DEVICES", "FEATURE_DEFAULTS", "PATCH_STRIDE", "POINT_BACKBONES", "MultimodalFeatures",
-           "RGBFeatures", "SampleForeground", "backbone_image", "check_image_size",
-           "extract_all", "foreground_max", "foreground_patches", "fpfh_patches",
-           "resolve_device"]
+__all__ = ["DEVICES", "FEATURE_DEFAULTS", "PATCH_STRIDE", "POINT_BACKBONES", "GridDeviceMixin",
+           "MultimodalFeatures", "RGBFeatures", "SampleForeground", "backbone_image",
+           "check_image_size", "extract_all", "foreground_max", "foreground_patches",
+           "fpfh_patches", "resolve_device"]
 
 #: every backbone's stride: one patch is 8 x 8 input pixels
 PATCH_STRIDE = 8
@@ -82,6 +82,30 @@ def check_image_size(value: Any) -> int:
     if size % PATCH_STRIDE:
         raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
     return size
+
+
+class GridDeviceMixin:
+    """``grid`` and ``device`` of a detector whose ``config`` holds ``image_size`` and
+    ``device`` (cfm, synthsup).
+
+    Example:
+        >>> class D(GridDeviceMixin):
+        ...     config = {"image_size": 224, "device": "cpu"}
+        >>> D().grid, D().device
+        ((28, 28), device(type='cpu'))
+    """
+
+    config: dict[str, Any]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the patch grid: ``image_size // PATCH_STRIDE`` each."""
+        return (self.config["image_size"] // PATCH_STRIDE,) * 2
+
+    @property
+    def device(self) -> torch.device:
+        """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
+        return resolve_device(self.config["device"])
 
 
 def resolve_device(name: str) -> torch.device:

@@ -62,16 +62,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
 from pcad.detectors.patches import (
+    DEVICES,
     PATCH_STRIDE,
+    GridDeviceMixin,
     RGBFeatures,
     SampleForeground,
     check_image_size,
     foreground_max,
     fpfh_patches,
-    resolve_device,
 )
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
@@ -162,7 +163,7 @@ def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register_detector("synthsup")
-class SynthSupDetector(Detector):
+class SynthSupDetector(GridDeviceMixin, Detector):
     """Segmentation head trained on synthetic defects (see the module)."""
 
     modalities: tuple[str, ...] = ("rgb", "xyz")
@@ -173,7 +174,6 @@ class SynthSupDetector(Detector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
     MODES = {"rgb+xyz": ("rgb", "xyz"), "rgb": ("rgb",)}
     LOSSES = ("focal+dice", "bce+dice", "focal")
-    DEVICES = ("auto", "cpu", "cuda")
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -191,9 +191,7 @@ class SynthSupDetector(Detector):
         c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
         if c["loss"] not in self.LOSSES:
             raise InvalidInputError(f"loss: expected one of {self.LOSSES}, got {c['loss']!r}")
-        if c["device"] not in self.DEVICES:
-            raise InvalidInputError(f"device: expected one of {self.DEVICES}, got "
-                                    f"{c['device']!r}")
+        check_choice(c["device"], "device", DEVICES)
         c["holdout_defects"] = self._name_list(c["holdout_defects"], "holdout_defects")
         if c["defect_types"] is not None:
             c["defect_types"] = self._name_list(c["defect_types"], "defect_types")
@@ -234,15 +232,6 @@ class SynthSupDetector(Detector):
         return opts
 
     # --- features -------------------------------------------------------------------------
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return (self.config["image_size"] // PATCH_STRIDE,) * 2
-
-    @property
-    def device(self) -> torch.device:
-        """``device`` resolved (``"auto"``: this rank's CUDA device when available)."""
-        return resolve_device(self.config["device"])
 
     def rgb_features(self, rgb: np.ndarray) -> np.ndarray:
         """``(h * w, C_rgb) float32`` backbone patch features."""
