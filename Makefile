@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# A CPU build of torch first, so that no CUDA build is pulled in as a dependency.
-	$(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q torch
+	@# A CPU build of torch first, so that no CUDA build is pulled in as a dependency; pcad needs
+	@# torch >= 2.10 (older unpicklers let a tampered run folder execute code, CVE-2025-32434).
+	$(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q "torch>=2.10"
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 

@@ -10,8 +10,10 @@
 - :func:`extract` unpacks ``.tar``, ``.tar.gz``, ``.tar.xz``, ``.tar.bz2`` and ``.zip``
   (recognised by content, not by name: the Eyecandies ``.zip`` files are tar archives) into a
   temporary sibling folder and renames it onto the destination when everything is out. Members
-  with absolute paths, ``..`` components, links leaving the archive or device files are refused
-  before anything is written.
+  with absolute paths, ``..`` components, links leaving the archive (followed through the
+  archive's own symlinks, without relying on :mod:`tarfile`'s extraction filter), paths through
+  a symlink or device files are refused before anything is written, and so are archives over
+  the caps :data:`MAX_EXTRACT_BYTES` / :data:`MAX_EXTRACT_MEMBERS` or the free disk space.
 
 Example:
     >>> import hashlib, tempfile, pathlib
@@ -37,8 +39,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+
+from pcad.checks import check_int
+
+try:
+    import lzma
+
+    _LZMA_ERRORS: tuple[type[Exception], ...] = (lzma.LZMAError,)
+except ImportError:  # pragma: no cover - a Python built without lzma reads no .tar.xz
+    _LZMA_ERRORS = ()
 
 __all__ = [
     "ChecksumError",
@@ -46,6 +58,8 @@ __all__ = [
     "DownloadInterrupted",
     "ExtractError",
     "FetchError",
+    "MAX_EXTRACT_BYTES",
+    "MAX_EXTRACT_MEMBERS",
     "archive_kind",
     "download",
     "extract",
@@ -296,6 +310,16 @@ def download(
 # extract
 # --------------------------------------------------------------------------------------------
 
+#: Default caps of :func:`extract` against decompression bombs: the total size the members
+#: declare (what extraction writes) and their number. Both are read from the archive's headers
+#: before anything is written; the registered datasets' archives stay far below them. Pass
+#: ``max_bytes``/``max_members`` (``get_dataset --max-extract-gib/--max-extract-members``)
+#: for a larger archive.
+MAX_EXTRACT_BYTES = 256 * 2**30
+MAX_EXTRACT_MEMBERS = 1_000_000
+#: Symlinks followed while resolving one path before it counts as a loop (Linux's limit).
+MAX_LINK_HOPS = 40
+
 
 def archive_kind(path: str | os.PathLike[str]) -> str:
     """``"zip"`` or ``"tar"`` (any compression), from the file's content."""
@@ -311,10 +335,14 @@ def archive_kind(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
+def _is_absolute(name: str) -> bool:
+    return name.startswith("/") or (len(name) > 1 and name[1] == ":")
+
+
 def _safe_name(name: str, archive: Path) -> str:
     """The member's normalized relative POSIX path, or ExtractError when it is unsafe."""
     n = name.replace("\\", "/")
-    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
+    if _is_absolute(n):
         raise ExtractError(f"{archive}: member {name!r} has an absolute path; refused")
     norm = posixpath.normpath(n)
     if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
@@ -322,38 +350,176 @@ def _safe_name(name: str, archive: Path) -> str:
     return norm
 
 
-def _check_tar(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
-    members = tf.getmembers()
-    for m in members:
-        name = _safe_name(m.name, archive)
-        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-            raise ExtractError(f"{archive}: member {m.name!r} is a device or FIFO; refused")
-        if m.issym() or m.islnk():
-            target = m.linkname.replace("\\", "/")
-            base = posixpath.dirname(name) if m.issym() else ""
-            joined = posixpath.normpath(posixpath.join(base, target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
+def _resolve(path: str, symlinks: dict[str, str]) -> str | None:
+    """Where ``path`` (relative to the extraction folder) leads once every component that is
+    one of the archive's ``symlinks`` (``{casefolded name: target}``) is followed, as the
+    operating system would: the normalized relative path, ``""`` for the folder itself, or
+    None when it leaves the folder (``..`` above the top, an absolute target, or more than
+    :data:`MAX_LINK_HOPS` links: a loop).
+
+    Example:
+        >>> _resolve("a/b/c", {"a/b": ".."})  # a/b is the top folder: c is at the top
+        'c'
+        >>> _resolve("a/b/../x", {"a/b": ".."}) is None  # textually "a/x", really outside
+        True
+    """
+    todo = path.replace("\\", "/").split("/")[::-1]  # a stack: next component last
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not done:
+                return None
+            done.pop()
+            continue
+        target = symlinks.get("/".join([*done, part]).casefold())
+        if target is None:
+            done.append(part)
+            continue
+        hops += 1
+        target = target.replace("\\", "/")
+        if hops > MAX_LINK_HOPS or _is_absolute(target):
+            return None
+        todo.extend(target.split("/")[::-1])  # relative to the link's folder: ``done``
+    return "/".join(done)
+
+
+def _read_tar_members(
+    tf: tarfile.TarFile, archive: Path, max_bytes: int, max_members: int
+) -> list[tarfile.TarInfo]:
+    """The members, read header by header, within the caps."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for m in tf:
+        if len(members) >= max_members:
+            raise ExtractError(
+                f"{archive}: at least {len(members) + 1} members, more than "
+                f"max_members={max_members}; refused"
+            )
+        members.append(m)
+        if m.isreg():
+            total += m.size
+            if total > max_bytes:
                 raise ExtractError(
-                    f"{archive}: link {m.name!r} -> {m.linkname!r} leaves the folder; refused"
+                    f"{archive}: the members unpack to at least {total} bytes, more than "
+                    f"max_bytes={max_bytes}; refused"
                 )
     return members
 
 
-def _extract_into(archive: Path, kind: str, folder: Path) -> None:
+def _check_tar(
+    tf: tarfile.TarFile, archive: Path, max_bytes: int, max_members: int
+) -> tuple[list[tarfile.TarInfo], int]:
+    """The members and their total size, after refusing every unsafe one.
+
+    Link members are checked here, not by ``tarfile``'s extraction filter (absent before
+    Python 3.10.12/3.11.4): each symlink's and hard link's target is resolved through the
+    archive's own symlinks, both those declared before it and all of them, and must stay in
+    the folder; a member whose path goes through a symlink, or that shares a symlink's name,
+    is refused; a hard link must name an earlier file of the archive.
+    """
+    members = _read_tar_members(tf, archive, max_bytes, max_members)
+    names = [_safe_name(m.name, archive) for m in members]
+    all_links: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for m, name in zip(members, names, strict=True):
+        key = name.casefold()
+        counts[key] = counts.get(key, 0) + 1
+        if m.issym():
+            all_links[key] = m.linkname
+    declared: dict[str, str] = {}
+    files: set[str] = set()
+    for m, name in zip(members, names, strict=True):
+        key = name.casefold()
+        if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+            raise ExtractError(f"{archive}: member {m.name!r} is a device or FIFO; refused")
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in all_links:
+                raise ExtractError(
+                    f"{archive}: member {m.name!r} goes through the symlink "
+                    f"{'/'.join(name.split('/')[:i])!r}; refused"
+                )
+        if key in all_links and counts[key] > 1:
+            raise ExtractError(
+                f"{archive}: member {m.name!r} appears {counts[key]} times, as a symlink and "
+                "again; refused"
+            )
+        if (m.issym() or m.islnk()) and name == ".":
+            raise ExtractError(f"{archive}: link {m.name!r} replaces the folder; refused")
+        if m.issym() or m.islnk():
+            target = m.linkname.replace("\\", "/")
+            where = posixpath.join(posixpath.dirname(name), target) if m.issym() else target
+            ends = [None if _is_absolute(target) else _resolve(where, links)
+                    for links in (declared, all_links)]
+            if None in ends:
+                raise ExtractError(
+                    f"{archive}: link {m.name!r} -> {m.linkname!r} leaves the folder "
+                    "(followed through the archive's symlinks) or loops; refused"
+                )
+            if m.islnk() and (ends[0] or "").casefold() not in files:
+                raise ExtractError(
+                    f"{archive}: hard link {m.name!r} -> {m.linkname!r} names no earlier file "
+                    "of the archive; refused"
+                )
+        if m.issym():
+            declared[key] = m.linkname
+        elif m.isreg() or m.islnk():
+            files.add(key)
+    return members, sum(m.size for m in members if m.isreg())
+
+
+def _check_zip(
+    zf: zipfile.ZipFile, archive: Path, max_bytes: int, max_members: int
+) -> tuple[list[zipfile.ZipInfo], int]:
+    """The members and their total size, after refusing unsafe ones (absolute paths, ``..``,
+    symlinks, which :mod:`zipfile` would write as small files anyway) and over the caps."""
+    infos = zf.infolist()
+    if len(infos) > max_members:
+        raise ExtractError(
+            f"{archive}: {len(infos)} members, more than max_members={max_members}; refused"
+        )
+    total = 0
+    for info in infos:
+        _safe_name(info.filename, archive)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise ExtractError(f"{archive}: member {info.filename!r} is a link; refused")
+        total += info.file_size  # zipfile writes at most this many bytes, then checks the CRC
+    if total > max_bytes:
+        raise ExtractError(
+            f"{archive}: the members unpack to {total} bytes, more than "
+            f"max_bytes={max_bytes}; refused"
+        )
+    return infos, total
+
+
+def _check_space(archive: Path, folder: Path, total: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if total > free:
+        raise ExtractError(
+            f"{archive}: the members unpack to {total} bytes, but only {free} bytes are free "
+            f"on the disk of {folder.parent}; refused"
+        )
+
+
+def _extract_into(
+    archive: Path, kind: str, folder: Path, max_bytes: int, max_members: int
+) -> None:
     if kind == "zip":
         with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                _safe_name(info.filename, archive)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise ExtractError(f"{archive}: member {info.filename!r} is a link; refused")
-            zf.extractall(folder)  # a CRC mismatch raises BadZipFile
+            infos, total = _check_zip(zf, archive, max_bytes, max_members)
+            _check_space(archive, folder, total)
+            zf.extractall(folder, members=infos)  # a CRC mismatch raises BadZipFile
         return
     with tarfile.open(archive, "r:*") as tf:
-        members = _check_tar(tf, archive)
-        if hasattr(tarfile, "data_filter"):
+        members, total = _check_tar(tf, archive, max_bytes, max_members)
+        _check_space(archive, folder, total)
+        if hasattr(tarfile, "data_filter"):  # a second line of defence where it exists
             tf.extractall(folder, members=members, filter="data")
-        else:  # pragma: no cover - Python without extraction filters
+        else:  # Python 3.10.0-3.10.11, 3.11.0-3.11.3: _check_tar alone
             tf.extractall(folder, members=members)
 
 
@@ -362,18 +528,46 @@ def extract(
     dest: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    max_bytes: int = MAX_EXTRACT_BYTES,
+    max_members: int = MAX_EXTRACT_MEMBERS,
 ) -> Path:
     """Extract ``archive`` into the folder ``dest``, all or nothing; returns ``dest``.
 
     The archive is unpacked into a hidden temporary sibling of ``dest``, which is renamed to
     ``dest`` only when every member is out; on any error the temporary folder is deleted and
-    ``dest`` is untouched.
+    ``dest`` is untouched. Every member is checked before anything is written (see
+    :func:`_check_tar`): links are followed through the archive's own symlinks, without
+    relying on :mod:`tarfile`'s extraction filter (which is still applied where it exists).
+
+    Args:
+        archive: a ``.tar[.gz|.xz|.bz2]`` or ``.zip`` file (recognised by content).
+        dest: the folder to create.
+        overwrite: replace an existing ``dest``.
+        max_bytes: refuse an archive whose members unpack to more bytes than this
+            (:data:`MAX_EXTRACT_BYTES`, 256 GiB, by default), or to more than the disk holds.
+        max_members: refuse an archive with more members (:data:`MAX_EXTRACT_MEMBERS`).
 
     Raises:
         ExtractError: unknown or corrupt archive, an unsafe member (absolute path, ``..``,
-            a link leaving the folder, a device file), or ``dest`` exists and ``overwrite``
-            is False.
+            a link leaving the folder, a path through a symlink, a device file), over a cap,
+            or ``dest`` exists and ``overwrite`` is False.
+        InvalidInputError: ``max_bytes`` or ``max_members`` is not a positive integer.
+
+    Example:
+        >>> import io, tarfile, tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with tarfile.open(d / "a.tar", "w") as tf:
+        ...     info = tarfile.TarInfo("pkg/link")
+        ...     info.type, info.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+        ...     tf.addfile(info)
+        >>> try:
+        ...     extract(d / "a.tar", d / "out")
+        ... except ExtractError as exc:
+        ...     print(str(exc).split(": ", 1)[1].split(" (")[0])
+        link 'pkg/link' -> '../../etc/passwd' leaves the folder
     """
+    max_bytes = check_int(max_bytes, "max_bytes")
+    max_members = check_int(max_members, "max_members")
     src = Path(archive)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
@@ -385,10 +579,11 @@ def extract(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".extract", dir=target.parent))
     try:
         try:
-            _extract_into(src, kind, tmp)
+            _extract_into(src, kind, tmp, max_bytes, max_members)
         except ExtractError:
             raise
-        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError,
+                zlib.error, *_LZMA_ERRORS) as exc:  # corrupt or truncated compressed data
             raise ExtractError(
                 f"{src}: extraction failed ({type(exc).__name__}: {exc}); nothing was kept"
             ) from None

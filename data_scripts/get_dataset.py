@@ -4,6 +4,7 @@ Usage::
 
     python data_scripts/get_dataset.py NAME --out DIR [--url URL ...] [--sha256 HEX ...]
         [--md5 HEX ...] [--archive PATH ...] [--no-verify] [--categories C ...] [--list]
+        [--max-extract-gib GIB] [--max-extract-members N]
 
 ``NAME`` is one of ``mvtec3d``, ``eyecandies``, ``real3d``, ``anomaly_shapenet``. Files go to:
 
@@ -15,7 +16,9 @@ Usage::
 
 Without ``--url``/``--archive`` the registry's links are used; a dataset with no known link or
 checksum needs ``--url`` and ``--sha256`` (or ``--no-verify``, an explicit choice). The last
-line of output is a JSON object: ``{"dataset", "root", "categories", "archives"}``. Errors end
+line of output is a JSON object: ``{"dataset", "root", "categories", "archives"}``. An archive
+that would unpack to more than ``--max-extract-gib`` (256 GiB) or hold more than
+``--max-extract-members`` (1,000,000) members is refused before anything is written. Errors end
 with ``get_dataset: error: ...`` on stderr and exit status 2.
 """
 
@@ -32,7 +35,15 @@ if __package__ in (None, ""):  # run as a script: make ``data_scripts`` importab
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_scripts.datasets import DatasetInfo, RemoteFile, get_info, list_datasets  # noqa: E402
-from data_scripts.fetch import FetchError, download, extract, verify  # noqa: E402
+from data_scripts.fetch import (  # noqa: E402
+    MAX_EXTRACT_BYTES,
+    MAX_EXTRACT_MEMBERS,
+    FetchError,
+    download,
+    extract,
+    verify,
+)
+from pcad.checks import check_int, check_positive  # noqa: E402
 
 __all__ = ["locate_root", "main"]
 
@@ -55,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="Eyecandies: categories to download/convert (default all)")
     p.add_argument("--retries", type=int, default=2, help="automatic resumes per download")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout, seconds")
+    p.add_argument("--max-extract-gib", type=float, default=MAX_EXTRACT_BYTES / 2**30,
+                   help="refuse an archive unpacking to more GiB (default %(default)g)")
+    p.add_argument("--max-extract-members", type=int, default=MAX_EXTRACT_MEMBERS,
+                   help="refuse an archive with more members (default %(default)d)")
     p.add_argument("--list", action="store_true", help="list the datasets and exit")
     return p
 
@@ -165,6 +180,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     """Carry out the steps; returns the summary printed as JSON."""
     info = get_info(args.name)
     out: Path = args.out
+    max_bytes = max(1, int(check_positive(args.max_extract_gib, "--max-extract-gib") * 2**30))
+    max_members = check_int(args.max_extract_members, "--max-extract-members")
     archives = _fetch(info, args, log)
     extracted = []
     for a in archives:
@@ -173,7 +190,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
             log(f"already extracted: {dest}")
         else:
             log(f"extracting {a} -> {dest}")
-            extract(a, dest)
+            extract(a, dest, max_bytes=max_bytes, max_members=max_members)
         extracted.append(dest)
     if info.layout == "eyecandies-raw":
         from pcad.data import convert_eyecandies

@@ -3,10 +3,10 @@
 Each check returns the argument in its canonical form (for arrays: C-contiguous with the
 documented dtype) or raises :class:`~pcad.errors.InvalidInputError` naming the argument.
 
-The checks come in four groups:
+The checks come in five groups:
 
 - numbers and choices: :func:`check_int`, :func:`check_number`, :func:`check_positive`,
-  :func:`check_radius`, :func:`check_fraction`, :func:`check_choice`;
+  :func:`check_radius`, :func:`check_fraction`, :func:`check_choice`, :func:`check_float_dtype`;
 - numpy arrays: point clouds :func:`check_points`, organized clouds :func:`check_organized`
   (with :func:`valid_pixels`), :func:`check_mask`, per-point :func:`check_values`, images
   :func:`check_image`;
@@ -16,6 +16,7 @@ The checks come in four groups:
   :func:`check_cloud`, :func:`check_same_batch`, :func:`check_lengths`, :func:`check_index`.
   Only torch tensors are accepted there: a numpy array is refused with a hint to convert it.
   torch is imported by these checks only, so importing this module stays light.
+- output folders: :func:`check_out_folder` (before any long computation writes there).
 
 Example:
     >>> import numpy as np
@@ -27,8 +28,10 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
     import torch
 
 MIN_POINTS = 10
+#: Most points pcad samples on a mesh (``pcad synth --points``, :func:`pcad.io.sample_mesh`,
+#: :func:`synth.apply_defect_to_mesh`): 50 million, about 10 GB of working memory for the
+#: sampling and the defect. Larger requests are refused before anything is allocated.
+MAX_SAMPLE_POINTS = 50_000_000
 #: numpy dtype kinds a metric input may have: bool, signed/unsigned integer, floating.
 NUMERIC_KINDS = "biuf"
 
@@ -158,11 +165,22 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------- numpy arrays
 
 
-def check_points(points: Any, name: str = "points", min_points: int = MIN_POINTS) -> np.ndarray:
+def check_points(points: Any, name: str = "points", min_points: int = MIN_POINTS,
+                 dtype: Any = np.float32) -> np.ndarray:
     """Return ``points`` as a C-contiguous ``(N, 3) float32`` array of finite values.
 
-    Raises InvalidInputError for a wrong shape, fewer than ``min_points`` rows, or NaN/inf.
+    ``dtype=np.float64`` returns the original values as float64 instead (no float32 round
+    trip: what a caller that centres a cloud far from the origin needs); the values must
+    still fit in float32.
+
+    Raises InvalidInputError for a wrong shape, fewer than ``min_points`` rows, NaN/inf, or a
+    ``dtype`` other than float32 and float64.
+
+    Example:
+        >>> check_points([[1e6 + 0.1, 0, 0]], min_points=1, dtype=np.float64)[0, 0]
+        np.float64(1000000.1)
     """
+    out_dtype = check_float_dtype(dtype)
     arr = np.asarray(points)
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise InvalidInputError(f"{name}: expected shape (N, 3), got {arr.shape}")
@@ -174,11 +192,32 @@ def check_points(points: Any, name: str = "points", min_points: int = MIN_POINTS
         raise InvalidInputError(
             f"{name}: {arr.shape[0]} points, at least {min_points} are needed"
         )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+    arr = np.ascontiguousarray(arr, dtype=out_dtype)
+    finite = np.isfinite(arr)
+    if out_dtype != np.float32 and finite.all():
+        finite = np.abs(arr) <= np.finfo(np.float32).max  # infinite once cast to float32
+    if not finite.all():
+        bad = int((~finite).any(axis=1).sum())
         raise InvalidInputError(f"{name}: {bad} points have NaN or infinite coordinates")
     return arr
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a ``numpy.dtype``: float32 or float64, else InvalidInputError.
+
+    Example:
+        >>> check_float_dtype("float64")
+        dtype('float64')
+    """
+    out = None
+    if dtype is not None:  # np.dtype(None) would be float64
+        try:
+            out = np.dtype(dtype)
+        except (TypeError, ValueError):
+            pass
+    if out is None or out.type not in (np.float32, np.float64):
+        raise InvalidInputError(f"{name}: expected numpy.float32 or numpy.float64, got {dtype!r}")
+    return np.dtype(out.type)  # native byte order
 
 
 def check_organized(xyz: Any, name: str = "xyz") -> np.ndarray:
@@ -529,3 +568,45 @@ def check_index(value: Any, name: str, batch: int, device: torch.device) -> torc
     if t.device != device:
         raise InvalidInputError(f"{name}: on {t.device}, but the values are on {device}")
     return t.to(torch.int64)
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def check_out_folder(path: Any, name: str = "--out") -> Path:
+    """``path`` as a :class:`~pathlib.Path` a command may write its folder to: an existing
+    writable folder, or a new one whose nearest existing ancestor is a writable folder.
+    Nothing is created; call it before a long computation, not after.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> check_out_folder(pathlib.Path(tmp.name) / "new" / "run").name
+        'run'
+        >>> (pathlib.Path(tmp.name) / "f.txt").write_text("x")
+        1
+        >>> check_out_folder(pathlib.Path(tmp.name) / "f.txt" / "run")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pcad.errors.InvalidInputError: --out: cannot create .../f.txt/run: .../f.txt is a file
+        >>> tmp.cleanup()
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InvalidInputError(f"{name}: expected a folder path, got {path!r}")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{name}: {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        if probe.is_symlink():
+            raise InvalidInputError(f"{name}: cannot create {out}: {probe} is a broken link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InvalidInputError(f"{name}: cannot create {out}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == out:
+            raise InvalidInputError(f"{name}: {out}: the folder is not writable")
+        raise InvalidInputError(f"{name}: cannot create {out}: {probe} is not writable")
+    return out

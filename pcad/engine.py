@@ -12,6 +12,20 @@ Evaluation writes, in the folder ``out``:
 - ``scores.csv``: ``path,category,defect,label,score`` per test image;
 - ``maps/<category>/test/<defect>/<stem>.tiff``: float32 anomaly maps at the gt's resolution.
 
+Checks before the long work: :func:`train` checks ``out`` before fitting; :func:`evaluate_run`
+checks ``out`` and the test set (:func:`check_test_set`: good and defective samples, some
+anomalous gt pixel) before predicting. Input that is accepted but probably gives a wrong
+result raises a :class:`~pcad.errors.PcadWarning` first: a dataset whose ``dataset.json`` says
+``"complete": false``, training images smaller than :data:`MIN_IMAGE_SIDE` pixels or with an
+all-zero xyz, gt masks with several foreground values or marking more than half their pixels,
+a run evaluated on another category than it was trained on (``train.json`` records it).
+
+The results of an evaluation are written as one unit: staged in a hidden folder inside
+``out`` (``.eval.<pid>.<random>.tmp``, on the file system they end on), then moved into place
+by renames, the category's maps first, ``scores.csv`` next and ``metrics.json`` last (the old
+one is removed before the first move). A failure before that (a prediction, the metrics)
+leaves an existing results folder exactly as it was, and no new folder.
+
 Example:
     >>> import pathlib, tempfile
     >>> from synth.dataset import DatasetConfig, generate
@@ -35,22 +49,35 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
 
+from pcad.checks import check_out_folder, valid_pixels
+from pcad.errors import InvalidInputError, PcadWarning
 from pcad.io import atomic_save, atomic_write
 
 if TYPE_CHECKING:
+    from pcad.data import MVTec3DDataset
     from pcad.metrics import PixelRanking
+
+#: training images smaller than this on a side get a warning (a patch detector sees at most
+#: 2 x 2 cells of its 8-pixel stride there; an upsampled 1 x 1 image holds one colour)
+MIN_IMAGE_SIDE = 16
+#: the files a warning names before it says "and N more"
+SHOWN_FILES = 5
 
 
 def _peak_rss_mb() -> float:
@@ -74,20 +101,95 @@ def open_split(data: str | os.PathLike[str], category: str, split: str, det: Any
             "RGB-only dataset works with patchcore-rgb or synthsup -o mode=rgb)") from None
 
 
+def _listing(items: list[str]) -> str:
+    """``a, b, c`` (at most :data:`SHOWN_FILES` items, then ``and N more``)."""
+    more = f" and {len(items) - SHOWN_FILES} more" if len(items) > SHOWN_FILES else ""
+    return ", ".join(items[:SHOWN_FILES]) + more
+
+
+def warn_incomplete_dataset(data: str | os.PathLike[str]) -> None:
+    """A :class:`~pcad.errors.PcadWarning` when ``<data>/dataset.json`` says
+    ``"complete": false`` (a ``make-dataset`` that was interrupted or still runs). A dataset
+    without that file or key (the real MVTec 3D-AD) is silent, and so is an unreadable one."""
+    path = Path(data) / "dataset.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and record.get("complete") is False:
+        warnings.warn(PcadWarning(
+            f"{path}: the dataset is incomplete (\"complete\": false: its generation was "
+            "interrupted or is still running); finish it with the same pcad make-dataset "
+            "command first, or results will change when it is"), stacklevel=3)
+
+
+def run_category(run: str | os.PathLike[str]) -> str | None:
+    """The category a run was trained on (``train.json``, written by :func:`train`); None for
+    a run without a readable record (saved by ``Detector.save`` alone)."""
+    try:
+        record = json.loads((Path(run) / "train.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cat = record.get("category") if isinstance(record, dict) else None
+    return cat if isinstance(cat, str) else None
+
+
+def warn_category_mismatch(run: str | os.PathLike[str], category: str) -> None:
+    """A :class:`~pcad.errors.PcadWarning` when ``run`` was trained on a category other than
+    ``category`` (a gear run scored on cookie: the scores say nothing about either)."""
+    trained = run_category(run)
+    if trained is not None and trained != category:
+        warnings.warn(PcadWarning(
+            f"{run}: a run trained on category {trained!r}, evaluated on {category!r}; a "
+            "detector scores deviations from the part it was trained on, so these results "
+            "do not measure it (train a run on this category)"), stacklevel=3)
+
+
+def check_training_set(samples: list[Any]) -> None:
+    """Warnings (:class:`~pcad.errors.PcadWarning`) for training samples that train nothing
+    useful: images smaller than :data:`MIN_IMAGE_SIDE` pixels on a side and xyz without one
+    measured pixel (all ``(0, 0, 0)``). One warning per kind, naming the files."""
+    tiny, empty = [], []
+    for s in samples:
+        shape = getattr(s, "shape", ())
+        name = str(s.paths.get("xyz") or s.paths.get("rgb") or s.stem)
+        if len(shape) == 2 and min(shape) < MIN_IMAGE_SIDE:
+            tiny.append(f"{name} ({shape[0]}x{shape[1]})")
+        xyz = getattr(s, "xyz", None)
+        if xyz is not None and not valid_pixels(xyz).any():
+            empty.append(name)
+    n = len(samples)
+    if tiny:
+        warnings.warn(PcadWarning(
+            f"training set: {len(tiny)} of {n} images are smaller than {MIN_IMAGE_SIDE} "
+            f"pixels on a side (the detector sees almost nothing of them): {_listing(tiny)}"),
+            stacklevel=3)
+    if empty:
+        warnings.warn(PcadWarning(
+            f"training set: {len(empty)} of {n} xyz files have no measured pixel (all "
+            f"(0, 0, 0)): {_listing(empty)}; their point features are empty"), stacklevel=3)
+
+
 def train(data: str | os.PathLike[str], category: str, detector: str,
           out: str | os.PathLike[str], config: dict[str, Any] | None = None,
           progress: bool = True):
     """Fit ``detector`` on the category's ``train/good`` samples and save it to ``out``.
 
+    ``out`` is checked (a writable folder, or one that can be created) before anything is
+    fitted; ``train.json`` records the category, which :func:`evaluate_run` compares with the
+    one it evaluates. Warnings (:class:`~pcad.errors.PcadWarning`) come before fitting: an
+    incomplete dataset (:func:`warn_incomplete_dataset`), tiny images or all-zero xyz
+    (:func:`check_training_set`).
+
     Under ``torchrun`` (:mod:`pcad.distributed`) every rank fits (the detector shards the work)
-    and returns the fitted detector, but only rank 0 shows progress and writes the run and
-    ``train.json`` (whose ``world_size`` records the number of processes); the others wait for
-    it at a barrier. A detector without ``supports_distributed`` is an error there.
+    and returns the fitted detector, but only rank 0 shows progress, warns and writes the run
+    and ``train.json`` (whose ``world_size`` records the number of processes); the others wait
+    for it at a barrier. A detector without ``supports_distributed`` is an error there.
     """
     from pcad import distributed as dist
     from pcad.detectors import create_detector
-    from pcad.errors import InvalidInputError
 
+    out = check_out_folder(out)
     det = create_detector(detector, **(config or {}))
     if det.needs_defect_source:  # trains on synthetic defects (synthsup)
         from synth.supervision import DefectSource
@@ -99,15 +201,20 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
                                 f"(world size {ctx.world_size}); run it in one process, "
                                 "without torchrun")
     train_set = open_split(data, category, "train", det)
+    if ctx.rank == 0:
+        warn_incomplete_dataset(data)
     t0 = time.perf_counter()
-    det.fit(train_set, progress=progress and ctx.rank == 0)
+    items = list(train_set)  # what every detector's fit does first: read each sample once
+    if ctx.rank == 0:
+        check_training_set(items)
+    det.fit(items, progress=progress and ctx.rank == 0)
     if ctx.rank == 0:
         det.save(out)
         record = {"data_root": str(Path(data).resolve()), "category": category,
                   "detector": detector, "n_train": len(train_set),
                   "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
                   "world_size": ctx.world_size}
-        with atomic_write(Path(out) / "train.json", "w") as fh:
+        with atomic_write(out / "train.json", "w") as fh:
             json.dump(record, fh, indent=2)
     dist.barrier()
     return det
@@ -181,24 +288,156 @@ def _write_map(path: Path, amap: np.ndarray) -> None:
     atomic_save(path, lambda tmp: tifffile.imwrite(tmp, amap.astype(np.float32)))
 
 
+def check_test_set(test: MVTec3DDataset) -> None:
+    """Check a test split before anything is predicted.
+
+    Errors (InvalidInputError naming the split): no good or no defective sample (I-AUROC is
+    undefined), no anomalous pixel in any gt mask (P-AUROC and AUPRO are). Warnings
+    (:class:`~pcad.errors.PcadWarning`, one per kind naming the files): gt masks with several
+    foreground values (:func:`pcad.data._files.gt_levels_note`: every value > 0 counts as
+    anomalous, e.g. soft edges), gt masks marking more than
+    :data:`~pcad.data._files.MOSTLY_ANOMALOUS` of their pixels (an inverted mask?). Reads the
+    gt files only. (A defective sample without gt is already an error when the split is
+    opened.)
+    """
+    from pcad.data._files import MOSTLY_ANOMALOUS, gt_levels_note, read_gt_levels
+
+    where = getattr(test, "split_dir", "test set")
+    labels = [e.label for e in test.entries]
+    if 0 not in labels or 1 not in labels:
+        missing = "good" if 0 not in labels else "defective"
+        raise InvalidInputError(
+            f"{where}: no {missing} test sample ({len(labels)} samples); I-AUROC needs good "
+            "and defective samples")
+    odd, mostly, n_anomalous = [], [], 0
+    for e in test.entries:
+        if e.gt is None:
+            continue
+        levels = read_gt_levels(e.gt)
+        note = gt_levels_note(levels)
+        if note is not None:
+            odd.append(f"{e.gt} ({note})")
+        frac = float(np.count_nonzero(levels > 0)) / max(levels.size, 1)
+        n_anomalous += int(e.label == 1 and frac > 0)
+        if frac > MOSTLY_ANOMALOUS:
+            mostly.append(f"{e.gt} ({100 * frac:.0f}%)")
+    if n_anomalous == 0:
+        raise InvalidInputError(
+            f"{where}: no gt mask of a defective sample marks an anomalous pixel (every value "
+            "is 0); P-AUROC and AUPRO need some")
+    if odd:
+        warnings.warn(PcadWarning(
+            f"{len(odd)} gt mask(s) hold several foreground values, not just 0 and one "
+            f"value (or MVTec's 253-255): {_listing(odd)}; every value > 0 counts as "
+            "anomalous"), stacklevel=3)
+    if mostly:
+        warnings.warn(PcadWarning(
+            f"{len(mostly)} gt mask(s) mark more than {100 * MOSTLY_ANOMALOUS:.0f}% of their "
+            f"pixels anomalous (inverted, 255 = normal?): {_listing(mostly)}"), stacklevel=3)
+
+
+def _stage_folder(folder: Path, name: str = ".eval") -> Path:
+    """A new hidden folder ``<name>.<pid>.<random>.tmp`` inside ``folder`` (created with its
+    parents): results are staged on the file system they end on, so they move by rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}.{os.getpid()}.", suffix=".tmp", dir=folder))
+
+
+def _replace_folder(staged: Path, final: Path) -> None:
+    """Put the folder ``staged`` at ``final``, removing what was there (moved aside first)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        final.unlink()
+    elif final.exists():  # renamed onto a new empty folder: rename(2) allows that
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".old.tmp",
+                                    dir=final.parent))
+        os.replace(final, old)
+    shutil.move(os.fspath(staged), os.fspath(final))
+    if old is not None:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree; nothing when it does not exist."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
 def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.PathLike[str],
                  out: str | os.PathLike[str], progress: bool = True,
                  write_maps: bool = True,
                  maps_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Score every test sample of the category with the run's detector; write the results.
 
-    ``maps_root`` (default ``out/maps``) lets several categories share one maps tree.
-    """
-    from tqdm import tqdm
+    ``maps_root`` (default ``out/maps``) lets several categories share one maps tree; the
+    category's folder there (``<maps_root>/<category>``) is replaced as a whole. With
+    ``write_maps=False`` no map is written, and stale maps of the category in ``out/maps``
+    are removed (``maps_root`` is left alone).
 
+    The run, ``out`` and the test set (:func:`check_test_set`) are checked before the first
+    prediction; the results are written as one unit (module docstring).
+    """
     from pcad.detectors import load_detector
-    from pcad.metrics import PixelRanking, evaluate
 
     det = load_detector(run)
     test = open_split(data, category, "test", det)
-    out = Path(out)
-    maps_dir = Path(maps_root) if maps_root is not None else out / "maps"
-    scores, labels, maps, masks, rows = [], [], [], [], []
+    out = check_out_folder(out)
+    for name in ("metrics.json", "scores.csv"):
+        if (out / name).is_dir():
+            raise InvalidInputError(f"--out: {out / name} is a folder; the results need that "
+                                    "name (choose another --out)")
+    maps_dir = check_out_folder(out / "maps") if maps_root is None \
+        else check_out_folder(maps_root, "maps_root")
+    warn_incomplete_dataset(data)
+    warn_category_mismatch(run, category)
+    check_test_set(test)
+    created = not out.exists()
+    stage, maps_stage, done = _stage_folder(out), None, False
+    try:
+        if write_maps:
+            maps_stage = stage / "maps" if maps_root is None \
+                else _stage_folder(maps_dir, f".{category}")
+        metrics = _evaluate_into(det, data, category, run, test, stage, maps_stage, progress)
+        _commit(stage, out, maps_stage, maps_dir / category,
+                drop_maps=not write_maps and maps_root is None)
+        done = True
+    finally:
+        for folder in (stage, maps_stage):
+            if folder is not None:
+                _remove(folder)
+        if created and not done:  # a failed evaluation into a new folder leaves none
+            with contextlib.suppress(OSError):
+                out.rmdir()
+    return metrics
+
+
+def _commit(stage: Path, out: Path, maps_stage: Path | None, maps_final: Path,
+            drop_maps: bool) -> None:
+    """Move the staged results into ``out``: the old ``metrics.json`` out first, then the maps,
+    ``scores.csv``, and the new ``metrics.json`` last."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # no results until the new ones are whole
+    if maps_stage is not None and maps_stage.is_dir():
+        _replace_folder(maps_stage, maps_final)
+    elif maps_stage is not None or drop_maps:
+        _remove(maps_final)
+    os.replace(stage / "scores.csv", out / "scores.csv")
+    os.replace(stage / "metrics.json", out / "metrics.json")
+
+
+def _evaluate_into(det: Any, data: str | os.PathLike[str], category: str,
+                   run: str | os.PathLike[str], test: MVTec3DDataset, stage: Path,
+                   maps_stage: Path | None, progress: bool) -> dict[str, Any]:
+    """Predict every test sample, write the maps to ``maps_stage`` (``<defect>/<stem>.tiff``
+    under ``test/``), ``scores.csv`` and ``metrics.json`` to ``stage``; return the metrics."""
+    from tqdm import tqdm
+
+    from pcad.metrics import PixelRanking, evaluate
+
+    scores, labels, maps, masks, rows, empty = [], [], [], [], [], []
     elapsed = 0.0
     for sample in tqdm(test, disable=not progress, desc=f"eval {category}", unit="sample"):
         t0 = time.perf_counter()
@@ -209,8 +448,15 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
         maps.append(amap)
         masks.append(sample.mask)
         rows.append([str(sample.path), category, sample.defect, sample.label, repr(score)])
-        if write_maps:
-            _write_map(maps_dir / category / "test" / sample.defect / f"{sample.stem}.tiff", amap)
+        if sample.xyz is not None and not valid_pixels(sample.xyz).any():
+            empty.append(str(sample.paths.get("xyz")))
+        if maps_stage is not None:
+            _write_map(maps_stage / "test" / sample.defect / f"{sample.stem}.tiff", amap)
+    if empty:
+        warnings.warn(PcadWarning(
+            f"test set: {len(empty)} of {len(test)} xyz files have no measured pixel (all "
+            f"(0, 0, 0)): {_listing(empty)}; their scores and maps mean nothing"),
+            stacklevel=3)
     ranking = PixelRanking(maps, masks)  # one sort of all pixels, shared by every subset
     metrics = evaluate(scores, labels, maps, masks, ranking=ranking)
     metrics.update(defect_breakdown(scores, labels, maps, masks, [r[2] for r in rows],
@@ -223,8 +469,8 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
     writer = csv.writer(buf)
     writer.writerow(["path", "category", "defect", "label", "score"])
     writer.writerows(rows)
-    with atomic_write(out / "scores.csv", "w") as fh:
+    with atomic_write(stage / "scores.csv", "w") as fh:
         fh.write(buf.getvalue())
-    with atomic_write(out / "metrics.json", "w") as fh:
+    with atomic_write(stage / "metrics.json", "w") as fh:
         json.dump(metrics, fh, indent=2)
     return metrics

@@ -23,6 +23,10 @@ The detection limit is the smallest strength at which the strength-sorted I-AURO
 reaches 0.95, linearly interpolated between the last strength below and the first at or above
 (:func:`detection_limit`); ``None`` when no strength reaches it.
 
+A ``run`` trained on another category than ``category`` is used, with a
+:class:`~pcad.errors.PcadWarning` (:func:`pcad.engine.warn_category_mismatch`) before any set
+is built.
+
 Example:
     >>> from pcad.sensitivity import detection_limit
     >>> round(detection_limit([0.01, 0.02, 0.04], [0.5, 0.9, 1.0]), 9)
@@ -39,12 +43,13 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pcad.checks import check_int
-from pcad.errors import InvalidInputError
+from pcad.errors import InvalidInputError, PcadWarning
 
 THRESHOLD = 0.95
 AUPRO_LIMIT = "0.3"
@@ -169,6 +174,7 @@ def _validate(data: Any, category: str, detector: str | None, strengths: Any, ou
               defects: Any, n_per_defect: Any, seed: Any, config: dict[str, Any] | None,
               run: Any) -> tuple[list[float], tuple[str, ...], int, int, str]:
     from pcad.detectors import create_detector, load_detector
+    from pcad.engine import warn_category_mismatch
     from synth.dataset.inject import find_categories, good_scans
     from synth.defects import create_defect
 
@@ -192,6 +198,7 @@ def _validate(data: Any, category: str, detector: str | None, strengths: Any, ou
             raise InvalidInputError("detector options (--image-size...) do not apply to an "
                                     "existing --run")
         name = load_detector(run, expect=detector).name
+        warn_category_mismatch(run, category)
     else:
         if detector is None:
             raise InvalidInputError("--detector: required unless --run is given")
@@ -289,7 +296,10 @@ def run_sensitivity(data: str | os.PathLike[str], category: str, detector: str |
     for v in sorted(values):
         name = strength_name(v)
         set_dir = build_set(data, category, names, v, n, s, root / "sets" / name)
-        m = evaluate_run(set_dir, category, run_dir, root / "eval" / name, progress=progress)
+        with warnings.catch_warnings():  # said once, by _validate
+            warnings.filterwarnings("ignore", ".*a run trained on category", PcadWarning)
+            m = evaluate_run(set_dir, category, run_dir, root / "eval" / name,
+                             progress=progress)
         rows.append({"strength": v, "i_auroc": m["i_auroc"], "p_auroc": m["p_auroc"],
                      "aupro_0.3": m["aupro"][AUPRO_LIMIT], "n_test": m["n_test"],
                      "set": str(set_dir), "eval": str(root / "eval" / name)})

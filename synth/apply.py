@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from pcad.checks import (
+    MAX_SAMPLE_POINTS,
     MIN_POINTS,
     check_int,
     check_mask,
@@ -27,7 +29,7 @@ from pcad.checks import (
     check_points,
     valid_pixels,
 )
-from pcad.errors import InvalidInputError
+from pcad.errors import InvalidInputError, PcadWarning
 from pcad.geometry import (
     bbox_diagonal,
     check_not_degenerate,
@@ -35,8 +37,48 @@ from pcad.geometry import (
     foreground_mask,
     organized_normals,
 )
+from pcad.geometry.normals import knn_chunks
 from synth.defects import Defect, Displacement, SurfaceContext, create_defect
 from synth.result import DefectResult, gt_rule
+
+#: A cloud whose bounding-box centre lies more than this many bounding-box diagonals from the
+#: origin is moved to that centre in float64 before its float32 work (normals, noise,
+#: neighbours) and its result is moved back: float32 at +1e5 rounds a part of radius 1 by up
+#: to 0.008 (11 % of a default defect's height) and at +1e6 makes it "a single point". Nearer
+#: clouds are used as given (float32 holds them to 4e-6 of their diagonal, and their results
+#: stay byte for byte what they were).
+CENTRE_BEYOND_DIAGONALS = 64.0
+
+
+def _far_origin(arr: np.ndarray) -> np.ndarray | None:
+    """``(3,) float64`` bounding-box centre of a cloud far from the origin, else None."""
+    lo = arr.min(axis=0).astype(np.float64)
+    hi = arr.max(axis=0).astype(np.float64)
+    centre = (lo + hi) / 2
+    if float(np.abs(centre).max()) > CENTRE_BEYOND_DIAGONALS * float(np.linalg.norm(hi - lo)):
+        return centre
+    return None
+
+
+def _to_input_frame(p64: np.ndarray, offsets: np.ndarray, keep: np.ndarray,
+                    origin: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """``(M, 3) float32`` displaced points of a centred cloud in the input's frame (the sum in
+    float64, one rounding); ``info`` gets the input-frame ``centre`` and ``centred_at``.
+    Warns when float32 cannot hold the defect at the input's position."""
+    out = (p64[keep] + offsets[keep]).astype(np.float32)
+    info["centred_at"] = origin.tolist()
+    if "centre_index" in info:
+        info["centre"] = p64[info["centre_index"]].tolist()
+    step = float(np.spacing(np.float32(np.abs(out).max())))
+    peak = float(info.get("peak_abs", 0.0))
+    if peak > 0 and step > 0.01 * peak:
+        warnings.warn(
+            f"points: the cloud lies {float(np.abs(origin).max()):.4g} from the origin, where "
+            f"float32 output points are rounded to steps of {step:.3g} ({100 * step / peak:.0f}% "
+            "of the defect's peak); offsets and mask are exact relative to the part; move the "
+            "cloud near the origin to keep its points exact too",
+            PcadWarning, stacklevel=3)
+    return out
 
 
 def _defect(defect: str | Defect, params: dict[str, Any]) -> Defect:
@@ -106,6 +148,12 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
             example the foreground).
         **params: parameters of the defect type (see its class).
 
+    A cloud lying more than :data:`CENTRE_BEYOND_DIAGONALS` bounding-box diagonals from the
+    origin is centred in float64 before any float32 work, so that the defect relative to the
+    part (mask, offsets) is what it is at the origin; its points are returned in the input's
+    frame (float32: a :class:`~pcad.errors.PcadWarning` says when that rounding exceeds 1 % of
+    the defect) and ``params["centred_at"]`` records the centre used.
+
     Returns:
         :class:`DefectResult` (shapes in its docstring). The mask follows the rule in
         :mod:`synth.result`.
@@ -119,6 +167,11 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
                                     "the grid, facing the sensor)")
         return _apply_organized(arr, d, seed, centre_candidates)
     pts = check_points(arr, "points")
+    origin = _far_origin(arr)
+    p64 = None
+    if origin is not None:  # centre in float64 before the float32 work
+        p64 = np.asarray(arr, dtype=np.float64)
+        pts = np.ascontiguousarray(p64 - origin, dtype=np.float32)
     check_not_degenerate(pts, "points")
     nrm = (_unit_normals(normals, len(pts)) if normals is not None
            else estimate_normals(pts, orient="outward").astype(np.float64))
@@ -133,7 +186,10 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
     if removed_idx.size:
         rim = _rim(pts, keep, disp.removed, info)
         mask |= rim
-    out = (pts + offsets)[keep]
+    if p64 is None:
+        out = (pts + offsets)[keep]
+    else:
+        out = _to_input_frame(p64, offsets, keep, origin, info)
     return DefectResult(out, mask[keep], offsets[keep], nrm[keep].astype(np.float32),
                         removed_idx, info)
 
@@ -143,14 +199,20 @@ def _rim(points: np.ndarray, keep: np.ndarray, removed: np.ndarray,
     """Kept points within ``rim`` mean spacings of a removed point; records ``rim_abs`` in info."""
     kept = points[keep].astype(np.float64)
     k = min(7, len(kept))
-    # mean spacing ~ sqrt(area per point): pi * r6^2 holds about 6 points
-    spacing = float(np.median(cKDTree(kept).query(kept, k=k)[0][:, -1]) * np.sqrt(np.pi / 6))
+    # mean spacing ~ sqrt(area per point): pi * r6^2 holds about 6 points; the queries run in
+    # batches (knn_chunks) so that a large cloud never holds all (N, k) neighbours at once
+    kth = np.empty(len(kept))
+    for start, dist, _ in knn_chunks(cKDTree(kept), kept, k):
+        kth[start : start + dist.shape[0]] = dist[:, -1]
+    spacing = float(np.median(kth) * np.sqrt(np.pi / 6))
     rim_abs = float(info.get("rim", 0.0)) * spacing
     info["rim_abs"] = rim_abs
     out = np.zeros(len(points), bool)
     if rim_abs > 0:
-        dist = cKDTree(points[removed].astype(np.float64)).query(kept, k=1)[0]
-        out[np.flatnonzero(keep)] = dist <= rim_abs
+        near = np.empty(len(kept), bool)
+        for start, dist, _ in knn_chunks(cKDTree(points[removed].astype(np.float64)), kept, 1):
+            near[start : start + dist.shape[0]] = dist[:, 0] <= rim_abs
+        out[np.flatnonzero(keep)] = near
     return out
 
 
@@ -254,6 +316,10 @@ def apply_defect_to_mesh(mesh: Any, n_points: int, defect: str | Defect = "perli
                          seed: int = 0, **params: Any) -> DefectResult:
     """Sample ``n_points`` on a mesh by area (seeded) and apply the defect with mesh normals.
 
+    ``n_points`` lies in ``[MIN_POINTS, MAX_SAMPLE_POINTS]`` (10 to 50 million, checked before
+    anything is allocated). The samples reach :func:`apply_defect` in float64, so a mesh far
+    from the origin is centred before their float32 rounding.
+
     Example:
         >>> import trimesh
         >>> from synth import apply_defect_to_mesh
@@ -263,9 +329,9 @@ def apply_defect_to_mesh(mesh: Any, n_points: int, defect: str | Defect = "perli
     """
     from pcad.io import sample_mesh
 
-    n_points = check_int(n_points, "n_points", minimum=MIN_POINTS)
+    n_points = check_int(n_points, "n_points", minimum=MIN_POINTS, maximum=MAX_SAMPLE_POINTS)
     seed = _check_seed(seed)
-    pts, nrm, _ = sample_mesh(mesh, n_points, seed)
+    pts, nrm, _ = sample_mesh(mesh, n_points, seed, dtype=np.float64)
     result = apply_defect(pts, defect, normals=nrm, seed=seed, **params)
     result.params["n_points_sampled"] = n_points
     return result

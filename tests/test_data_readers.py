@@ -201,6 +201,9 @@ def test_mvtec_unpaired_files_and_missing_gt(tmp_path):
     root = tmp_path / "a"
     write_mvtec_sample(root, "c", "train", "good", "000")
     write_rgb(root / "c" / "train" / "good" / "rgb" / "001.png", _rgb())
+    # committed (its meta is there) yet without xyz: an error; without meta it is skipped
+    # as an incomplete sample (tests/test_hardening_eval.py)
+    (root / "c" / "train" / "good" / "meta" / "001.json").write_text("{}")
     with pytest.raises(FileFormatError) as info:
         MVTec3DDataset(root, "c", "train")
     assert str(root / "c" / "train" / "good" / "xyz" / "001.tiff") in str(info.value)

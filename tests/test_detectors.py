@@ -31,7 +31,7 @@ from pcad.detectors.btf import BTFDetector, FPFHDetector
 from pcad.detectors.patchcore import PatchCoreRGB
 from pcad.detectors.patches import foreground_max
 from pcad.engine import evaluate_run, train
-from pcad.errors import InvalidInputError, PcadError
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.features import efficientnet_lite0_weights_path, read_state_dict
 from pcad.metrics import evaluate
 from synth.dataset import DatasetConfig, generate
@@ -334,7 +334,7 @@ def test_load_not_a_run(tmp_path):
     with pytest.raises(InvalidInputError, match="not a detector run"):
         load_detector(tmp_path)
     (tmp_path / "detector.json").write_text("{not json")
-    with pytest.raises(InvalidInputError, match="unreadable"):
+    with pytest.raises(FileFormatError, match="unreadable"):
         load_detector(tmp_path)
     (tmp_path / "detector.json").write_text(json.dumps({"detector": "nope", "config": {}}))
     with pytest.raises(InvalidInputError, match="unknown 'nope'"):

@@ -538,7 +538,7 @@ def test_sample_mesh_errors() -> None:
         ("garbage.stl", b"garbage" * 20, "no faces"),
         ("empty.obj", b"", "no faces"),
         ("nan.obj", "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", "NaN"),
-        ("short.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n", "cannot read the mesh"),
+        ("short.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n", "truncated OFF.*3 vertices and 1 faces"),
     ],
 )
 def test_bad_mesh_files(tmp_path: Path, name: str, content: bytes | str, match: str) -> None:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from synth.dataset.config import DEFAULT_DEFECTS
+    from synth.dataset.config import DEFAULT_DEFECTS, MAX_POINTS, MAX_SIDE
     from synth.dataset.inject import InjectConfig
     from synth.render import render_defects
 
@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render built-in parts or your meshes with geometric and colour defects "
         "into an MVTec 3D-AD (or Real3D-AD) dataset with exact ground truth. Reruns resume.")
     p.add_argument("--out", required=True, help="output folder (new, empty or a previous run "
-                   "of the same configuration)")
+                   "of the same configuration; one run at a time: a second run into it is "
+                   "refused while the first holds its lock, <out>/.pcad-lock)")
     p.add_argument("--objects", nargs="+", metavar="builtin|PATH",
                    help="'builtin' (default) and/or mesh files or folders of meshes")
     p.add_argument("--categories", nargs="+", metavar="NAME", help="categories to make")
@@ -62,12 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"defect types of the test set, among {' '.join(render_defects())} "
                    f"(default: {' '.join(DEFAULT_DEFECTS)}); --from-mvtec3d takes the geometric "
                    f"ones (default: {' '.join(InjectConfig.defects)})")
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help=f"image height and width, 8 to {MAX_SIDE} pixels each (about 400 "
+                   "bytes of memory per pixel while a sample is made)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variation", type=float, default=0.03,
                    help="dimension tolerance of the built-in parts (fraction)")
     p.add_argument("--points", type=int, default=16384,
-                   help="points per training prototype (real3d format)")
+                   help=f"points per training prototype (real3d format; at most {MAX_POINTS})")
     p.add_argument("--workers", type=int, default=1, help="local processes")
     p.add_argument("--format", choices=("mvtec3d", "real3d"), default="mvtec3d")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address")

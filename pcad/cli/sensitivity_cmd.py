@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="defective test samples per defect type and strength (default 3)")
     p.add_argument("--seed", type=int, default=0, help="sample seeds (same at every strength)")
     p.add_argument("--run", help="an existing run folder (pcad train) instead of training")
-    p.add_argument("--image-size", type=int, help="detector input size (multiple of 8)")
+    p.add_argument("--image-size", type=int, help="detector input size (multiple of 8, 32 to 4096)")
     p.add_argument("--coreset-ratio", type=float, help="fraction of patches kept (default 0.1)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -13,7 +13,9 @@ PARAM_OPTIONS = ("mode", "scale", "strength", "octaves", "persistence", "lacunar
 
 
 def run(args: argparse.Namespace) -> int:
-    from pcad.checks import MIN_POINTS, check_int
+    import numpy as np
+
+    from pcad.checks import MAX_SAMPLE_POINTS, MIN_POINTS, check_int
     from pcad.io import read_input
     from synth import apply_defect, create_defect
     from synth.writers import ORGANIZED_EXTENSIONS, UNORGANIZED_EXTENSIONS, write_result
@@ -28,14 +30,15 @@ def run(args: argparse.Namespace) -> int:
                               f"{out.suffix or '(no extension)'!r}; use one of "
                               f"{', '.join(allowed)}")
     check_int(args.seed, "--seed", minimum=0)
-    check_int(args.points, "--points", minimum=MIN_POINTS)
+    check_int(args.points, "--points", minimum=MIN_POINTS, maximum=MAX_SAMPLE_POINTS)
     params = {k: getattr(args, k) for k in PARAM_OPTIONS if getattr(args, k) is not None}
     if args.absolute:
         params["units"] = "absolute"
     # check the parameters before reading a possibly large input
     defect = create_defect(args.defect, **params)
     try:
-        data = read_input(inp, n_points=args.points, seed=args.seed)
+        # float64: a cloud far from the origin is centred before its float32 rounding
+        data = read_input(inp, n_points=args.points, seed=args.seed, dtype=np.float64)
         if data.kind == "organized":
             result = apply_defect(data.organized, defect, seed=args.seed)
         else:
@@ -83,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=float, help="region radius (fraction of diagonal)")
     p.add_argument("--absolute", action="store_true",
                    help="read --strength and --radius in the input's units")
-    p.add_argument("--points", type=int, default=16384, help="points sampled on a mesh")
+    p.add_argument("--points", type=int, default=16384,
+                   help="points sampled on a mesh (10 to 50,000,000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=run)

@@ -104,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--rgb-backbone", help="effnet-lite0 (default) or timm:NAME/torchvision:NAME")
     p.add_argument("--weights", help="local checkpoint of the RGB backbone (never downloaded)")
-    p.add_argument("--image-size", type=int, help="input size (multiple of 8; default 224)")
+    p.add_argument("--image-size", type=int,
+                   help="input size (multiple of 8, up to 4096; default 224)")
     p.add_argument("--coreset-ratio", type=float, help="fraction of patches kept (default 0.1)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="any detector option (repeatable; values read as JSON when they parse, "

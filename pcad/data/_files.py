@@ -17,13 +17,21 @@ import numpy as np
 
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import read_mask_png, read_rgb, read_xyz_tiff
-from pcad.io.organized import SUPPORTED_ORGANIZED_EXTENSIONS, XYZ_NAN_POLICIES
+from pcad.io.organized import (
+    SUPPORTED_ORGANIZED_EXTENSIONS,
+    XYZ_NAN_POLICIES,
+    read_mask_levels,
+)
 
 __all__ = [
+    "MOSTLY_ANOMALOUS",
+    "MVTEC_GT_LEVELS",
     "files_by_stem",
+    "gt_levels_note",
     "guarded",
     "natural_key",
     "read_gt",
+    "read_gt_levels",
     "read_rgb_file",
     "read_xyz_file",
     "visible_dirs",
@@ -35,6 +43,12 @@ XYZ_EXTENSIONS = SUPPORTED_ORGANIZED_EXTENSIONS
 NAN_POLICIES = XYZ_NAN_POLICIES
 
 _DIGITS = re.compile(r"(\d+)")
+
+#: the foreground values of real MVTec 3D-AD masks (class ids): a mask whose non-zero values
+#: all lie here is read without a warning, like a mask with a single non-zero value
+MVTEC_GT_LEVELS: tuple[int, ...] = (253, 254, 255)
+#: a gt mask marking more than this fraction of its pixels anomalous is probably inverted
+MOSTLY_ANOMALOUS = 0.5
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -107,3 +121,35 @@ def read_rgb_file(path: Path) -> np.ndarray:
 def read_gt(path: Path) -> np.ndarray:
     """``(H, W) bool`` mask, any value > 0 anomalous (:func:`pcad.io.read_mask_png`)."""
     return guarded(read_mask_png, path)
+
+
+def read_gt_levels(path: Path) -> np.ndarray:
+    """``(H, W)`` raw values of a gt mask (:func:`pcad.io.organized.read_mask_levels`), errors
+    naming the file; ``> 0`` gives the mask :func:`read_gt` reads."""
+    return guarded(read_mask_levels, path)
+
+
+def gt_levels_note(levels: np.ndarray) -> str | None:
+    """Why a gt mask's values need a warning, or None when it is a clean binary mask.
+
+    Every value > 0 is anomalous (real MVTec masks hold class ids, so readers binarize with
+    ``> 0``). A mask is clean when its non-zero pixels hold one value (0/1, 0/255, 0/65535
+    masks) or values among :data:`MVTEC_GT_LEVELS` (253-255); several other values (soft
+    edges of a resized mask, a class map: e.g. 3, 128 and 255) make every non-zero pixel count
+    as anomalous, which is rarely what was meant.
+
+    Example:
+        >>> import numpy as np
+        >>> gt_levels_note(np.array([[0, 255], [253, 254]], np.uint8)) is None
+        True
+        >>> gt_levels_note(np.array([[0, 3], [128, 255]], np.uint8))
+        'values 3, 128, 255 (besides 0)'
+    """
+    values = np.unique(levels[levels != 0])
+    if values.size <= 1:
+        return None
+    if np.issubdtype(values.dtype, np.integer) and np.isin(values, MVTEC_GT_LEVELS).all():
+        return None
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:8].tolist())
+    more = f" and {values.size - 8} more" if values.size > 8 else ""
+    return f"values {shown}{more} (besides 0)"

@@ -59,6 +59,7 @@ from pcad.data._files import guarded, natural_key, read_gt, read_rgb_file
 from pcad.data.sample import GOOD
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io import atomic_group, write_mask_png, write_rgb, write_xyz_tiff
+from pcad.io.organized import check_pixel_count
 
 __all__ = [
     "EYECANDIES_CATEGORIES",
@@ -144,6 +145,7 @@ def read_depth_info(path: str | os.PathLike[str]) -> tuple[float, float]:
 
 def _read_depth_png(path: Path) -> np.ndarray:
     with Image.open(path) as img:
+        check_pixel_count(path, img.height, img.width)  # from the header, before decoding
         img.load()
         if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
             raise FileFormatError(

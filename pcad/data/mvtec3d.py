@@ -11,9 +11,13 @@ Layout::
   A ``test/good`` sample without a gt file gets an all-False mask; a defective one must have
   its gt.
 - Images may be non-square (rope: 900 x 400).
-- Folders other than ``rgb``/``xyz``/``gt`` inside a defect folder (pcad's ``meta/``), the
-  category's ``calibration/`` and hidden files (``.tmp`` leftovers of atomic writes) are
-  ignored.
+- Folders other than ``rgb``/``xyz``/``gt``/``meta`` inside a defect folder, the category's
+  ``calibration/`` and hidden files (``.tmp`` leftovers of atomic writes) are ignored.
+- ``meta/<stem>.json`` (datasets written by pcad) is a sample's commit marker, renamed last:
+  in a defect folder that has a ``meta/`` folder, a sample without its meta file was cut short
+  (a killed ``make-dataset``) and is skipped, with one :class:`~pcad.errors.PcadWarning`
+  naming the skipped samples. Without a ``meta/`` folder (the real MVTec 3D-AD) every sample
+  is read.
 - A dataset with RGB but no ``xyz`` folders reads in RGB-only mode (``modality="auto"``).
 
 Opening a dataset only lists file names; ``dataset[i]`` reads sample ``i``'s files and checks
@@ -39,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +61,7 @@ from pcad.data._files import (
     visible_dirs,
 )
 from pcad.data.sample import GOOD, EntryDataset, Sample
-from pcad.errors import FileFormatError, InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError, PcadWarning
 
 __all__ = [
     "MODALITIES",
@@ -71,6 +76,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MODALITIES: tuple[str, ...] = ("auto", "rgb", "xyz", "rgb+xyz")
 RGB_EXTENSIONS = (".png",)
 GT_EXTENSIONS = (".png",)
+META_EXTENSIONS = (".json",)
+#: the skipped samples a warning names before it says "and N more"
+SHOWN_SKIPPED = 10
 
 
 def _check_root(root: str | os.PathLike[str]) -> Path:
@@ -184,8 +192,19 @@ class MVTec3DDataset(EntryDataset):
         self.defect_folders: list[str] = defects
         self.modality = self._resolve_modality(modality, defects)
         self.entries: list[MVTec3DEntry] = []
+        #: ``"<defect>/<stem>"`` of the samples skipped for lack of their meta file
+        self.skipped: list[str] = []
         for defect in defects:
             self.entries.extend(self._list_defect(defect))
+        if self.skipped:
+            shown = ", ".join(self.skipped[:SHOWN_SKIPPED])
+            more = (f" and {len(self.skipped) - SHOWN_SKIPPED} more"
+                    if len(self.skipped) > SHOWN_SKIPPED else "")
+            warnings.warn(PcadWarning(
+                f"{split_dir}: skipped {len(self.skipped)} incomplete sample(s) without "
+                f"meta/<stem>.json (a sample's last file; the writing was cut short): "
+                f"{shown}{more}; rerun pcad make-dataset on this folder to finish them"),
+                stacklevel=2)
 
     # ----------------------------------------------------------------------------------------
     # listing
@@ -221,6 +240,10 @@ class MVTec3DDataset(EntryDataset):
             found["xyz"] = files_by_stem(d / "xyz", XYZ_EXTENSIONS)
         stems = sorted(set().union(*(set(v) for v in found.values())), key=natural_key)
         gts = files_by_stem(d / "gt", GT_EXTENSIONS) if self.split == "test" else {}
+        if (d / "meta").is_dir():  # written by pcad: meta/<stem>.json commits a sample
+            metas = files_by_stem(d / "meta", META_EXTENSIONS)
+            self.skipped.extend(f"{defect}/{s}" for s in stems if s not in metas)
+            stems = [s for s in stems if s in metas]
         entries = []
         for stem in stems:
             for role, files in found.items():

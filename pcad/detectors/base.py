@@ -17,6 +17,15 @@ know about it:
 
 :func:`upsample_map` turns a patch-score grid into a map at the sample's resolution.
 
+Reading a run folder never trusts it: :func:`read_run_record` checks ``detector.json``,
+:func:`read_run_file` reads a detector's torch file with the weights-only loader,
+:func:`load_run_module` checks its weights against the network (built first on the meta
+device, so sizes the file does not hold allocate nothing) and :func:`check_run_stats` its
+standardisation statistics. A damaged, truncated or edited run raises
+:class:`~pcad.errors.FileFormatError` naming the file and what is wrong, never another
+exception; :meth:`Detector.load` turns what a detector's ``_load_state`` raises on a bad
+``state`` record into one as well.
+
 Example:
     >>> from pcad.detectors.base import Detector
     >>> Detector.supports_distributed, Detector.needs_defect_source, Detector.modalities
@@ -26,8 +35,9 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,15 +45,207 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+from torch import nn
 
-from pcad.errors import InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.io import atomic_write
 
-__all__ = ["MODALITY_NAMES", "RUN_FILE", "Detector", "upsample_map"]
+__all__ = ["MAX_RECORD_BYTES", "MODALITY_NAMES", "RUN_FILE", "Detector", "check_run_number",
+           "check_run_stats", "load_run_module", "read_run_file", "read_run_record",
+           "run_dims", "upsample_map"]
 
 MODALITY_NAMES = {"rgb": "RGB images", "xyz": "organized point clouds (xyz)"}
 #: the record of a saved run (written last by :meth:`Detector.save`)
 RUN_FILE = "detector.json"
+#: the largest ``detector.json`` read (a record is a few kB)
+MAX_RECORD_BYTES = 16 * 2**20
+
+
+def _json_kind(value: Any) -> str:
+    """How a JSON value reads in a message: ``null``, ``a list``, ``the string 'x'``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, (bool, int, float)):
+        return f"the value {value!r}"
+    return {list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+
+
+def read_run_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The record (``detector.json``) of the run folder ``path``, checked.
+
+    Returns:
+        the JSON object, with ``detector`` (a name), ``config`` (an object: the detector's
+        options) and ``state`` (an object; ``{}`` when absent).
+
+    Raises:
+        InvalidInputError: ``path`` holds no ``detector.json``.
+        FileFormatError: it is larger than :data:`MAX_RECORD_BYTES`, not JSON, or lacks one of
+            the keys above (the message names the file and the key).
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / RUN_FILE).write_text(json.dumps({"detector": "fpfh", "config": None}))
+        >>> try:
+        ...     read_run_record(run)
+        ... except FileFormatError as exc:
+        ...     print(str(exc).replace(str(run), "RUN"))
+        RUN/detector.json: 'config' must be an object (the detector's options), got null
+    """
+    folder = Path(path)
+    meta = folder / RUN_FILE
+    if not meta.is_file():
+        raise InvalidInputError(f"{folder}: not a detector run (no {RUN_FILE})")
+    if meta.stat().st_size > MAX_RECORD_BYTES:
+        raise FileFormatError(f"{meta}: unreadable detector record ({meta.stat().st_size} "
+                              f"bytes; a record is at most {MAX_RECORD_BYTES})")
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{meta}: unreadable detector record (not JSON: {exc})") from None
+    if not isinstance(record, dict):
+        raise FileFormatError(f"{meta}: unreadable detector record (expected a JSON object, "
+                              f"got {_json_kind(record)})")
+    name = record.get("detector")
+    if not isinstance(name, str) or not name:
+        raise FileFormatError(f"{meta}: unreadable detector record ('detector' must be a "
+                              f"detector name, got {_json_kind(name)})")
+    for key, what, default in (("config", "the detector's options", None),
+                               ("state", "the fitted state", {})):
+        value = record.get(key, default)
+        if value is None and default is None and key not in record:
+            raise FileFormatError(f"{meta}: no {key!r} ({what})")
+        if not isinstance(value, dict):
+            raise FileFormatError(f"{meta}: {key!r} must be an object ({what}), got "
+                                  f"{_json_kind(value)}")
+        record[key] = value
+    return record
+
+
+def read_run_file(folder: Path, filename: str, detector: str,
+                  keys: tuple[str, ...] = ()) -> Any:
+    """The object a detector saved with ``torch.save`` as ``folder/filename``, read by the
+    weights-only loader (:func:`pcad.features.checkpoint.load_checkpoint`).
+
+    ``keys``: the object must be a dict holding them.
+
+    Raises:
+        InvalidInputError: the file is missing (an incomplete run of ``detector``).
+        FileFormatError: truncated, empty, not a torch file, a pickle of other objects, or a
+            value without ``keys`` (the message names the file).
+    """
+    from pcad.features.checkpoint import load_checkpoint
+
+    path = folder / filename
+    if not path.is_file():
+        raise InvalidInputError(f"{folder}: incomplete {detector} run (no {filename})")
+    obj, _ = load_checkpoint(path)
+    if keys and not (isinstance(obj, dict) and all(k in obj for k in keys)):
+        found = (f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict)
+                 else f"a {type(obj).__name__}")
+        raise FileFormatError(f"{path}: expected a dict with keys {list(keys)}, found {found}")
+    return obj
+
+
+def load_run_module(build: Callable[[], nn.Module], state_dict: Any, source: str) -> nn.Module:
+    """``build()`` loaded with the weights ``state_dict`` read from a run file.
+
+    The weights are checked first against ``build()`` made on the meta device (no memory):
+    sizes in ``detector.json`` that the weights do not have allocate nothing.
+
+    Args:
+        build: makes the network (with the sizes the run record gives).
+        state_dict: ``{name: tensor}`` from :func:`read_run_file`.
+        source: names the file (and key) in messages.
+
+    Raises:
+        FileFormatError: not a state dict; missing, unexpected or wrongly shaped keys, or NaN
+            or infinite weights (the first few keys of each kind).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = load_run_module(lambda: nn.Linear(3, 2), nn.Linear(3, 2).state_dict(), "x.pt")
+        >>> try:  # a record claiming 10^6 inputs: the check allocates nothing
+        ...     load_run_module(lambda: nn.Linear(10**6, 2), net.state_dict(), "x.pt")
+        ... except FileFormatError as exc:
+        ...     print(str(exc).splitlines()[1])
+          shape mismatch (1): weight: checkpoint (2, 3) vs model (2, 1000000)
+    """
+    from pcad.features.checkpoint import check_state_dict
+
+    if not (isinstance(state_dict, Mapping) and state_dict and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items())):
+        raise FileFormatError(f"{source}: expected a state dict (parameter names to tensors), "
+                              f"found a {type(state_dict).__name__}")
+    try:
+        with torch.device("meta"):
+            shell = build()
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+        raise FileFormatError(f"{source}: the network sizes in {RUN_FILE} make no network "
+                              f"({exc})") from None
+    try:
+        check_state_dict(shell, state_dict, source)
+    except InvalidInputError as exc:
+        raise FileFormatError(str(exc)) from None
+    module = build()
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def check_run_stats(stats: Any, widths: dict[str, int], source: str) -> dict[str, torch.Tensor]:
+    """Standardisation statistics read from a run file, checked: ``{name: (width,) tensor}``
+    for each ``name, width`` of ``widths``, finite (names ending in ``std``: positive, and
+    ``+inf`` allowed: a feature without signal).
+
+    Raises:
+        FileFormatError: not a dict, a name missing, a wrong shape or value (names ``source``).
+
+    Example:
+        >>> import torch
+        >>> check_run_stats({"std": torch.ones(3)}, {"std": 3}, "x.pt")["std"].shape
+        torch.Size([3])
+    """
+    if not isinstance(stats, Mapping):
+        raise FileFormatError(f"{source}: 'stats' must be a dict of tensors, found a "
+                              f"{type(stats).__name__}")
+    out = {}
+    for name, width in widths.items():
+        t = stats.get(name)
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (width,) \
+                or not t.is_floating_point():
+            what = (f"a {tuple(t.shape)} {t.dtype} tensor" if isinstance(t, torch.Tensor)
+                    else "nothing" if t is None else f"a {type(t).__name__}")
+            raise FileFormatError(f"{source}: stats {name!r} must be a ({width},) float tensor "
+                                  f"(the network's width), found {what}")
+        if name.endswith("std"):  # +inf: a feature without signal (zeroed), as fit makes it
+            if bool(torch.isnan(t).any()) or bool((t <= 0).any()):
+                raise FileFormatError(f"{source}: stats {name!r} has NaN or non-positive values")
+        elif not bool(torch.isfinite(t).all()):
+            raise FileFormatError(f"{source}: stats {name!r} has NaN or infinite values")
+        out[name] = t.float()
+    return out
+
+
+def check_run_number(value: Any, name: str, source: str, *, positive: bool = False) -> float:
+    """A finite number read from a run record (``positive``: also > 0).
+
+    Raises:
+        FileFormatError: anything else (the message names ``source`` and ``name``).
+
+    Example:
+        >>> check_run_number(2, "scales.rgb", "detector.json", positive=True)
+        2.0
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise FileFormatError(f"{source}: {name} must be a finite"
+                              + (" positive" if positive else "")
+                              + f" number, got {_json_kind(value)}")
+    return float(value)
 
 
 class Detector:
@@ -74,6 +276,8 @@ class Detector:
         config = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in config.items()}
         self.config: dict[str, Any] = {**self.defaults, **config}
         self.fitted = False
+        #: the run folder this detector was loaded from (None: fitted here)
+        self.run_path: Path | None = None
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -106,6 +310,27 @@ class Detector:
         if not self.fitted:
             raise InvalidInputError(f"detector {self.name!r}: call fit() (or load a run) first")
 
+    def check_width(self, got: int, expected: int, what: str) -> None:
+        """Raise unless features of ``got`` columns fit ``what`` (a bank, a network) made for
+        ``expected``: a run made with other features or by another detector.
+
+        Example:
+            >>> from pcad.detectors import create_detector
+            >>> det = create_detector("fpfh")
+            >>> try:
+            ...     det.check_width(185, 33, "its memory bank (bank.npz)")
+            ... except InvalidInputError as exc:
+            ...     print(str(exc)[:68])
+            detector 'fpfh': its memory bank (bank.npz) holds 33-column features
+        """
+        if got != expected:
+            who = (f"run {self.run_path}" if self.run_path is not None
+                   else f"detector {self.name!r}")
+            raise InvalidInputError(
+                f"{who}: {what} holds {expected}-column features, but detector {self.name!r} "
+                f"with this run's options makes {got}-column ones: the run was made with other "
+                "features or by another detector (a file copied from another run?)")
+
     # --- persistence ----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -128,14 +353,33 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Detector:
-        """The run saved by :meth:`save` in the folder ``path`` (made by this class)."""
+        """The run saved by :meth:`save` in the folder ``path`` (made by this class).
+
+        Raises:
+            InvalidInputError: not a run, a run of another detector, or a file missing.
+            FileFormatError: a damaged or edited run file (:func:`read_run_record`): the
+                message names the file and what is wrong.
+        """
         folder = Path(path)
-        record = json.loads((folder / RUN_FILE).read_text())
-        if record.get("detector") != cls.name:
-            raise InvalidInputError(f"{folder}: a run of detector {record.get('detector')!r}, "
+        meta = folder / RUN_FILE
+        record = read_run_record(folder)
+        if record["detector"] != cls.name:
+            raise InvalidInputError(f"{folder}: a run of detector {record['detector']!r}, "
                                     f"not {cls.name!r}")
-        det = cls(**record["config"])
-        det._load_state(folder, record.get("state", {}))
+        try:
+            det = cls(**record["config"])
+        except (PcadError, TypeError, ValueError, KeyError, AttributeError,
+                ArithmeticError) as exc:
+            raise FileFormatError(f"{meta}: bad 'config' ({_reason(exc)})") from exc
+        det.run_path = folder
+        try:
+            det._load_state(folder, record["state"])
+        except PcadError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                ArithmeticError) as exc:
+            # what _load_state reads from the record itself; files raise PcadError above
+            raise FileFormatError(f"{meta}: bad 'state' record ({_reason(exc)})") from exc
         det.fitted = True
         return det
 
@@ -147,6 +391,37 @@ class Detector:
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
+
+
+def run_dims(state: dict[str, Any], keys: tuple[str, ...], source: str) -> tuple[int, ...]:
+    """The network widths ``keys`` of a run's ``state`` record: positive ints.
+
+    Raises:
+        FileFormatError: a key missing or not a positive int (names ``source``).
+
+    Example:
+        >>> run_dims({"rgb_dim": 152, "xyz_dim": 33}, ("rgb_dim", "xyz_dim"), "detector.json")
+        (152, 33)
+    """
+    out = []
+    for key in keys:
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise FileFormatError(f"{source}: 'state.{key}' must be a positive int (a network "
+                                  f"width), got {_json_kind(v)}")
+        out.append(v)
+    return tuple(out)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying what ``exc`` found: ``no 'rgb_dim'`` for a KeyError, else its text."""
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r}" if exc.args else "a key is missing"
+    if isinstance(exc, PcadError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def upsample_map(patch_scores: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:

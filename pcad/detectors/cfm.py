@@ -71,13 +71,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcad.checks import check_choice, check_int, check_positive
-from pcad.detectors.base import Detector, upsample_map
+from pcad.detectors.base import (
+    RUN_FILE,
+    Detector,
+    check_run_stats,
+    load_run_module,
+    read_run_file,
+    run_dims,
+    upsample_map,
+)
 from pcad.detectors.patches import (
     DEVICES,
     GridDeviceMixin,
     MultimodalFeatures,
     SampleForeground,
     check_image_size,
+    check_sigma,
     foreground_max,
 )
 from pcad.detectors.registry import register_detector
@@ -125,7 +134,7 @@ class CFMDetector(GridDeviceMixin, Detector):
         c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
         c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)
         c["lr"] = check_positive(c["lr"], "lr")
-        c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
+        c["sigma"] = check_sigma(c["sigma"])
         c["seed"] = check_int(c["seed"], "seed", minimum=0)
         if c["hidden"] is not None:
             c["hidden"] = check_int(c["hidden"], "hidden", minimum=1)
@@ -262,6 +271,10 @@ class CFMDetector(GridDeviceMixin, Detector):
     def score_features(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray) -> np.ndarray:
         """``(h, w) float32`` patch scores from :meth:`patch_features` output."""
         self._require_fit()
+        self.check_width(rgb.shape[1], self.f_2d3d[0].in_features,
+                         f"its RGB network ({STATE_FILE})")
+        self.check_width(pts.shape[1], self.f_3d2d[0].in_features,
+                         f"its point network ({STATE_FILE})")
         r, p = self._standardise(rgb, "rgb"), self._standardise(pts, "xyz")
         with torch.no_grad():
             d_3d = (F.normalize(self.f_2d3d(r), dim=1) - F.normalize(p, dim=1)).norm(dim=1)
@@ -296,15 +309,16 @@ class CFMDetector(GridDeviceMixin, Detector):
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
         path = folder / STATE_FILE
-        if not path.is_file():
-            raise InvalidInputError(f"{folder}: incomplete cfm run (no {STATE_FILE})")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        d_rgb, d_pts, hidden = (int(state[k]) for k in ("rgb_dim", "xyz_dim", "hidden"))
-        self.f_2d3d = mapping_mlp(d_rgb, d_pts, hidden)
-        self.f_3d2d = mapping_mlp(d_pts, d_rgb, hidden)
-        self.f_2d3d.load_state_dict(saved["f_2d3d"])
-        self.f_3d2d.load_state_dict(saved["f_3d2d"])
+        d_rgb, d_pts, hidden = run_dims(state, ("rgb_dim", "xyz_dim", "hidden"),
+                                        str(folder / RUN_FILE))
+        saved = read_run_file(folder, STATE_FILE, "cfm", ("f_2d3d", "f_3d2d", "stats"))
+        self.f_2d3d = load_run_module(lambda: mapping_mlp(d_rgb, d_pts, hidden),
+                                      saved["f_2d3d"], f"{path} ['f_2d3d']")
+        self.f_3d2d = load_run_module(lambda: mapping_mlp(d_pts, d_rgb, hidden),
+                                      saved["f_3d2d"], f"{path} ['f_3d2d']")
         self.f_2d3d.to(self.device).eval()
         self.f_3d2d.to(self.device).eval()
-        self.stats = dict(saved["stats"])
+        self.stats = check_run_stats(saved["stats"], {"rgb_mean": d_rgb, "rgb_std": d_rgb,
+                                                      "xyz_mean": d_pts, "xyz_std": d_pts},
+                                     str(path))
         self.history = [float(x) for x in state.get("history", [])]

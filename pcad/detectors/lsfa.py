@@ -127,6 +127,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcad.checks import check_fraction, check_int, check_positive
+from pcad.detectors.base import RUN_FILE, load_run_module, read_run_file, run_dims
 from pcad.detectors.multimodal import MultiBankDetector
 from pcad.detectors.patches import backbone_image
 from pcad.detectors.registry import register_detector
@@ -447,10 +448,8 @@ class LSFADetector(MultiBankDetector):
         if self.config["epochs"] == 0:
             self.adapters = None
             return
-        path = folder / STATE_FILE
-        if not path.is_file():
-            raise InvalidInputError(f"{folder}: incomplete lsfa run (no {STATE_FILE})")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        self.adapters = self._new_adapters(int(state["rgb_dim"]), int(state["pts_dim"]))
-        self.adapters.load_state_dict(saved)
+        rgb_dim, pts_dim = run_dims(state, ("rgb_dim", "pts_dim"), str(folder / RUN_FILE))
+        saved = read_run_file(folder, STATE_FILE, "lsfa")
+        self.adapters = load_run_module(lambda: self._new_adapters(rgb_dim, pts_dim), saved,
+                                        str(folder / STATE_FILE))
         self.adapters.to(self.device).eval()

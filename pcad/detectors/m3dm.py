@@ -73,10 +73,10 @@ import torch
 from torch import nn
 
 from pcad.checks import check_int, check_positive
+from pcad.detectors.base import RUN_FILE, load_run_module, read_run_file, run_dims
 from pcad.detectors.multimodal import MultiBankDetector
 from pcad.detectors.registry import register_detector
 from pcad.detectors.training import info_nce, run_training, zero_loss
-from pcad.errors import InvalidInputError
 
 STATE_FILE = "uff.pt"
 
@@ -197,10 +197,8 @@ class M3DMDetector(MultiBankDetector):
         return {"rgb_dim": self.uff.rgb_dim, "pts_dim": self.uff.pts_dim}
 
     def _load_networks(self, folder: Path, state: dict[str, Any]) -> None:
-        path = folder / STATE_FILE
-        if not path.is_file():
-            raise InvalidInputError(f"{folder}: incomplete m3dm run (no {STATE_FILE})")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        self.uff = self._new_uff(int(state["rgb_dim"]), int(state["pts_dim"]))
-        self.uff.load_state_dict(saved)
+        rgb_dim, pts_dim = run_dims(state, ("rgb_dim", "pts_dim"), str(folder / RUN_FILE))
+        saved = read_run_file(folder, STATE_FILE, "m3dm")
+        self.uff = load_run_module(lambda: self._new_uff(rgb_dim, pts_dim), saved,
+                                   str(folder / STATE_FILE))
         self.uff.to(self.device).eval()

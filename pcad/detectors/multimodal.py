@@ -77,7 +77,7 @@ import numpy as np
 import torch
 
 from pcad.checks import check_fraction, check_int, check_positive
-from pcad.detectors.base import Detector, upsample_map
+from pcad.detectors.base import RUN_FILE, Detector, check_run_number, upsample_map
 from pcad.detectors.patches import (
     DEVICES,
     FEATURE_DEFAULTS,
@@ -85,11 +85,12 @@ from pcad.detectors.patches import (
     MultimodalFeatures,
     SampleForeground,
     check_image_size,
+    check_sigma,
     extract_all,
     foreground_max,
     resolve_device,
 )
-from pcad.errors import InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError
 
 __all__ = ["MultiBankDetector"]
 
@@ -128,7 +129,7 @@ class MultiBankDetector(Detector):
         c["coreset_ratio"] = check_fraction(c["coreset_ratio"], "coreset_ratio",
                                             inclusive_zero=False)
         c["seed"] = check_int(c["seed"], "seed", minimum=0)
-        c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
+        c["sigma"] = check_sigma(c["sigma"])
         c["n_reweight"] = check_int(c["n_reweight"], "n_reweight", minimum=1)
         c["ocsvm_nu"] = check_fraction(c["ocsvm_nu"], "ocsvm_nu", inclusive_zero=False)
         c["ocsvm_max_iter"] = check_int(c["ocsvm_max_iter"], "ocsvm_max_iter", minimum=1)
@@ -311,9 +312,12 @@ class MultiBankDetector(Detector):
         if foreground is None:
             foreground = SampleForeground(sample.xyz, self.config["image_size"])
         rgb, pts, fg = self.patch_features(sample, foreground=foreground)
+        self.check_width(rgb.shape[-1], self.banks["rgb"].dim, "its RGB bank (bank_rgb.npz)")
+        self.check_width(pts.shape[-1], self.banks["xyz"].dim, "its point bank (bank_xyz.npz)")
         feats = self.transform(rgb[None], pts[None], fg[None])
         patches, scores = {}, {}
         for b in self.BANKS:
+            self.check_width(feats[b].shape[-1], self.banks[b].dim, f"bank_{b}.npz")
             mean, std = self.stats[b]
             x = ((feats[b][0] - mean) / std).astype(np.float32)
             patch, s = self._bank_image_score(self.banks[b], x, sample, foreground)
@@ -355,9 +359,22 @@ class MultiBankDetector(Detector):
             if not path.is_file():
                 raise InvalidInputError(f"{folder}: incomplete {self.name} run (no {path.name})")
             self.banks[b] = MemoryBank.load(path)
-        self.stats = {b: (float(v[0]), float(v[1])) for b, v in state["stats"].items()}
-        self.w_image = np.asarray(state["w_image"], dtype=np.float64)
-        self.w_patch = np.asarray(state["w_patch"], dtype=np.float64)
+        source = str(folder / RUN_FILE)
+        stats = state.get("stats")
+        if not (isinstance(stats, dict) and set(stats) == set(self.BANKS) and all(
+                isinstance(v, list) and len(v) == 2 for v in stats.values())):
+            raise FileFormatError(f"{source}: 'state.stats' must map the banks "
+                                  f"{list(self.BANKS)} to [mean, std], got {stats!r:.80}")
+        self.stats = {b: (check_run_number(v[0], f"'state.stats.{b}' mean", source),
+                          check_run_number(v[1], f"'state.stats.{b}' std", source,
+                                           positive=True)) for b, v in stats.items()}
+        for key in ("w_image", "w_patch"):
+            w = state.get(key)
+            if not (isinstance(w, list) and len(w) == len(self.BANKS)):
+                raise FileFormatError(f"{source}: 'state.{key}' must be a list of "
+                                      f"{len(self.BANKS)} numbers (one per bank), got {w!r:.80}")
+            setattr(self, key, np.array([check_run_number(v, f"'state.{key}'", source)
+                                         for v in w], dtype=np.float64))
         self.history = [float(x) for x in state.get("history", [])]
         self._load_networks(folder, state)
 

@@ -26,17 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from pcad.checks import check_fraction
-from pcad.detectors.base import Detector, upsample_map
+from pcad.checks import check_fraction, check_int
+from pcad.detectors.base import RUN_FILE, Detector, check_run_number, upsample_map
 from pcad.detectors.patches import (
     PATCH_STRIDE,
     RGBFeatures,
     SampleForeground,
     check_image_size,
+    check_sigma,
     foreground_max,
 )
 from pcad.detectors.registry import register_detector
-from pcad.errors import InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError
 
 __all__ = ["PatchCoreRGB", "PatchMemoryDetector"]
 
@@ -62,6 +63,10 @@ class PatchMemoryDetector(Detector):
         self.config["image_size"] = size
         self.config["coreset_ratio"] = check_fraction(self.config["coreset_ratio"],
                                                       "coreset_ratio", inclusive_zero=False)
+        self.config["seed"] = check_int(self.config["seed"], "seed", minimum=0)
+        self.config["sigma"] = check_sigma(self.config["sigma"])
+        self.config["n_reweight"] = check_int(self.config["n_reweight"], "n_reweight",
+                                              minimum=1)
         if self.config["image_score"] not in self.SCORES:
             raise InvalidInputError(f"image_score: expected one of {self.SCORES}, got "
                                     f"{self.config['image_score']!r}")
@@ -115,6 +120,7 @@ class PatchMemoryDetector(Detector):
         # one foreground for the point features and the image score
         fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
         feats = self._combine(self.patch_features(sample, fore))
+        self.check_width(feats.shape[1], self.bank.dim, "its memory bank (bank.npz)")
         mode = self.config["image_score"]
         if mode == "auto":
             mode = "foreground-max" if "xyz" in self.modalities else "reweighted"
@@ -134,8 +140,17 @@ class PatchMemoryDetector(Detector):
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
         from pcad.memory import MemoryBank
 
-        self.bank = MemoryBank.load(folder / "bank.npz")
-        self.scales = {k: float(v) for k, v in state.get("scales", {}).items()}
+        path = folder / "bank.npz"
+        if not path.is_file():
+            raise InvalidInputError(f"{folder}: incomplete {self.name} run (no {path.name})")
+        self.bank = MemoryBank.load(path)
+        scales = state.get("scales", {})
+        source = folder / RUN_FILE
+        if not isinstance(scales, dict) or not set(scales) <= set(self.modalities):
+            raise FileFormatError(f"{source}: 'state.scales' must map modalities "
+                                  f"{list(self.modalities)} to numbers, got {scales!r:.80}")
+        self.scales = {k: check_run_number(v, f"'state.scales.{k}'", str(source), positive=True)
+                       for k, v in scales.items()}
 
 
 @register_detector("patchcore-rgb")

@@ -48,16 +48,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pcad.checks import check_int
+from pcad.checks import check_int, check_positive
 from pcad.errors import InvalidInputError
 
-__all__ = ["DEVICES", "FEATURE_DEFAULTS", "PATCH_STRIDE", "POINT_BACKBONES", "GridDeviceMixin",
-           "MultimodalFeatures", "RGBFeatures", "SampleForeground", "backbone_image",
-           "check_image_size", "extract_all", "foreground_max", "foreground_patches",
-           "fpfh_patches", "resolve_device"]
+__all__ = ["DEVICES", "FEATURE_DEFAULTS", "MAX_IMAGE_SIZE", "MAX_SIGMA", "PATCH_STRIDE",
+           "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures", "RGBFeatures",
+           "SampleForeground",
+           "backbone_image", "check_image_size", "check_sigma", "extract_all", "foreground_max",
+           "foreground_patches", "fpfh_patches", "resolve_device"]
 
 #: every backbone's stride: one patch is 8 x 8 input pixels
 PATCH_STRIDE = 8
+#: the largest detector input size (pixels per side) :func:`check_image_size` accepts
+MAX_IMAGE_SIZE = 4096
+#: the largest anomaly-map blur :func:`check_sigma` accepts (pixels at 224; default 4)
+MAX_SIGMA = 64.0
 POINT_BACKBONES = ("pointmae", "fpfh")
 DEVICES = ("auto", "cpu", "cuda")
 #: pixels the part's foreground is dilated by for :func:`foreground_max`
@@ -72,16 +77,32 @@ FEATURE_DEFAULTS: dict[str, Any] = {
 
 
 def check_image_size(value: Any) -> int:
-    """The detector input size as an int: at least 32 and a multiple of the patch stride 8.
+    """The detector input size as an int: a multiple of the patch stride 8 in
+    ``[32, MAX_IMAGE_SIZE]`` (4096; a larger size, e.g. from an edited run, would allocate
+    terabytes).
 
     Example:
         >>> check_image_size(64.0)
         64
     """
-    size = check_int(value, "image_size", minimum=32)
+    size = check_int(value, "image_size", minimum=32, maximum=MAX_IMAGE_SIZE)
     if size % PATCH_STRIDE:
         raise InvalidInputError(f"image_size: must be a multiple of {PATCH_STRIDE}, got {size}")
     return size
+
+
+def check_sigma(value: Any) -> float:
+    """The anomaly-map blur ``sigma`` (pixels at 224, scaled to the map's size) as a float in
+    ``[0, MAX_SIGMA]`` (64: a larger blur flattens the map and its kernel grows with it).
+
+    Example:
+        >>> check_sigma(4)
+        4.0
+    """
+    sigma = check_positive(value, "sigma", allow_zero=True)
+    if sigma > MAX_SIGMA:
+        raise InvalidInputError(f"sigma: must be <= {MAX_SIGMA:g}, got {sigma:g}")
+    return sigma
 
 
 class GridDeviceMixin:

@@ -18,13 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pcad.detectors.base import RUN_FILE, Detector
+from pcad.detectors.base import RUN_FILE, Detector, read_run_record
 from pcad.errors import InvalidInputError
 from pcad.registry import Entry, Registry
 
@@ -76,17 +75,24 @@ def create_detector(name: str, **config: Any) -> Detector:
 def load_detector(path: str | os.PathLike[str], expect: str | None = None) -> Detector:
     """Load a fitted detector saved by :meth:`Detector.save` in the folder ``path``.
 
-    ``expect`` checks that the run was made by that detector.
+    ``expect`` checks that the run was made by that detector. Every run file is checked as it
+    is read (:func:`~pcad.detectors.base.read_run_record`, the detector's ``load``): a damaged
+    or edited run raises a :class:`~pcad.errors.PcadError` naming the file, never another
+    exception.
+
+    Raises:
+        InvalidInputError: not a run folder, a run of another detector than ``expect``, an
+            unknown detector, or a file of the run missing.
+        FileFormatError: a run file is truncated, not of its format, or holds values that do
+            not fit (the message names the file and what is wrong).
     """
     folder = Path(path)
-    meta = folder / RUN_FILE
-    if not meta.is_file():
-        raise InvalidInputError(f"{folder}: not a detector run (no {RUN_FILE})")
-    try:
-        record = json.loads(meta.read_text())
-        name = record["detector"]
-    except (ValueError, KeyError) as exc:
-        raise InvalidInputError(f"{meta}: unreadable detector record ({exc})") from None
+    record = read_run_record(folder)
+    name = record["detector"]
     if expect is not None and name != expect:
         raise InvalidInputError(f"{folder}: a run of detector {name!r}, not {expect!r}")
-    return detector_info(name).obj.load(folder)
+    try:
+        cls = detector_info(name).obj
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{folder / RUN_FILE}: {exc}") from None
+    return cls.load(folder)

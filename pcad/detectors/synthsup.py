@@ -63,7 +63,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcad.checks import check_choice, check_int, check_positive
-from pcad.detectors.base import MODALITY_NAMES, Detector, upsample_map
+from pcad.detectors.base import (
+    MODALITY_NAMES,
+    RUN_FILE,
+    Detector,
+    check_run_stats,
+    load_run_module,
+    read_run_file,
+    run_dims,
+    upsample_map,
+)
 from pcad.detectors.patches import (
     DEVICES,
     PATCH_STRIDE,
@@ -71,6 +80,7 @@ from pcad.detectors.patches import (
     RGBFeatures,
     SampleForeground,
     check_image_size,
+    check_sigma,
     foreground_max,
     fpfh_patches,
 )
@@ -79,6 +89,8 @@ from pcad.errors import InvalidInputError
 
 STATE_FILE = "synthsup.pt"
 DEPTH_DIM = 6
+#: the most 3x3 conv layers of the segmentation head (``layers``)
+MAX_LAYERS = 64
 #: standardised features are clipped to +-this many training standard deviations
 FEATURE_CLIP = 10.0
 
@@ -187,8 +199,9 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         for key, low in (("variants", 1), ("epochs", 1), ("batch_size", 1), ("hidden", 1),
                          ("layers", 1), ("seed", 0)):
             c[key] = check_int(c[key], key, minimum=low)
+        c["layers"] = check_int(c["layers"], "layers", maximum=MAX_LAYERS)
         c["lr"] = check_positive(c["lr"], "lr")
-        c["sigma"] = check_positive(c["sigma"], "sigma", allow_zero=True)
+        c["sigma"] = check_sigma(c["sigma"])
         if c["loss"] not in self.LOSSES:
             raise InvalidInputError(f"loss: expected one of {self.LOSSES}, got {c['loss']!r}")
         check_choice(c["device"], "device", DEVICES)
@@ -398,7 +411,9 @@ class SynthSupDetector(GridDeviceMixin, Detector):
                      ) -> np.ndarray:
         """``(h, w) float32`` anomaly probabilities of the patches."""
         self._require_fit()
-        x = self._standardise(self.patch_features(sample, foreground)[None])
+        feats = self.patch_features(sample, foreground)
+        self.check_width(feats.shape[0], self.head[0].in_channels, f"its network ({STATE_FILE})")
+        x = self._standardise(feats[None])
         with torch.no_grad():
             p = torch.sigmoid(self.head(x))[0, 0]
         return p.cpu().numpy().astype(np.float32)
@@ -429,14 +444,13 @@ class SynthSupDetector(GridDeviceMixin, Detector):
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
         path = folder / STATE_FILE
-        if not path.is_file():
-            raise InvalidInputError(f"{folder}: incomplete synthsup run (no {STATE_FILE})")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        self.head = segmentation_head(int(state["in_channels"]), self.config["hidden"],
-                                      self.config["layers"])
-        self.head.load_state_dict(saved["head"])
+        (c_in,) = run_dims(state, ("in_channels",), str(folder / RUN_FILE))
+        saved = read_run_file(folder, STATE_FILE, "synthsup", ("head", "stats"))
+        self.head = load_run_module(
+            lambda: segmentation_head(c_in, self.config["hidden"], self.config["layers"]),
+            saved["head"], f"{path} ['head']")
         self.head.to(self.device).eval()
-        self.stats = dict(saved["stats"])
+        self.stats = check_run_stats(saved["stats"], {"mean": c_in, "std": c_in}, str(path))
         self.history = [float(x) for x in state.get("history", [])]
         self.defect_counts = {str(k): int(v) for k, v in state.get("defect_counts", {}).items()}
         self.source_info = state.get("defect_source")

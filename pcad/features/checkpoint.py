@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcad.errors import FileFormatError, InvalidInputError
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 
 __all__ = [
+    "MIN_SAFE_TORCH",
     "check_state_dict",
+    "check_torch_version",
     "load_checkpoint",
     "load_state_dict_strict",
     "read_state_dict",
@@ -53,6 +58,36 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "mo
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: How many key names of each kind an error message lists.
 SHOW_KEYS = 5
+#: The oldest torch (major, minor) whose ``weights_only=True`` unpickler has no known bypass:
+#: below 2.6 a crafted file executes code (CVE-2025-32434), and the unpickler was fixed again
+#: in 2.10. :func:`load_checkpoint` refuses to unpickle anything with an older torch.
+MIN_SAFE_TORCH = (2, 10)
+
+
+def check_torch_version(version: str | None = None) -> None:
+    """Raise unless ``version`` (default: the installed ``torch.__version__``) is at least
+    :data:`MIN_SAFE_TORCH`, the oldest torch that loads a checkpoint or run folder safely.
+
+    Raises:
+        PcadError: an older torch, or a version string without ``MAJOR.MINOR``.
+
+    Example:
+        >>> check_torch_version("2.13.0+cpu")
+        >>> try:
+        ...     check_torch_version("2.5.1")
+        ... except PcadError as exc:
+        ...     print(str(exc).split(" (")[0])
+        torch 2.5.1 cannot load checkpoints or run folders safely
+    """
+    v = str(torch.__version__ if version is None else version)
+    m = re.match(r"\s*(\d+)\.(\d+)", v)
+    if m is None or (int(m.group(1)), int(m.group(2))) < MIN_SAFE_TORCH:
+        need = ".".join(map(str, MIN_SAFE_TORCH))
+        raise PcadError(
+            f"torch {v} cannot load checkpoints or run folders safely (its weights_only "
+            f"unpickler can be made to run code, CVE-2025-32434); upgrade with "
+            f"pip install 'torch>={need}'"
+        )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -188,6 +223,7 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: the path does not exist.
         FileFormatError: a directory, or a file ``torch.load`` cannot read.
+        PcadError: torch is older than :data:`MIN_SAFE_TORCH` (:func:`check_torch_version`).
     """
     if isinstance(weights, Mapping):
         return weights, "weights"
@@ -200,14 +236,40 @@ def load_checkpoint(
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise FileFormatError(f"{path}: is a directory, expected a checkpoint file")
+    check_torch_version()  # before unpickling anything
     safe = getattr(torch.serialization, "safe_globals", None) if safe_globals else None
     ctx = safe(list(safe_globals)) if safe is not None else contextlib.nullcontext()
     try:
-        with ctx:
+        with ctx, warnings.catch_warnings():
+            # torch's note on a pickle protocol it did not write: the load refuses or succeeds
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, wrong format...
-        raise FileFormatError(f"{path}: cannot be read as a torch checkpoint ({exc})") from exc
+        raise FileFormatError(f"{path}: cannot be read as a torch checkpoint "
+                              f"({_load_failure(exc)})") from exc
     return obj, str(path)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """What a failed ``torch.load`` found, in one short line (torch's messages span lines
+    and give advice that does not apply to pcad's files).
+
+    Example:
+        >>> _load_failure(EOFError())
+        'empty or truncated file'
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, re.S)
+        detail = f": {found.group(1).strip()}" if found else ""
+        return ("not a file of tensors: the weights-only loader refuses it (a pickle of other "
+                f"objects, or not a torch file){detail}")
+    if isinstance(exc, EOFError) or "central directory" in text or "zip archive" in text:
+        return "empty or truncated file"
+    first = next((line.strip() for line in text.splitlines() if line.strip()),
+                 type(exc).__name__)
+    return first if len(first) <= 200 else first[:197] + "..."
 
 
 def state_dict_mismatch(

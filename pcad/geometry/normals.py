@@ -1,7 +1,10 @@
 """Surface normals of point clouds (unorganized and organized) and their orientation.
 
 Normals are the smallest principal axis of each point's k-nearest-neighbour neighbourhood
-(scipy ``cKDTree`` + batched float64 PCA; deterministic, no random numbers). Orientation:
+(scipy ``cKDTree`` + batched float64 PCA; deterministic, no random numbers). Large clouds are
+processed in batches of :data:`QUERY_CHUNK` points (kNN queries, PCA, the orientation graph's
+edges), so memory grows linearly in N, by about 150 bytes per point, with results
+byte-identical to a single batch (``chunk_size`` selects the batch size). Orientation:
 
 - ``"outward"``: signs are made consistent over the kNN graph (minimum spanning tree weighted
   by ``1 - |n_i . n_j|``, propagated from the root), then each connected component of the graph
@@ -24,10 +27,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.spatial import cKDTree
 
@@ -37,7 +41,9 @@ from pcad.geometry.frames import bbox_diagonal, check_not_degenerate
 
 __all__ = [
     "DEFAULT_K",
+    "QUERY_CHUNK",
     "estimate_normals",
+    "knn_chunks",
     "orient_outward",
     "orient_towards",
     "organized_normals",
@@ -48,6 +54,9 @@ DEFAULT_K = 30
 _ORIENT_K = 10
 # Points per batch of the neighbourhood PCA (bounds memory to ~ _CHUNK * k * 24 bytes).
 _CHUNK = 32768
+#: Points per batch of kNN queries (a multiple of the PCA batch): a batch holds about
+#: ``QUERY_CHUNK * (k + 1) * 16`` bytes of neighbour distances and indices.
+QUERY_CHUNK = 6 * _CHUNK
 # A component whose outward vote margin is below this fraction of its size is "flat/open".
 _VOTE_MARGIN = 0.1
 _ORIENTS = ("auto", "outward", "viewpoint", "none")
@@ -64,6 +73,49 @@ def _canonical_sign(normals: np.ndarray) -> np.ndarray:
     neg = normals[np.arange(normals.shape[0]), big] < 0
     normals[neg] *= -1
     return normals
+
+
+def _chunk_size(chunk_size: int | None) -> int:
+    return QUERY_CHUNK if chunk_size is None else check_int(chunk_size, "chunk_size", minimum=1)
+
+
+def _index_dtype(n: int) -> type[np.signedinteger]:
+    """int32 when every index below ``n`` fits (as scipy.sparse chooses), else int64."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def knn_chunks(
+    tree: cKDTree, query: np.ndarray, k: int, chunk_size: int | None = None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``tree.query(query, k)`` in batches of rows, one batch of results in memory at a time.
+
+    Every query is answered on its own, so the rows are exactly those of one call on all the
+    queries (same distances, same neighbours in the same order).
+
+    Args:
+        tree: a scipy ``cKDTree``.
+        query: ``(M, 3)`` points.
+        k: neighbours per query, ``1 <= k <= tree.n``.
+        chunk_size: queries per batch (default :data:`QUERY_CHUNK`).
+
+    Yields:
+        ``(start, dist, idx)``: the results of ``query[start : start + len(idx)]``,
+        ``dist (m, k) float64`` ascending and ``idx (m, k) int64``.
+
+    Example:
+        >>> import numpy as np
+        >>> from scipy.spatial import cKDTree
+        >>> p = np.random.default_rng(0).normal(size=(1000, 3))
+        >>> tree = cKDTree(p)
+        >>> rows = [idx for _, _, idx in knn_chunks(tree, p, 8, chunk_size=300)]
+        >>> [len(r) for r in rows], bool((np.concatenate(rows) == tree.query(p, 8)[1]).all())
+        ([300, 300, 300, 100], True)
+    """
+    step = _chunk_size(chunk_size)
+    for start in range(0, query.shape[0], step):
+        q = query[start : start + step]
+        dist, idx = tree.query(q, k=k, workers=-1)
+        yield start, dist.reshape(q.shape[0], k), idx.reshape(q.shape[0], k)
 
 
 def _pca_normals(points: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -125,24 +177,69 @@ def orient_towards(normals: Any, points: Any, viewpoint: Any) -> np.ndarray:
     return _f32(n)
 
 
-def _propagate(normals: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+def _knn_graph(normals: np.ndarray, nbrs: np.ndarray, chunk: int) -> csr_matrix:
+    """The kNN graph ``i -> nbrs[i, j]`` (no self loops), weights ``1 - |n_i . n_j|``, as CSR.
+
+    Built ``chunk`` rows at a time in canonical form (columns ascending in each row, int32
+    indices below 2**31), as ``coo_matrix(...).tocsr()`` would. ``nbrs`` (N, K) is sorted
+    along its rows in place. An edge ``j -> i`` with ``j > i`` whose reverse ``i -> j`` exists
+    is left out: both have the same weight (``n_i . n_j`` is symmetric), Kruskal's stable
+    order meets ``i -> j`` first (row ``i``) and the reverse can then never join two
+    components, so the minimum spanning forest is exactly that of the full graph, from about
+    two thirds of the edges.
+    """
+    n, kk = nbrs.shape
+    keep = np.empty((n, kk), bool)
+    for s in range(0, n, chunk):
+        blk = nbrs[s : s + chunk]
+        blk.sort(axis=1)
+        rows = np.arange(s, s + blk.shape[0])[:, None]
+        kp = blk != rows
+        below = kp & (blk < rows)  # j -> i with i < j: drop when i -> j exists
+        i, j = blk[below], np.broadcast_to(rows, blk.shape)[below]
+        kp[below] = ~(nbrs[i] == j[:, None]).any(axis=1)
+        keep[s : s + blk.shape[0]] = kp
+    counts = keep.sum(axis=1)
+    n_edges = int(counts.sum())
+    itype = _index_dtype(max(n, n_edges) + 1)
+    indptr = np.zeros(n + 1, itype)
+    np.cumsum(counts, out=indptr[1:])
+    del counts
+    indices = np.empty(n_edges, itype)
+    data = np.empty(n_edges, np.float64)
+    for s in range(0, n, chunk):
+        blk, kp = nbrs[s : s + chunk], keep[s : s + chunk]
+        rows = np.broadcast_to(np.arange(s, s + blk.shape[0])[:, None], blk.shape)[kp]
+        cols = blk[kp]
+        dots = np.einsum("ij,ij->i", normals[rows], normals[cols])
+        a, b = indptr[s], indptr[s + blk.shape[0]]
+        indices[a:b] = cols
+        # +1e-6 keeps parallel-normal edges (weight 0 would mean "no edge" for scipy.sparse).
+        data[a:b] = 1.0 - np.abs(dots) + 1e-6
+    return csr_matrix((data, indices, indptr), shape=(n, n))
+
+
+def _spanning_forest(normals: np.ndarray, nbrs: list[np.ndarray], chunk: int) -> csr_matrix:
+    """Minimum spanning forest of the kNN graph (:func:`_knn_graph`) of ``nbrs[0]``.
+
+    ``nbrs`` is a one-element list that is emptied, so that the neighbours, then the graph,
+    are freed as soon as they are used (they and the spanning tree's sort are the peak of
+    memory of the orientation).
+    """
+    graph = _knn_graph(normals, nbrs.pop(), chunk)
+    # overwrite: Kruskal works in the graph's own arrays instead of a copy of every edge
+    return minimum_spanning_tree(graph, overwrite=True)
+
+
+def _propagate(normals: np.ndarray, forest: csr_matrix) -> np.ndarray:
     """Make normal signs consistent over the kNN graph; return the component labels ``(N,)``.
 
-    ``normals`` (N, 3) float64 is flipped in place. The graph joins each point to its neighbours
-    ``nbrs`` (N, K); its minimum spanning forest (weights ``1 - |n_i . n_j|``) is walked
+    ``normals`` (N, 3) float64 is flipped in place. ``forest`` is the minimum spanning forest
+    of the kNN graph (weights ``1 - |n_i . n_j|``, :func:`_spanning_forest`); it is walked
     breadth-first from the lowest index of each component and the sign of each edge is
     accumulated from the root by pointer jumping.
     """
     n = normals.shape[0]
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
-    cols = nbrs.ravel()
-    keep = rows != cols
-    rows, cols = rows[keep], cols[keep]
-    dots = np.einsum("ij,ij->i", normals[rows], normals[cols])
-    # +1e-6 keeps parallel-normal edges (weight 0 would mean "no edge" for scipy.sparse).
-    weights = 1.0 - np.abs(dots) + 1e-6
-    graph = coo_matrix((weights, (rows, cols)), shape=(n, n)).tocsr()
-    forest = minimum_spanning_tree(graph)
     n_comp, labels = connected_components(forest, directed=False)
     _, roots = np.unique(labels, return_index=True)
 
@@ -190,13 +287,17 @@ def _outward_flip(points: np.ndarray, normals: np.ndarray, labels: np.ndarray) -
     normals[flip[labels]] *= -1
 
 
-def orient_outward(points: Any, normals: Any, k: int = _ORIENT_K) -> np.ndarray:
+def orient_outward(
+    points: Any, normals: Any, k: int = _ORIENT_K, *, chunk_size: int | None = None
+) -> np.ndarray:
     """Orient unoriented normals consistently and outward (see the module docstring).
 
     Args:
         points: ``(N, 3)`` numeric array, N >= 3.
         normals: ``(N, 3)`` unit normals with arbitrary signs.
         k: neighbours per point in the propagation graph (clipped to N - 1).
+        chunk_size: points per batch of kNN queries and graph edges (default
+            :data:`QUERY_CHUNK`); the result does not depend on it.
 
     Returns:
         ``(N, 3) float32`` normals, each equal to the input up to sign.
@@ -215,8 +316,14 @@ def orient_outward(points: Any, normals: Any, k: int = _ORIENT_K) -> np.ndarray:
             f"normals: expected the shape of points {pts.shape}, got {nrm.shape}"
         )
     k = min(check_int(k, "k", minimum=1), pts.shape[0] - 1)
-    _, nbrs = cKDTree(pts).query(pts, k=k + 1, workers=-1)
-    labels = _propagate(nrm, nbrs)
+    chunk = _chunk_size(chunk_size)
+    nbrs = np.empty((pts.shape[0], k + 1), _index_dtype(pts.shape[0]))
+    for start, _, idx in knn_chunks(cKDTree(pts), pts, k + 1, chunk):
+        nbrs[start : start + idx.shape[0]] = idx
+    del _, idx  # the last batch
+    held = [nbrs]
+    del nbrs
+    labels = _propagate(nrm, _spanning_forest(nrm, held, chunk))
     _outward_flip(pts, nrm, labels)
     return _f32(nrm)
 
@@ -226,6 +333,8 @@ def estimate_normals(
     k: int | None = None,
     orient: str = "auto",
     viewpoint: Any = None,
+    *,
+    chunk_size: int | None = None,
 ) -> np.ndarray:
     """Unit normals of an unorganized cloud from the PCA of each point's k nearest neighbours.
 
@@ -238,9 +347,13 @@ def estimate_normals(
             largest-magnitude component positive, no consistency), or ``"auto"``:
             ``"viewpoint"`` when a viewpoint is given, ``"outward"`` otherwise.
         viewpoint: ``(3,)`` sensor position, required by ``orient="viewpoint"``.
+        chunk_size: points per batch of kNN queries, PCA and orientation-graph edges (default
+            :data:`QUERY_CHUNK`): the memory is about 150 bytes per point plus about
+            ``chunk_size * (k + 1) * 40`` bytes; the result does not depend on it.
 
     Returns:
-        ``(N, 3) float32`` unit normals. Deterministic (identical bytes across calls).
+        ``(N, 3) float32`` unit normals. Deterministic (identical bytes across calls and
+        batch sizes).
 
     Raises:
         InvalidInputError: bad shape, NaN/inf, fewer than 3 points, unknown ``orient``,
@@ -262,13 +375,27 @@ def estimate_normals(
         raise InvalidInputError('viewpoint: required with orient="viewpoint"')
     vp = _check_viewpoint(viewpoint) if viewpoint is not None else None
     k = DEFAULT_K if k is None else check_int(k, "k", minimum=2)
+    chunk = _chunk_size(chunk_size)
     check_not_degenerate(pts32, "points")
     pts = pts32.astype(np.float64)
-    k = min(k, pts.shape[0] - 1)
-    _, nbrs = cKDTree(pts).query(pts, k=k + 1, workers=-1)
-    normals = _pca_normals(pts, nbrs)
+    n = pts.shape[0]
+    k = min(k, n - 1)
+    # only the orientation graph's neighbours outlive their batch
+    k_orient = min(k, _ORIENT_K) + 1 if orient == "outward" else 0
+    nbrs = np.empty((n, k_orient), _index_dtype(n))
+    normals = np.empty((n, 3), np.float64)
+    for start, _, idx in knn_chunks(cKDTree(pts), pts, k + 1, chunk):
+        stop = start + idx.shape[0]
+        normals[start:stop] = _pca_normals(pts, idx)
+        nbrs[start:stop] = idx[:, :k_orient]
+    del _, idx  # the last batch
     if orient == "outward":
-        labels = _propagate(normals, nbrs[:, : min(k, _ORIENT_K) + 1])
+        # the graph and its spanning forest are the peak of memory: hold no float64 copy then
+        del pts
+        held = [nbrs]
+        del nbrs
+        labels = _propagate(normals, _spanning_forest(normals, held, chunk))
+        pts = pts32.astype(np.float64)
         _outward_flip(pts, normals, labels)
     elif orient == "viewpoint":
         dots = np.einsum("ij,ij->i", normals, vp - pts)
@@ -339,8 +466,12 @@ def organized_normals(xyz: Any, k: int = DEFAULT_K) -> np.ndarray:
     if fallback.any() and n_valid >= 3:
         pts = p[valid]
         kk = min(k, n_valid - 1)
-        _, nbrs = cKDTree(pts).query(p[fallback], k=kk + 1, workers=-1)
-        out[fallback] = _pca_normals(pts, np.atleast_2d(nbrs))
+        tree = cKDTree(pts)
+        q = p[fallback]
+        fb = np.empty((q.shape[0], 3), np.float64)
+        for start, _, idx in knn_chunks(tree, q, kk + 1):
+            fb[start : start + idx.shape[0]] = _pca_normals(pts, idx)
+        out[fallback] = fb
 
     flip = np.einsum("hwi,hwi->hw", out, p) > 0  # n . (0 - p) < 0
     out[flip] *= -1

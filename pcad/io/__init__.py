@@ -26,12 +26,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import trimesh
 
-from pcad.checks import check_int, valid_pixels
+from pcad.checks import MAX_SAMPLE_POINTS, check_float_dtype, check_int, valid_pixels
 from pcad.io.atomic import atomic_group, atomic_save, atomic_write
 from pcad.io.meshes import SUPPORTED_MESH_EXTENSIONS, read_mesh, sample_mesh
 from pcad.io.organized import (
@@ -100,7 +100,8 @@ class InputData:
     Attributes:
         kind: ``"points"`` (a point cloud file), ``"mesh"`` (a mesh, sampled) or
             ``"organized"`` (an xyz TIFF).
-        points: ``(N, 3) float32``: the cloud's points, the mesh samples, or, for an
+        points: ``(N, 3) float32`` (``float64`` for a cloud or mesh read with
+            ``dtype=np.float64``): the cloud's points, the mesh samples, or, for an
             organized cloud, its valid pixels (not ``(0, 0, 0)``) in row-major order
             (possibly 0 rows).
         normals: ``(N, 3) float32`` unit face normals for a mesh, the file's normals for a
@@ -125,7 +126,11 @@ class InputData:
 
 
 def read_input(
-    path: str | os.PathLike[str], n_points: int = DEFAULT_MESH_POINTS, seed: int | None = 0
+    path: str | os.PathLike[str],
+    n_points: int = DEFAULT_MESH_POINTS,
+    seed: int | None = 0,
+    *,
+    dtype: Any = np.float32,
 ) -> InputData:
     """Read any supported input file and say what it was.
 
@@ -136,11 +141,17 @@ def read_input(
 
     Args:
         path: the file.
-        n_points: samples drawn on a mesh (ignored for other kinds), ``>= 1``.
+        n_points: samples drawn on a mesh (ignored for other kinds), ``1 <= n_points <=``
+            :data:`~pcad.checks.MAX_SAMPLE_POINTS`.
         seed: seed of the mesh sampling.
+        dtype: dtype of ``points`` for a cloud or a mesh: ``np.float32`` (default) or
+            ``np.float64`` (the file's full precision, for a caller that centres far-away
+            clouds before its float32 work); an organized cloud stays float32 (its file's
+            precision).
 
     Raises:
         FileFormatError: unknown extension (the message lists the supported ones) or a bad file.
+        InvalidInputError: ``n_points`` out of range or a ``dtype`` other than float32/float64.
         FileNotFoundError: the file does not exist.
 
     Example:
@@ -157,7 +168,8 @@ def read_input(
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise unsupported_extension(path, SUPPORTED_EXTENSIONS, "")
-    n = check_int(n_points, "n_points", minimum=1)
+    n = check_int(n_points, "n_points", minimum=1, maximum=MAX_SAMPLE_POINTS)
+    check_float_dtype(dtype)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if ext in SUPPORTED_ORGANIZED_EXTENSIONS:
@@ -173,7 +185,7 @@ def read_input(
     is_mesh = ext in SUPPORTED_MESH_EXTENSIONS and (ext != ".ply" or ply_has_faces(path))
     if is_mesh:
         mesh = read_mesh(path)
-        points, normals, face_index = sample_mesh(mesh, n, seed)
+        points, normals, face_index = sample_mesh(mesh, n, seed, dtype=dtype)
         return InputData(
             kind="mesh",
             points=points,
@@ -183,7 +195,7 @@ def read_input(
             path=path,
             face_index=face_index,
         )
-    data = read_points(path)
+    data = read_points(path, dtype=dtype)
     return InputData(
         kind="points",
         points=data.points,

@@ -1,9 +1,14 @@
 """Atomic file writes: a reader never sees a half-written file.
 
-Data is written to a temporary file in the destination directory (its name starts with ``.``
-and contains ``.tmp``), flushed to disk with ``fsync`` and then renamed onto the final path with
-:func:`os.replace`, which is atomic on POSIX and Windows. If anything fails, the temporary
-file is removed and a file that already existed at the final path is left untouched.
+Data is written to a temporary file in the destination directory, flushed to disk with
+``fsync`` and then renamed onto the final path with :func:`os.replace`, which is atomic on POSIX
+and Windows. If anything fails, the temporary file is removed and a file that already existed at
+the final path is left untouched.
+
+A temporary file is named ``.<name>.<pid>-<host>.<random>.tmp[<ext>]`` after the process that
+writes it (``<host>`` is :func:`pcad.io.lock.host_id`): a process killed before it could clean up
+leaves such files behind, and :func:`is_stale_temp` tells them from the files of a writer that
+is still at work (see its rules), so that a resumed run removes only the dead one's.
 
 Example:
     >>> import tempfile, pathlib
@@ -24,15 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_group", "atomic_save", "atomic_write"]
+from pcad.io.lock import host_id, process_alive
+
+__all__ = ["atomic_group", "atomic_save", "atomic_write", "is_stale_temp", "is_temp_name",
+           "stale_temps", "temp_owner"]
 
 _MODES = ("w", "wt", "wb")
+#: ``.<name>.<pid>-<host>.<random>.tmp[<ext>]`` (the random part is tempfile's: [a-z0-9_])
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.tmp(\.[^.]*)?$")
+#: a temporary file of another host untouched for this long is stale (seconds)
+FOREIGN_TEMP_AGE = 3600.0
 
 
 def _current_umask() -> int:
@@ -81,11 +95,78 @@ def _remove_quietly(path: Path) -> None:
 
 
 def _temp_beside(final: Path, suffix: str) -> Path:
-    """A new empty file ``.<name>.<random><suffix>`` in the folder of ``final`` (created)."""
+    """A new empty file ``.<name>.<pid>-<host>.<random><suffix>`` beside ``final`` (created)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}-{host_id()}.",
+                                    suffix=suffix, dir=final.parent)
     os.close(fd)
     return Path(tmp_name)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` looks like a temporary file of this module (hidden, with ``.tmp``).
+
+    Example:
+        >>> is_temp_name(".000.png.4242-0a1b2c3d.k3j_x0ab.tmp.png"), is_temp_name("000.png")
+        (True, False)
+    """
+    return name.startswith(".") and ".tmp" in name
+
+
+def temp_owner(name: str) -> tuple[int, str] | None:
+    """``(pid, host id)`` of the process that created the temporary file ``name``; None for a
+    name without them (written by a pcad older than the pid tags, or not ours).
+
+    Example:
+        >>> temp_owner(".000.png.4242-0a1b2c3d.k3j_x0ab.tmp.png")
+        (4242, '0a1b2c3d')
+        >>> temp_owner(".000.png.k3j_x0ab.tmp.png") is None
+        True
+    """
+    m = _TEMP_NAME.match(name)
+    return (int(m["pid"]), m["host"]) if m else None
+
+
+def is_stale_temp(path: str | os.PathLike[str], *, own_stale: bool = False,
+                  now: float | None = None) -> bool:
+    """Whether the temporary file ``path`` was left by a writer that is gone.
+
+    Rules: a file of a process of this host is stale when that process is dead (or, with
+    ``own_stale=True``, when it is the calling process: pass it at start-up, before this
+    process writes anything, since a pid is reused after a restart, e.g. pid 1 in a container);
+    a file of another host is stale when untouched for :data:`FOREIGN_TEMP_AGE` seconds (its
+    process cannot be looked up from here); a name without a pid tag is stale (an older pcad's).
+    Only call this while holding the folder's lock (:func:`pcad.io.lock.folder_lock`).
+
+    Example:
+        >>> import os
+        >>> from pcad.io.lock import host_id
+        >>> mine = f".a.png.{os.getpid()}-{host_id()}.x1.tmp.png"
+        >>> is_stale_temp(mine), is_stale_temp(mine, own_stale=True)
+        (False, True)
+    """
+    p = Path(path)
+    owner = temp_owner(p.name)
+    if owner is None:
+        return True
+    pid, host = owner
+    if host != host_id():
+        try:
+            age = (time.time() if now is None else now) - p.lstat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age >= FOREIGN_TEMP_AGE
+    if pid == os.getpid():
+        return own_stale
+    return not process_alive(pid)
+
+
+def stale_temps(root: str | os.PathLike[str], *, own_stale: bool = False) -> list[Path]:
+    """The stale temporary files (:func:`is_stale_temp`) anywhere under the folder ``root``;
+    links are never listed."""
+    return [p for p in sorted(Path(root).rglob(".*.tmp*"))
+            if is_temp_name(p.name) and p.is_file() and not p.is_symlink()
+            and is_stale_temp(p, own_stale=own_stale)]
 
 
 @contextlib.contextmanager
@@ -128,7 +209,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         mode: ``"wb"`` (binary, default), ``"w"`` or ``"wt"`` (UTF-8 text, ``"\\n"`` newlines).
 
     Yields:
-        The open file object of the temporary file ``.<name>.<random>.tmp`` next to ``path``.
+        The open file object of the temporary file ``.<name>.<pid>-<host>.<random>.tmp`` next
+        to ``path``.
 
     On an exception inside the block the temporary file is deleted, ``path`` is left as it was
     and the exception propagates.
@@ -161,7 +243,8 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) ->
     """Atomically create ``path`` with a library function that wants a file name.
 
     ``writer`` is called with a temporary path in the same directory that has the same
-    extension as ``path`` (``.<name>.<random>.tmp<ext>``, e.g. ``.cloud.ply.k3j_x.tmp.ply``)
+    extension as ``path`` (``.<name>.<pid>-<host>.<random>.tmp<ext>``, e.g.
+    ``.cloud.ply.4242-0a1b2c3d.k3j_x.tmp.ply``)
     because open3d, tifffile and PIL choose the format from the extension. After ``writer``
     returns, the temporary file is fsynced and renamed onto ``path``.
 

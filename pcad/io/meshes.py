@@ -11,15 +11,23 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trimesh
 
-from pcad.checks import check_int
+from pcad.checks import MAX_SAMPLE_POINTS, check_float_dtype, check_int
 from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
-from pcad.io.parsing import require_file, unsupported_extension
+from pcad.io.parsing import (
+    bytes_after,
+    decode_text,
+    quiet_trimesh,
+    require_file,
+    unsupported_extension,
+)
+from pcad.io.ply import check_ply_data_size, read_ply_header
 
 __all__ = ["SUPPORTED_MESH_EXTENSIONS", "read_mesh", "sample_mesh"]
 
@@ -30,7 +38,10 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
     """Read a triangle mesh from ``.stl .obj .ply .off`` (extension case-insensitive).
 
     A file holding several meshes (a scene) is concatenated into one. Duplicate vertices are
-    merged (STL stores three per triangle), so the mesh is connected.
+    merged (STL stores three per triangle), so the mesh is connected. The counts in a PLY or
+    OFF header are checked against the file before it is parsed: fewer rows than promised,
+    or rows the header does not describe, are an error (see
+    :func:`pcad.io.ply.check_ply_data_size`).
 
     Returns:
         ``trimesh.Trimesh`` with ``vertices (V, 3) float64`` and ``faces (F, 3) int64``,
@@ -38,9 +49,9 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        FileFormatError: unknown extension, a file trimesh cannot parse, a file without faces
-            (trimesh silently returns an empty mesh for garbage), NaN/inf vertices, or face
-            indices out of range.
+        FileFormatError: unknown extension, a file trimesh cannot parse, a header whose
+            counts do not match the file, a file without faces (trimesh silently returns an
+            empty mesh for garbage), NaN/inf vertices, or face indices out of range.
 
     Example:
         >>> import tempfile, pathlib
@@ -56,9 +67,14 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
     if ext not in SUPPORTED_MESH_EXTENSIONS:
         raise unsupported_extension(path, SUPPORTED_MESH_EXTENSIONS, "mesh")
     require_file(path)
+    if ext == ".ply":
+        check_ply_data_size(path, read_ply_header(path))
+    elif ext == ".off":
+        _check_off_counts(path)
     try:
         # process=False so NaN vertices are seen here instead of silently dropped by trimesh
-        loaded = trimesh.load(path, file_type=ext[1:], force="mesh", process=False)
+        with quiet_trimesh():
+            loaded = trimesh.load(path, file_type=ext[1:], force="mesh", process=False)
     except Exception as exc:  # trimesh raises many types (ValueError, KeyError, struct.error...)
         raise FileFormatError(
             f"{path}: cannot read the mesh: {type(exc).__name__}: {exc}"
@@ -71,8 +87,9 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
     mesh = loaded
     if len(mesh.faces) == 0:
         raise FileFormatError(
-            f"{path}: no faces could be read (an empty, garbage or point-only file); "
-            "use read_points for point clouds"
+            f"{path}: no faces could be read (an empty, garbage or point-only file"
+            f"{_binary_stl_hint(path) if ext == '.stl' else ''}); use read_points for point "
+            "clouds"
         )
     vertices = np.asarray(mesh.vertices)
     if not np.isfinite(vertices).all():
@@ -81,8 +98,52 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
     faces = np.asarray(mesh.faces)
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise FileFormatError(f"{path}: face indices out of range for {len(vertices)} vertices")
-    mesh.merge_vertices()
+    with quiet_trimesh():  # huge garbled coordinates overflow its integer keys
+        mesh.merge_vertices()
     return mesh
+
+
+def _binary_stl_hint(path: Path) -> str:
+    """Why a file is no binary STL: its triangle count against its length (or "")."""
+    size = bytes_after(path, 0)
+    if size < 84:
+        return ""
+    with open(path, "rb") as f:
+        f.seek(80)
+        count = int(np.frombuffer(f.read(4), "<u4")[0])
+    return (f"; read as binary STL its header says {count} triangles ({84 + 50 * count} "
+            f"bytes), the file holds {size} bytes")
+
+
+_OFF_MAGIC = re.compile(r"(COFF|OFF)")
+
+
+def _check_off_counts(path: Path) -> None:
+    """Compare the vertex and face counts of an OFF header with the rows of the file.
+
+    Lines are counted as trimesh reads them (``#`` comments and blank lines dropped); a
+    header that trimesh cannot read is left to trimesh's own error.
+    """
+    text = decode_text(path)
+    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    body = "\n".join(ln for ln in lines if ln)
+    parts = _OFF_MAGIC.split(body, maxsplit=1)
+    if len(parts) < 3:
+        return
+    rows = [ln for ln in parts[2].splitlines() if ln.strip()]
+    try:
+        n_vertices, n_faces = (int(v) for v in rows[0].split()[:2])
+    except (IndexError, ValueError):
+        return
+    have = len(rows) - 1
+    if n_vertices < 0 or n_faces < 0 or have == n_vertices + n_faces:
+        return
+    what = "truncated OFF: the header promises" if have < n_vertices + n_faces else \
+        "OFF header says"
+    raise FileFormatError(
+        f"{path}: {what} {n_vertices} vertices and {n_faces} faces "
+        f"({n_vertices + n_faces} rows), the file holds {have} rows"
+    )
 
 
 def _face_geometry(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -101,7 +162,11 @@ def _seed(seed: Any) -> int | None:
 
 
 def sample_mesh(
-    mesh: Any, n_points: int, seed: int | np.random.Generator | None
+    mesh: Any,
+    n_points: int,
+    seed: int | np.random.Generator | None,
+    *,
+    dtype: Any = np.float32,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample points uniformly by area on a triangle mesh, deterministically for a seed.
 
@@ -112,16 +177,21 @@ def sample_mesh(
     Args:
         mesh: a ``trimesh.Trimesh`` (or any object with ``vertices (V, 3)`` and
             ``faces (F, 3)`` integer indices).
-        n_points: number of samples N, ``>= 1``.
+        n_points: number of samples N, ``1 <= N <=``
+            :data:`~pcad.checks.MAX_SAMPLE_POINTS` (50 million; checked before anything is
+            allocated).
         seed: integer seed (the same seed gives byte-identical results), a
             ``numpy.random.Generator`` (advanced by the call), or None for fresh entropy.
+        dtype: dtype of the points, ``np.float32`` (default) or ``np.float64`` (the same
+            samples before their float32 rounding, for a mesh far from the origin).
 
     Returns:
         ``points (N, 3) float32`` on the surface, ``normals (N, 3) float32`` unit face normals
         of the sampled faces (orientation from the face winding), ``face_index (N,) int64``.
 
     Raises:
-        InvalidInputError: ``n_points < 1``, NaN/inf vertices, malformed faces.
+        InvalidInputError: ``n_points`` outside ``[1, MAX_SAMPLE_POINTS]``, NaN/inf vertices,
+            malformed faces, a ``dtype`` other than float32 and float64.
         DegenerateGeometryError: no faces, or all faces of zero area.
 
     Example:
@@ -133,7 +203,8 @@ def sample_mesh(
         >>> bool(np.allclose(np.linalg.norm(nrm, axis=1), 1))
         True
     """
-    n = check_int(n_points, "n_points", minimum=1)
+    n = check_int(n_points, "n_points", minimum=1, maximum=MAX_SAMPLE_POINTS)
+    out_dtype = check_float_dtype(dtype)
     if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")):
         raise InvalidInputError(
             f"mesh: expected a trimesh.Trimesh with vertices and faces, got {type(mesh).__name__}"
@@ -177,7 +248,7 @@ def sample_mesh(
     points = a[face_index] + uv[:, :1] * e1[face_index] + uv[:, 1:] * e2[face_index]
     normals = cross[face_index] / double_area[face_index, None]
     return (
-        np.ascontiguousarray(points, dtype=np.float32),
+        np.ascontiguousarray(points, dtype=out_dtype),
         np.ascontiguousarray(normals, dtype=np.float32),
         face_index,
     )

@@ -3,6 +3,10 @@
 An organized cloud is an ``(H, W, 3) float32`` image of xyz coordinates; ``(0, 0, 0)`` marks a
 pixel with no measurement. Masks are ``(H, W) bool`` (True = anomalous pixel).
 
+Every reader checks the image size in the file's header against :data:`MAX_IMAGE_PIXELS`
+before decoding a pixel, so that a small compressed file claiming a huge image (a
+decompression bomb) is refused instead of filling the memory.
+
 Example:
     >>> import tempfile, pathlib
     >>> import numpy as np
@@ -26,14 +30,17 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from pcad.checks import check_organized
+from pcad.checks import check_int, check_organized
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.io.atomic import atomic_write
 from pcad.io.parsing import require_file, unsupported_extension
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "SUPPORTED_ORGANIZED_EXTENSIONS",
     "XYZ_NAN_POLICIES",
+    "check_pixel_count",
+    "read_mask_levels",
     "read_mask_png",
     "read_rgb",
     "read_xyz_tiff",
@@ -46,6 +53,56 @@ SUPPORTED_ORGANIZED_EXTENSIONS: tuple[str, ...] = (".tiff", ".tif")
 
 XYZ_NAN_POLICIES: tuple[str, ...] = ("error", "zero")
 """Values of :func:`read_xyz_tiff`'s ``nan``: refuse NaN/inf pixels, or make them (0, 0, 0)."""
+
+MAX_IMAGE_PIXELS = 2**26
+"""The most pixels (height x width) an xyz TIFF, mask or RGB image may have: 67,108,864
+(8192 x 8192), about 100 times an 800 x 800 MVTec 3D-AD image; such an xyz cloud takes 0.8 GB
+as float32. The readers check the size in the header before decoding; read at each call, so
+a program that needs bigger images may raise it (``pcad.io.organized.MAX_IMAGE_PIXELS = ...``).
+"""
+
+
+def check_pixel_count(
+    path: str | os.PathLike[str], height: int, width: int, max_pixels: int | None = None
+) -> None:
+    """Refuse an image of ``height x width`` pixels over ``max_pixels`` (default
+    :data:`MAX_IMAGE_PIXELS`), before it is decoded.
+
+    Raises:
+        FileFormatError: too many pixels; the message names ``path`` and both numbers.
+
+    Example:
+        >>> check_pixel_count("a.tiff", 800, 800)
+        >>> try:
+        ...     check_pixel_count("a.tiff", 100_000, 100_000)
+        ... except FileFormatError as exc:
+        ...     print(str(exc).split(";")[0])
+        a.tiff: the image is 100000 x 100000 = 10000000000 pixels, more than the cap of 67108864
+    """
+    cap = MAX_IMAGE_PIXELS if max_pixels is None else check_int(max_pixels, "max_pixels")
+    n = int(height) * int(width)
+    if n > cap:
+        raise FileFormatError(
+            f"{path}: the image is {height} x {width} = {n} pixels, more than the cap of "
+            f"{cap}; refused before decoding (a corrupt or hostile header?), raise "
+            "pcad.io.organized.MAX_IMAGE_PIXELS for a real image this large"
+        )
+
+
+def _tiff_series(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse, from the header alone, a TIFF whose first series (what ``asarray`` decodes) is
+    not an ``(H, W, 3)`` float image or is over :data:`MAX_IMAGE_PIXELS`."""
+    if not tif.pages:
+        return  # asarray gives an empty array, refused by the caller's shape check
+    series = tif.series[0]
+    shape, dtype = tuple(series.shape), series.dtype
+    if len(shape) != 3 or shape[2] != 3 or 0 in shape:
+        raise FileFormatError(
+            f"{path}: expected an organized xyz cloud of shape (H, W, 3), got {shape}"
+        )
+    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+        raise FileFormatError(f"{path}: expected float32 or float64 xyz values, got {dtype}")
+    check_pixel_count(path, shape[0], shape[1])
 
 
 def read_xyz_tiff(path: str | os.PathLike[str], nan: str = "zero") -> np.ndarray:
@@ -62,8 +119,9 @@ def read_xyz_tiff(path: str | os.PathLike[str], nan: str = "zero") -> np.ndarray
 
     Raises:
         FileNotFoundError: the file does not exist.
-        FileFormatError: wrong extension, not a TIFF, not an ``(H, W, 3)`` float image, or
-            NaN/inf pixels with ``nan="error"``.
+        FileFormatError: wrong extension, not a TIFF, not an ``(H, W, 3)`` float image, more
+            than :data:`MAX_IMAGE_PIXELS` pixels (checked before decoding), or NaN/inf pixels
+            with ``nan="error"``.
         InvalidInputError: ``nan`` is not one of :data:`XYZ_NAN_POLICIES`.
 
     Example:
@@ -82,7 +140,11 @@ def read_xyz_tiff(path: str | os.PathLike[str], nan: str = "zero") -> np.ndarray
         raise unsupported_extension(path, SUPPORTED_ORGANIZED_EXTENSIONS, "organized-cloud")
     require_file(path)
     try:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:  # what tifffile.imread(path) does, checked first
+            _tiff_series(tif, path)
+            arr = tif.asarray()
+    except FileFormatError:
+        raise
     except Exception as exc:  # TiffFileError, struct.error, ValueError, OSError...
         raise FileFormatError(
             f"{path}: cannot read the TIFF: {type(exc).__name__}: {exc}"
@@ -131,14 +193,18 @@ def write_xyz_tiff(path: str | os.PathLike[str], xyz: Any) -> None:
 
 def _open_image(path: Path) -> Image.Image:
     require_file(path)
+    img = None
     try:
         img = Image.open(path)
+        check_pixel_count(path, img.height, img.width)  # from the header, before decoding
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+    except (FileFormatError, UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError) as exc:
         # PIL reports truncated or garbage files as OSError/SyntaxError, and a forged size in
         # the header as DecompressionBombError
-        if isinstance(exc, FileNotFoundError):
+        if img is not None:
+            img.close()
+        if isinstance(exc, (FileNotFoundError, FileFormatError)):
             raise
         raise FileFormatError(
             f"{path}: cannot read the image: {type(exc).__name__}: {exc}"
@@ -165,6 +231,29 @@ def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
         [[True, False], [False, True]]
         >>> tmp.cleanup()
     """
+    return np.ascontiguousarray(read_mask_levels(path) > 0)
+
+
+def read_mask_levels(path: str | os.PathLike[str]) -> np.ndarray:
+    """The raw values of a ground-truth mask image, before :func:`read_mask_png` binarizes them
+    with ``> 0`` (to tell a 0/255 mask from one with soft edges or class ids).
+
+    Same modes as :func:`read_mask_png`; a colour pixel's value is its largest channel (alpha
+    ignored), so ``read_mask_levels(p) > 0`` is ``read_mask_png(p)``.
+
+    Returns:
+        ``(H, W)`` array of the file's dtype (``uint8`` for 8-bit PNGs, ``bool`` for 1-bit).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "m.png"
+        >>> Image.fromarray(np.array([[0, 3], [128, 255]], np.uint8)).save(p)
+        >>> read_mask_levels(p).tolist()
+        [[0, 3], [128, 255]]
+        >>> tmp.cleanup()
+    """
     path = Path(path)
     with _open_image(path) as img:
         if img.mode == "P":
@@ -175,10 +264,10 @@ def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
             raise FileFormatError(f"{path}: unsupported mask image mode {img.mode!r}")
         arr = np.asarray(img)
     if arr.ndim == 3:
-        return np.ascontiguousarray((arr > 0).any(axis=2))
+        return np.ascontiguousarray(arr.max(axis=2))
     if arr.ndim != 2:
         raise FileFormatError(f"{path}: expected a 2-D mask image, got shape {arr.shape}")
-    return np.ascontiguousarray(arr > 0)
+    return np.ascontiguousarray(arr)
 
 
 def write_mask_png(path: str | os.PathLike[str], mask: Any) -> None:

@@ -15,7 +15,12 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
+import os
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +29,13 @@ from pcad.errors import FileFormatError
 
 __all__ = [
     "MAX_HEADER_BYTES",
+    "bytes_after",
+    "count_rows",
     "decode_text",
     "line_number_at",
     "parse_numbers",
     "parse_rows_at",
+    "quiet_trimesh",
     "read_bytes_at",
     "require_file",
     "unsupported_extension",
@@ -35,6 +43,26 @@ __all__ = [
 
 MAX_HEADER_BYTES = 1 << 20
 """Bytes read to find the end of a PLY or PCD header."""
+
+
+@contextmanager
+def quiet_trimesh() -> Iterator[None]:
+    """Silence trimesh's log and numpy's floating-point warnings while trimesh parses a file:
+    on a bad file it logs warnings with a traceback (``failed to extract face_normals``) that
+    Python would print on stderr, before the reader raises its own one-line FileFormatError.
+
+    Example:
+        >>> with quiet_trimesh():
+        ...     logging.getLogger("trimesh").warning("not shown")
+    """
+    log = logging.getLogger("trimesh")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with np.errstate(all="ignore"):
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def require_file(path: Path) -> None:
@@ -190,12 +218,49 @@ def parse_numbers(
     return arr
 
 
-def parse_rows_at(path: Path, offset: int, rows: int, what: str) -> np.ndarray:
+def bytes_after(path: Path, offset: int) -> int:
+    """Bytes of the file from byte ``offset`` to its end (0 if it is shorter): what the data
+    after a header can hold, known before anything is read or allocated.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "a.bin"
+        >>> _ = p.write_bytes(b"header\\ndata")
+        >>> bytes_after(p, 7)
+        4
+        >>> tmp.cleanup()
+    """
+    return max(os.path.getsize(path) - offset, 0)
+
+
+_BLANK_LINE = re.compile(rb"^[ \t\r\f\v,]*(?:#[^\n]*)?\n", re.MULTILINE)
+
+
+def count_rows(data: bytes) -> int:
+    """Number of rows of a text body: its lines that hold more than whitespace, commas and a
+    ``#`` comment (the rows :func:`parse_numbers` reads), counted without parsing them.
+
+    Example:
+        >>> count_rows(b"1 2 3\\n\\n# note\\n4 5 6\\n7 8 9")
+        3
+    """
+    rows = data.count(b"\n") - len(_BLANK_LINE.findall(data))
+    tail = data[data.rfind(b"\n") + 1 :]
+    if tail.split(b"#", 1)[0].strip(b" \t\r\f\v,"):
+        rows += 1
+    return rows
+
+
+def parse_rows_at(
+    path: Path, offset: int, rows: int, what: str, data: bytes | None = None
+) -> np.ndarray:
     """Parse the first ``rows`` rows of numbers of the text body starting at byte ``offset``
     (the ASCII data after a PLY or PCD header) into a ``(rows', cols) float64`` array.
 
     Messages name the file's own line numbers. Fewer rows than ``rows`` is not an error here
-    (the caller says what it expected).
+    (the caller says what it expected). ``data``: the body's bytes when the caller has
+    already read them (they are not read again).
 
     Example:
         >>> import tempfile, pathlib
@@ -206,7 +271,7 @@ def parse_rows_at(path: Path, offset: int, rows: int, what: str) -> np.ndarray:
         [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
         >>> tmp.cleanup()
     """
-    text = decode_text(path, read_bytes_at(path, offset))
+    text = decode_text(path, read_bytes_at(path, offset) if data is None else data)
     return parse_numbers(
         path, text, max_rows=rows, what=what, first_line=line_number_at(path, offset)
     )

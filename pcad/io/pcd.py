@@ -4,6 +4,11 @@ Written as ASCII PCD v0.7 with ``FIELDS x y z [normal_x normal_y normal_z] [labe
 ``DATA ascii`` and ``DATA binary`` are read, ``binary_compressed`` is not. Points with NaN
 coordinates (PCL's marker of a missing measurement in non-dense clouds) are dropped on reading.
 
+``POINTS`` is checked against the file before anything is read or allocated: fewer rows than
+it promises is an error ("truncated PCD"), and so are rows it does not describe (``POINTS 20``
+over a file of 2000 rows would otherwise be cut silently). In binary data a remainder
+shorter than one row is ignored with a :class:`~pcad.errors.PcadWarning`.
+
 Example:
     >>> import tempfile, pathlib
     >>> import numpy as np
@@ -20,13 +25,22 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pcad.errors import FileFormatError
+from pcad.errors import FileFormatError, PcadWarning
 from pcad.io.atomic import atomic_write
-from pcad.io.parsing import MAX_HEADER_BYTES, parse_rows_at, read_bytes_at, require_file
+from pcad.io.parsing import (
+    MAX_HEADER_BYTES,
+    bytes_after,
+    count_rows,
+    parse_rows_at,
+    read_bytes_at,
+    require_file,
+)
 from pcad.io.point_data import PointCloudData, cloud_from_file
 
 __all__ = ["read_pcd", "write_pcd"]
@@ -64,8 +78,38 @@ def _read_pcd_header(path: Path) -> tuple[dict[str, list[str]], int]:
             return header, pos
 
 
-def read_pcd(path: str | os.PathLike[str]) -> PointCloudData:
+def _check_binary_size(path: Path, n: int, row: int, have: int) -> None:
+    """``n`` rows of ``row`` bytes against the ``have`` bytes after the header."""
+    need = n * row
+    if need > have:
+        raise FileFormatError(
+            f"{path}: truncated binary PCD: the header promises {n} points ({row} bytes each, "
+            f"{need} bytes) but the file holds {have} bytes of point data "
+            f"(room for {have // row} points)"
+        )
+    extra = have - need
+    if extra >= row:
+        rest = extra % row
+        tail = f" and {rest} more bytes" if rest else ""
+        raise FileFormatError(
+            f"{path}: PCD header says POINTS {n}, file holds {n + extra // row} rows{tail}; "
+            "fix the header (the extra rows are not read silently)"
+        )
+    if extra:
+        warnings.warn(
+            f"{path}: ignored {extra} trailing byte(s) after the {n} points of the PCD header",
+            PcadWarning,
+            stacklevel=3,
+        )
+
+
+def read_pcd(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> PointCloudData:
     """Read a PCD file (``DATA ascii`` or ``DATA binary``).
+
+    Args:
+        path: the file.
+        dtype: dtype of the points, ``np.float32`` (default) or ``np.float64`` (the file's
+            full precision: ``F 8`` fields or ASCII digits).
 
     Returns:
         :class:`~pcad.io.point_data.PointCloudData`: ``points (N, 3) float32`` without the
@@ -74,8 +118,8 @@ def read_pcd(path: str | os.PathLike[str]) -> PointCloudData:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        FileFormatError: a bad header, ``binary_compressed`` data, truncated data, no
-            ``x y z`` fields or no valid point.
+        FileFormatError: a bad header, ``binary_compressed`` data, truncated data, rows
+            ``POINTS`` does not describe, no ``x y z`` fields or no valid point.
 
     Example:
         >>> import tempfile, pathlib
@@ -129,25 +173,43 @@ def read_pcd(path: str | os.PathLike[str]) -> PointCloudData:
             "(e.g. pcl_convert_pcd_ascii_binary)"
         )
     if data_kind == "binary":
-        dtype = np.dtype(
+        have = bytes_after(path, offset)
+        row = sum(np.dtype(d).itemsize * c for d, c in zip(dtypes, counts, strict=True))
+        _check_binary_size(path, n, row, have)  # before the dtype: COUNT may be absurd
+        if n == 0:
+            raise FileFormatError(f"{path}: the PCD file holds no points (POINTS 0)")
+        rec_dtype = np.dtype(
             [
                 (u, "<" + d, (c,)) if c > 1 else (u, "<" + d)
                 for u, d, c in zip(unique, dtypes, counts, strict=True)
             ]
         )
-        need = n * dtype.itemsize
+        need = n * rec_dtype.itemsize
         buf = read_bytes_at(path, offset, need)
-        if len(buf) < need:
+        if len(buf) < need:  # the file changed since its size was read
             raise FileFormatError(
                 f"{path}: truncated binary PCD: the header promises {n} points ({need} bytes) "
                 f"but the file holds {len(buf)} bytes of point data"
             )
-        rec = np.frombuffer(buf, dtype=dtype, count=n)
+        rec = np.frombuffer(buf, dtype=rec_dtype, count=n)
         for u in unique:
             columns[u] = np.asarray(rec[u])
     elif data_kind == "ascii":
         ncols = sum(counts)
-        arr = parse_rows_at(path, offset, n, "PCD point data")
+        body = read_bytes_at(path, offset)
+        rows = count_rows(body)
+        if rows > n:
+            raise FileFormatError(
+                f"{path}: PCD header says POINTS {n}, file holds {rows} rows; fix the header "
+                "(the extra rows are not read silently)"
+            )
+        if rows < n:
+            raise FileFormatError(
+                f"{path}: truncated PCD: the header promises {n} points, the file holds {rows}"
+            )
+        if n == 0:
+            raise FileFormatError(f"{path}: the PCD file holds no points (POINTS 0)")
+        arr = parse_rows_at(path, offset, n, "PCD point data", data=body)
         if n and arr.size == 0:
             arr = np.empty((0, ncols))
         if arr.shape[0] < n:
@@ -171,7 +233,8 @@ def read_pcd(path: str | os.PathLike[str]) -> PointCloudData:
 
     def stack(keys: tuple[str, str, str]) -> np.ndarray | None:
         if all(k in columns and columns[k].ndim == 1 for k in keys):
-            return np.stack([columns[k].astype(np.float64) for k in keys], axis=1)
+            with np.errstate(invalid="ignore"):  # signalling NaNs: dropped below
+                return np.stack([columns[k].astype(np.float64) for k in keys], axis=1)
         return None
 
     points = stack(("x", "y", "z"))
@@ -188,7 +251,9 @@ def read_pcd(path: str | os.PathLike[str]) -> PointCloudData:
         mask = None if mask is None else mask[keep]
     if points.shape[0] == 0:
         raise FileFormatError(f"{path}: the PCD file holds no valid points")
-    return cloud_from_file(path, points, normals=normals, mask=mask, offsets=offsets)
+    return cloud_from_file(
+        path, points, normals=normals, mask=mask, offsets=offsets, dtype=dtype
+    )
 
 
 def write_pcd(path: str | os.PathLike[str], data: PointCloudData) -> None:

@@ -6,6 +6,16 @@ parser for ``ascii`` and ``binary_little_endian`` files whose first element is a
 ``vertex`` element, and with trimesh for any other PLY. A PLY with faces is a mesh:
 :func:`read_ply` returns its vertices.
 
+Sizes are checked against the file before anything is read or allocated
+(:func:`check_ply_data_size`): the rows every element of the header promises must be in the
+file (else FileFormatError, "truncated PLY"), and rows the header does not describe are an
+error too (a header that says 50 vertices over a file that holds 2000 would otherwise be
+cut silently). Binary files: whole rows beyond the described data are an error, a remainder
+shorter than one row is ignored with a :class:`~pcad.errors.PcadWarning`; the exact length
+is known only when no element has a ``property list`` (faces), otherwise only the minimum is
+checked. ASCII files: one row per line, and the count of non-blank lines must equal the
+header's total.
+
 Example:
     >>> import tempfile, pathlib
     >>> import numpy as np
@@ -22,17 +32,35 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pcad.errors import FileFormatError
+from pcad.errors import FileFormatError, PcadWarning
 from pcad.io.atomic import atomic_write
-from pcad.io.parsing import MAX_HEADER_BYTES, parse_rows_at, read_bytes_at, require_file
+from pcad.io.parsing import (
+    MAX_HEADER_BYTES,
+    bytes_after,
+    count_rows,
+    parse_rows_at,
+    quiet_trimesh,
+    read_bytes_at,
+    require_file,
+)
 from pcad.io.point_data import PointCloudData, cloud_from_file
 
-__all__ = ["PlyElement", "PlyHeader", "ply_has_faces", "read_ply", "read_ply_header", "write_ply"]
+__all__ = [
+    "PlyElement",
+    "PlyHeader",
+    "check_ply_data_size",
+    "ply_has_faces",
+    "read_ply",
+    "read_ply_header",
+    "write_ply",
+]
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1",
@@ -66,6 +94,18 @@ class PlyElement:
     def has_lists(self) -> bool:
         """True if a row has a variable size (a ``property list``)."""
         return any(p[2] is not None for p in self.properties)
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one binary row; for a row with lists, the least it can take (empty lists)."""
+        return sum(np.dtype(_PLY_TYPES[count or ptype]).itemsize
+                   for _, ptype, count in self.properties)
+
+    def describe(self, count: int | None = None) -> str:
+        """``"50 vertices"``, ``"96 faces"``, ``"3 'edge' rows"`` (``count`` default: ours)."""
+        count = self.count if count is None else count
+        noun = {"vertex": "vertices", "face": "faces"}.get(self.name, f"{self.name!r} rows")
+        return f"{count} {noun}"
 
 
 @dataclass
@@ -180,6 +220,92 @@ def ply_has_faces(path: str | os.PathLike[str]) -> bool:
     return face is not None and face.count > 0
 
 
+def check_ply_data_size(path: str | os.PathLike[str], header: PlyHeader | None = None) -> None:
+    """Check the data after a PLY header against the rows the header promises.
+
+    Run before anything is read or allocated, so a header claiming 10**12 vertices costs
+    nothing. Binary: ``count * row bytes`` of every element must fit in the bytes after the
+    header; when no element has list properties the length is exact, and whole rows beyond it
+    are an error while a shorter remainder is ignored with a warning. ASCII: the number of
+    non-blank lines must equal the sum of the element counts (the file is read, not parsed).
+
+    Args:
+        path: the PLY file.
+        header: its parsed header (default: parsed here).
+
+    Raises:
+        FileFormatError: too few rows ("truncated PLY: the header promises ..."), or rows the
+            header does not describe ("PLY header says 50 vertices, file holds 2000 rows").
+
+    Warns:
+        PcadWarning: a binary file ends with fewer bytes than one row after its data.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> p = pathlib.Path(tmp.name) / "c.ply"
+        >>> _ = p.write_text("ply\\nformat ascii 1.0\\nelement vertex 99999999999\\n"
+        ...                  "property float x\\nend_header\\n1\\n2\\n")
+        >>> check_ply_data_size(p)
+        Traceback (most recent call last):
+        ...
+        pcad.errors.FileFormatError: ...promises 99999999999 vertices, the file holds 2 rows
+        >>> tmp.cleanup()
+    """
+    path = Path(path)
+    header = read_ply_header(path) if header is None else header
+    elements = header.elements
+    desc = " and ".join(e.describe() for e in elements) or "no rows"
+    if header.format == "ascii":
+        rows = count_rows(read_bytes_at(path, header.data_offset))
+        expected = sum(e.count for e in elements)
+        if rows < expected:
+            raise FileFormatError(
+                f"{path}: truncated PLY: the header promises {desc}, the file holds {rows} rows"
+            )
+        if rows > expected:
+            raise FileFormatError(
+                f"{path}: PLY header says {desc}, file holds {rows} rows; fix the header "
+                "(the extra rows are not read silently)"
+            )
+        return
+    have = bytes_after(path, header.data_offset)
+    exact = not any(e.has_lists for e in elements)
+    need = sum(e.count * e.row_bytes for e in elements)
+    single = elements[0] if len(elements) == 1 and elements[0].row_bytes > 0 else None
+    if need > have:
+        room = f" (room for {have // single.row_bytes})" if single is not None and exact else ""
+        least = "" if exact else "at least "
+        raise FileFormatError(
+            f"{path}: truncated PLY: the header promises {desc} ({least}{need} bytes), "
+            f"the file holds {have} bytes after the header{room}"
+        )
+    extra = have - need
+    if not exact or extra == 0:
+        return
+    sized = [e for e in elements if e.row_bytes > 0]
+    last_row = sized[-1].row_bytes if sized else extra + 1
+    if extra < last_row:
+        warnings.warn(
+            f"{path}: ignored {extra} trailing byte(s) that the PLY header does not describe",
+            PcadWarning,
+            stacklevel=3,
+        )
+    elif single is not None:
+        rows = single.count + extra // single.row_bytes
+        rest = extra % single.row_bytes
+        tail = f" and {rest} more bytes" if rest else ""
+        raise FileFormatError(
+            f"{path}: PLY header says {desc}, file holds {rows} rows{tail}; fix the header "
+            "(the extra rows are not read silently)"
+        )
+    else:
+        raise FileFormatError(
+            f"{path}: PLY header describes {need} bytes of data ({desc}), the file holds "
+            f"{have} bytes after the header: {extra} bytes no element accounts for"
+        )
+
+
 def _read_ply_vertices_fast(path: Path, header: PlyHeader) -> np.ndarray | None:
     """Structured array of the vertex element, or None when the layout needs trimesh."""
     vertex = header.element("vertex")
@@ -225,14 +351,16 @@ def _read_ply_vertices_fast(path: Path, header: PlyHeader) -> np.ndarray | None:
 def _fields3(arr: np.ndarray, names: tuple[str, str, str]) -> np.ndarray | None:
     if arr.dtype.names is None or not all(n in arr.dtype.names for n in names):
         return None
-    return np.stack([np.asarray(arr[n], dtype=np.float64) for n in names], axis=1)
+    with np.errstate(invalid="ignore"):  # signalling NaNs of a garbled file: refused later
+        return np.stack([np.asarray(arr[n], dtype=np.float64) for n in names], axis=1)
 
 
 def _load_with_trimesh(path: Path) -> np.ndarray:
     import trimesh
 
     try:
-        loaded = trimesh.load(path, process=False)
+        with quiet_trimesh():
+            loaded = trimesh.load(path, process=False)
     except Exception as exc:  # trimesh raises many types on bad files
         raise FileFormatError(
             f"{path}: cannot read the file: {type(exc).__name__}: {exc}"
@@ -244,8 +372,13 @@ def _load_with_trimesh(path: Path) -> np.ndarray:
     return np.asarray(getattr(loaded, "vertices", np.empty((0, 3))))
 
 
-def read_ply(path: str | os.PathLike[str]) -> PointCloudData:
+def read_ply(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> PointCloudData:
     """Read the vertices of a PLY file with their ``nx ny nz``, ``label`` and ``dx dy dz``.
+
+    Args:
+        path: the file.
+        dtype: dtype of the points, ``np.float32`` (default) or ``np.float64`` (the file's
+            full precision, e.g. ``double`` properties or ASCII digits).
 
     Returns:
         :class:`~pcad.io.point_data.PointCloudData`: ``points (N, 3) float32`` and, where the
@@ -253,7 +386,8 @@ def read_ply(path: str | os.PathLike[str]) -> PointCloudData:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        FileFormatError: a bad header, truncated data, no vertices or no ``x y z``.
+        FileFormatError: a bad header, truncated data, rows the header does not describe
+            (see :func:`check_ply_data_size`), no vertices or no ``x y z``.
 
     Example:
         >>> import tempfile, pathlib
@@ -266,12 +400,13 @@ def read_ply(path: str | os.PathLike[str]) -> PointCloudData:
     """
     path = Path(path)
     header = read_ply_header(path)
+    check_ply_data_size(path, header)
     arr = _read_ply_vertices_fast(path, header)
     if arr is None:
         vertices = _load_with_trimesh(path)
         if vertices.shape[0] == 0:
             raise FileFormatError(f"{path}: the PLY file holds no vertices")
-        return cloud_from_file(path, vertices)
+        return cloud_from_file(path, vertices, dtype=dtype)
     if arr.shape[0] == 0:
         raise FileFormatError(f"{path}: the PLY file holds no vertices")
     points = _fields3(arr, ("x", "y", "z"))
@@ -281,7 +416,9 @@ def read_ply(path: str | os.PathLike[str]) -> PointCloudData:
     offsets = _fields3(arr, ("dx", "dy", "dz"))
     names = arr.dtype.names or ()
     mask = np.asarray(arr["label"]) != 0 if "label" in names else None
-    return cloud_from_file(path, points, normals=normals, mask=mask, offsets=offsets)
+    return cloud_from_file(
+        path, points, normals=normals, mask=mask, offsets=offsets, dtype=dtype
+    )
 
 
 def write_ply(path: str | os.PathLike[str], data: PointCloudData) -> None:

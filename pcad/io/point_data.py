@@ -10,13 +10,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pcad.checks import check_points
+from pcad.checks import check_float_dtype, check_points
 from pcad.errors import FileFormatError, InvalidInputError
 
 __all__ = ["PointCloudData", "check_mask_values", "cloud_from_file"]
@@ -65,27 +65,33 @@ class PointCloudData:
     """An unorganized point cloud with its optional per-point attributes.
 
     Attributes:
-        points: ``(N, 3) float32``, finite, ``N >= 1``.
+        points: ``(N, 3) float32``, finite, ``N >= 1``; ``float64`` when built with
+            ``dtype=np.float64`` (a reader's full precision, for clouds far from the origin).
         normals: ``(N, 3) float32`` or None.
         mask: ``(N,) bool`` or None; True marks an anomalous point (the file's labels).
         offsets: ``(N, 3) float32`` or None; per-point displacement (e.g. of a synthetic defect).
 
-    The constructor validates and converts the arrays (InvalidInputError on a mismatch).
+    The constructor validates and converts the arrays (InvalidInputError on a mismatch);
+    ``dtype`` (not stored) is the dtype of ``points``: ``np.float32`` (default) or
+    ``np.float64``.
 
     Example:
         >>> import numpy as np
         >>> d = PointCloudData(np.zeros((4, 3)), mask=[0, 1, 1, 0])
         >>> d.points.dtype, d.mask.tolist(), d.n_points
         (dtype('float32'), [False, True, True, False], 4)
+        >>> PointCloudData([[1e6 + 0.1, 0, 0]], dtype=np.float64).points.dtype
+        dtype('float64')
     """
 
     points: np.ndarray
     normals: np.ndarray | None = field(default=None)
     mask: np.ndarray | None = field(default=None)
     offsets: np.ndarray | None = field(default=None)
+    dtype: InitVar[Any] = np.float32
 
-    def __post_init__(self) -> None:
-        self.points = check_points(self.points, "points", min_points=1)
+    def __post_init__(self, dtype: Any) -> None:
+        self.points = check_points(self.points, "points", min_points=1, dtype=dtype)
         n = self.points.shape[0]
         if self.normals is not None:
             self.normals = _check_vectors(self.normals, n, "normals")
@@ -106,8 +112,12 @@ def cloud_from_file(
     normals: Any = None,
     mask: Any = None,
     offsets: Any = None,
+    dtype: Any = np.float32,
 ) -> PointCloudData:
     """Build the result of a reader; bad content is the file's fault, so FileFormatError.
+
+    ``dtype`` is the dtype of the points (``np.float32`` or ``np.float64``, see
+    :class:`PointCloudData`); a bad ``dtype`` is the caller's fault (InvalidInputError).
 
     Example:
         >>> from pathlib import Path
@@ -116,7 +126,8 @@ def cloud_from_file(
         ...
         pcad.errors.FileFormatError: a.npy: points: 1 points have NaN or infinite coordinates
     """
+    check_float_dtype(dtype)  # a bad dtype is the caller's fault, not the file's
     try:
-        return PointCloudData(points, normals=normals, mask=mask, offsets=offsets)
+        return PointCloudData(points, normals=normals, mask=mask, offsets=offsets, dtype=dtype)
     except InvalidInputError as exc:
         raise FileFormatError(f"{path}: {exc}") from None

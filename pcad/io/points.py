@@ -36,6 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pcad.checks import check_float_dtype
 from pcad.io.numpy_files import read_npy, read_npz, write_npy, write_npz
 from pcad.io.parsing import require_file, unsupported_extension
 from pcad.io.pcd import read_pcd, write_pcd
@@ -56,7 +59,7 @@ __all__ = [
     "write_points",
 ]
 
-PointReader = Callable[[Path], PointCloudData]
+PointReader = Callable[..., PointCloudData]
 PointWriter = Callable[[Path, PointCloudData], None]
 
 POINT_FORMATS: dict[str, tuple[PointReader, PointWriter]] = {
@@ -69,7 +72,8 @@ POINT_FORMATS: dict[str, tuple[PointReader, PointWriter]] = {
 }
 """``{extension: (reader, writer)}`` of every point-cloud format, as trimesh's exchange tables.
 
-A reader takes an existing file's path and returns :class:`PointCloudData`; a writer takes the
+A reader takes an existing file's path (and a keyword ``dtype``, ``np.float32`` or
+``np.float64``, the dtype of the points) and returns :class:`PointCloudData`; a writer takes the
 destination and a validated :class:`PointCloudData`, refuses attributes its format cannot
 hold (InvalidInputError) and writes atomically."""
 
@@ -83,8 +87,17 @@ def _format(path: Path) -> tuple[PointReader, PointWriter]:
     return formats
 
 
-def read_points(path: str | os.PathLike[str]) -> PointCloudData:
+def read_points(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> PointCloudData:
     """Read an unorganized point cloud (``.ply .pcd .xyz .txt .npy .npz``).
+
+    Every reader checks the counts a header promises against the file before it allocates
+    anything, and refuses rows the header does not describe (see the format modules).
+
+    Args:
+        path: the file.
+        dtype: dtype of the points: ``np.float32`` (default, pcad's contract) or
+            ``np.float64``, the file's full precision, for a caller that centres a cloud
+            lying far from the origin before its float32 work (``pcad synth`` does).
 
     Returns:
         :class:`PointCloudData` with ``points (N, 3) float32`` and, where the file has them,
@@ -94,6 +107,7 @@ def read_points(path: str | os.PathLike[str]) -> PointCloudData:
     Raises:
         FileNotFoundError: the file does not exist.
         FileFormatError: unknown extension, or a garbage, truncated or inconsistent file.
+        InvalidInputError: a ``dtype`` other than float32 and float64.
 
     Example:
         >>> import tempfile, pathlib
@@ -107,8 +121,9 @@ def read_points(path: str | os.PathLike[str]) -> PointCloudData:
     """
     path = Path(path)
     reader, _ = _format(path)
+    check_float_dtype(dtype)
     require_file(path)
-    return reader(path)
+    return reader(path, dtype=dtype)
 
 
 def write_points(

@@ -36,8 +36,11 @@ TEXT_SEPARATORS = (" ", ",", "\t")
 """Column separators :func:`write_labeled_txt` accepts."""
 
 
-def read_txt(path: str | os.PathLike[str]) -> PointCloudData:
+def read_txt(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> PointCloudData:
     """Read ``x y z``, ``x y z label`` or ``x y z nx ny nz`` text rows.
+
+    ``dtype``: dtype of the points, ``np.float32`` (default) or ``np.float64`` (every digit
+    of the text, for clouds far from the origin).
 
     Returns:
         :class:`~pcad.io.point_data.PointCloudData` with ``points (N, 3) float32``, and
@@ -65,7 +68,7 @@ def read_txt(path: str | os.PathLike[str]) -> PointCloudData:
         raise FileFormatError(f"{path}: the file holds no points")
     ncols = arr.shape[1]
     if ncols == 3:
-        return cloud_from_file(path, arr)
+        return cloud_from_file(path, arr, dtype=dtype)
     if ncols == 4:
         labels = arr[:, 3]
         bad = ~((labels == 0) | (labels == 1))
@@ -74,9 +77,9 @@ def read_txt(path: str | os.PathLike[str]) -> PointCloudData:
                 f"{path}: 4-column text is read as 'x y z label' with 0/1 labels, but column 4 "
                 f"holds {labels[bad][0]!r} ({int(bad.sum())} values are neither 0 nor 1)"
             )
-        return cloud_from_file(path, arr[:, :3], mask=labels == 1)
+        return cloud_from_file(path, arr[:, :3], mask=labels == 1, dtype=dtype)
     if ncols == 6:
-        return cloud_from_file(path, arr[:, :3], normals=arr[:, 3:6])
+        return cloud_from_file(path, arr[:, :3], normals=arr[:, 3:6], dtype=dtype)
     raise FileFormatError(
         f"{path}: {ncols} columns per row; expected 3 (x y z), 4 (x y z label) or "
         "6 (x y z nx ny nz)"

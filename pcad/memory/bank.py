@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pcad.checks import check_fraction, check_int, check_positive
-from pcad.errors import FileFormatError, InvalidInputError
+from pcad.checks import check_choice, check_fraction, check_int, check_positive
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.memory.coreset import DEFAULT_MEMORY_BUDGET_MB, as_feature_tensor, greedy_coreset
-from pcad.memory.search import NearestNeighbours, patchcore_image_score
+from pcad.memory.search import BACKENDS, NearestNeighbours, patchcore_image_score
 
 __all__ = ["MemoryBank"]
 
@@ -66,7 +68,7 @@ class MemoryBank:
                                else check_int(projection_dim, "projection_dim", 0))
         self.seed = int(seed)
         self.memory_budget_mb = check_positive(memory_budget_mb, "memory_budget_mb")
-        self.backend = backend
+        self.backend = check_choice(backend, "backend", BACKENDS)
         self.device = device
         self.features: np.ndarray | None = None
         self.indices: np.ndarray | None = None
@@ -159,25 +161,124 @@ class MemoryBank:
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> MemoryBank:
         """Read a bank written by :meth:`save`; ``overrides`` replace saved config values
-        (e.g. ``backend="torch"``, ``device="cuda"``)."""
+        (e.g. ``backend="torch"``, ``device="cuda"``).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FileFormatError: the file is empty, truncated, not a zip of ``.npy`` arrays, its
+                arrays' headers claim more data than the file holds, or its metadata, arrays
+                or config do not make a bank (unknown or invalid config keys, a newer format,
+                non-float, NaN or inconsistent arrays); the message names the file.
+
+        Example:
+            >>> import tempfile
+            >>> from pathlib import Path
+            >>> bad = Path(tempfile.mkdtemp()) / "bank.npz"
+            >>> _ = bad.write_bytes(b"PK\x03\x04 truncated")
+            >>> try:
+            ...     MemoryBank.load(bad)
+            ... except FileFormatError as exc:
+            ...     print(str(exc).replace(str(bad), "bank.npz"))
+            bank.npz: not a pcad memory bank file (truncated or not a zip archive)
+        """
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such file")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                feats, idx = z["features"], z["indices"]
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as exc:
-            raise FileFormatError(f"{p}: not a pcad memory bank file ({exc})") from exc
-        if meta.get("format") != "pcad.MemoryBank":
-            raise FileFormatError(f"{p}: not a pcad memory bank file (format "
-                                  f"{meta.get('format')!r})")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise FileFormatError(f"{p}: memory bank format version {meta['version']} is newer "
-                                  f"than this pcad ({FORMAT_VERSION})")
-        if feats.ndim != 2 or idx.shape != (feats.shape[0],):
+        arrays = _read_npz(p, ("features", "indices", "meta"))
+        meta = _bank_meta(p, arrays["meta"])
+        feats, idx = arrays["features"], arrays["indices"]
+        if feats.dtype.kind != "f" or idx.dtype.kind not in "iu":
+            raise FileFormatError(f"{p}: features must be floats and indices integers, got "
+                                  f"{feats.dtype} and {idx.dtype}")
+        if feats.ndim != 2 or 0 in feats.shape or idx.shape != (feats.shape[0],):
             raise FileFormatError(f"{p}: inconsistent arrays features {feats.shape}, "
                                   f"indices {idx.shape}")
-        bank = cls(**{**meta["config"], **overrides})
+        if not np.isfinite(feats).all():
+            raise FileFormatError(f"{p}: the bank's features hold NaN or infinite values")
+        config = meta["config"]
+        try:  # the saved values alone (an override's error is the caller's)
+            cls(**{k: v for k, v in config.items() if k not in overrides})
+        except InvalidInputError as exc:
+            raise FileFormatError(f"{p}: bad config in the bank's metadata ({exc})") from None
+        bank = cls(**{**config, **overrides})
         bank._set(feats, idx)
         return bank
+
+
+#: the bank's config keys (MemoryBank's arguments)
+CONFIG_KEYS = ("coreset_ratio", "projection_dim", "seed", "memory_budget_mb", "backend", "device")
+
+
+def _bank_meta(p: Path, arr: np.ndarray) -> dict[str, Any]:
+    """The checked metadata of the bank file ``p`` (``arr``: its 0-d string array)."""
+    try:
+        if arr.ndim != 0 or arr.dtype.kind != "U":
+            raise ValueError(f"a {arr.dtype} array of shape {arr.shape}, not a string")
+        meta = json.loads(str(arr))
+    except (ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{p}: not a pcad memory bank file (metadata: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "pcad.MemoryBank":
+        what = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise FileFormatError(f"{p}: not a pcad memory bank file (format {what!r})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FileFormatError(f"{p}: memory bank format version must be an int, got "
+                              f"{version!r:.40}")
+    if version > FORMAT_VERSION:
+        raise FileFormatError(f"{p}: memory bank format version {version} is newer than this "
+                              f"pcad ({FORMAT_VERSION})")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise FileFormatError(f"{p}: the bank's metadata has no config object (got "
+                              f"{type(config).__name__})")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise FileFormatError(f"{p}: unknown key(s) {unknown} in the bank's config; known: "
+                              f"{list(CONFIG_KEYS)}")
+    return meta
+
+
+def _read_npz(p: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the ``.npz`` file ``p`` (no pickles).
+
+    Each array's header is checked against the size of its member before anything is
+    allocated: a header claiming more data than the file holds is an error, not a huge
+    allocation.
+    """
+    fmt = np.lib.format
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for name in names:
+                try:
+                    info = zf.getinfo(f"{name}.npy")
+                except KeyError:
+                    raise FileFormatError(f"{p}: not a pcad memory bank file (no {name!r} "
+                                          "array)") from None
+                with zf.open(info) as fh:
+                    version = fmt.read_magic(fh)
+                    read_header = (fmt.read_array_header_1_0 if version == (1, 0)
+                                   else fmt.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(fh)
+                    if dtype.hasobject:
+                        raise FileFormatError(f"{p}: array {name!r} holds Python objects "
+                                              "(pickles are not read)")
+                    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if size > info.file_size - fh.tell():
+                        raise FileFormatError(
+                            f"{p}: array {name!r} claims shape {shape} ({size} bytes) but its "
+                            f"member holds {info.file_size - fh.tell()} (truncated or edited)")
+                    data = fh.read(size)
+                if len(data) != size:
+                    raise FileFormatError(f"{p}: array {name!r} is truncated")
+                out[name] = np.frombuffer(data, dtype=dtype).reshape(
+                    shape, order="F" if fortran else "C").copy()
+    except (PcadError, PermissionError, IsADirectoryError):
+        raise
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise FileFormatError(f"{p}: not a pcad memory bank file (truncated or not a zip "
+                              f"archive)") from exc
+    except (OSError, ValueError, TypeError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:  # bad headers, CRC, unsupported compression, encrypted
+        raise FileFormatError(f"{p}: not a pcad memory bank file ({exc})") from exc
+    return out

@@ -23,7 +23,7 @@ import numpy as np
 
 from pcad.checks import check_choice, check_int, check_positive
 from pcad.errors import InvalidInputError
-from synth.objects import list_objects
+from synth.objects import MAX_VARIATION, list_objects
 from synth.render.render import SensorConfig, render_defects
 
 GENERATOR_VERSION = "1"
@@ -39,6 +39,13 @@ DEFAULT_DEFECT_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "hole": {"radius": (0.04, 0.08)},
 }
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off")
+#: largest image side (``--size``): rendering takes about 400 bytes per pixel, so a
+#: 4096 x 4096 sample needs about 7 GB while it is made
+MAX_SIDE = 4096
+#: most points per training prototype (``--points``, real3d format)
+MAX_POINTS = 5_000_000
+#: most samples in one dataset (every category and split together)
+MAX_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,18 @@ def categories_from(objects: list[str] | None, names: list[str] | None) -> tuple
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Everything that defines a dataset's bytes (written to ``dataset.json``)."""
+    """Everything that defines a dataset's bytes (written to ``dataset.json``).
+
+    Every value is checked here, before anything is written: ``size`` sides in
+    ``[8, MAX_SIDE]``, ``points`` in ``[10, MAX_POINTS]``, ``variation`` at most
+    :data:`synth.objects.MAX_VARIATION`, at most ``MAX_SAMPLES`` samples in all.
+
+    Example:
+        >>> DatasetConfig(size=(100000, 100000))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pcad.errors.InvalidInputError: --size height: must be >= 8 and <= 4096, got 100000
+    """
 
     categories: tuple[str | Category, ...] = DEFAULT_CATEGORIES
     train: int = 10
@@ -135,11 +153,14 @@ class DatasetConfig:
         for name in ("train", "validation", "test_good", "test_defect"):
             check_int(getattr(self, name), f"--{name.replace('_', '-')}", minimum=0)
         h, w = self.size
-        check_int(h, "--size height", minimum=8)
-        check_int(w, "--size width", minimum=8)
+        check_int(h, "--size height", minimum=8, maximum=MAX_SIDE)
+        check_int(w, "--size width", minimum=8, maximum=MAX_SIDE)
         check_int(self.seed, "--seed", minimum=0)
-        check_int(self.points, "--points", minimum=10)
-        check_positive(self.variation, "variation", allow_zero=True)
+        check_int(self.points, "--points", minimum=10, maximum=MAX_POINTS)
+        check_positive(self.variation, "--variation", allow_zero=True)
+        if self.variation > MAX_VARIATION:
+            raise InvalidInputError(f"--variation: must be <= {MAX_VARIATION}, "
+                                    f"got {self.variation}")
         check_choice(self.format, "--format", FORMATS)
         allowed = render_defects()
         for d in self.defects:
@@ -150,6 +171,10 @@ class DatasetConfig:
         if len(set(self.defects)) != len(self.defects):
             raise InvalidInputError("--defects: a type is listed twice")
         self._check_ranges()
+        total = len(cats) * sum(n for _, n in self.splits())
+        if total > MAX_SAMPLES:
+            raise InvalidInputError(f"dataset: {total} samples planned, at most {MAX_SAMPLES} "
+                                    "(lower --train/--validation/--test-good/--test-defect)")
 
     def _check_ranges(self) -> None:
         from synth.defects import create_defect, list_defects

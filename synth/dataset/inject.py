@@ -6,7 +6,9 @@ applies a geometric defect to its foreground with :func:`synth.apply_to_scan` (p
 background plane; sizes relative to the object, centre on the object), :func:`inject_sample`.
 The RGB image is copied unchanged: this mode changes geometry only. The ground truth is the
 synthesizer's mask (holes included). ``train``, ``validation``, ``test/good`` and
-``calibration`` are copied so that the output is a complete dataset.
+``calibration`` are copied so that the output is a complete dataset. The output folder follows
+the rules of :mod:`synth.dataset.output` (locked for the run, refused when it holds another
+dataset's samples) and a resumed run removes only dead writers' temporary files.
 
 Example:
     >>> from synth.dataset.inject import find_categories
@@ -32,6 +34,7 @@ from pcad.geometry import foreground_mask
 from pcad.io import atomic_group, atomic_write, read_xyz_tiff, write_mask_png, write_xyz_tiff
 from synth.apply import apply_to_scan
 from synth.dataset.config import sample_seed
+from synth.dataset.output import claim_record, locked_output
 from synth.dataset.sample import remove_stale_temps, width
 from synth.defects import list_defects
 
@@ -170,39 +173,40 @@ def inject(cfg: InjectConfig, out: str | Path, progress: bool = True) -> dict[st
         if missing:
             raise InvalidInputError(f"--categories: {missing} not in {source} ({cats})")
         cats = [c for c in cats if c in cfg.categories]
+    goods = {c: good_scans(source / c) for c in cats}
+    empty = [c for c in cats if not goods[c]]
+    if empty and cfg.test_defect > 0:
+        raise InvalidInputError(f"{source / empty[0]}: no good scan to put defects on "
+                                f"(no {'/'.join(XYZ_SUFFIXES)} file in test/good/xyz or "
+                                "train/good/xyz)")
     record = {"generator": "pcad", "mode": "inject", "config": asdict(cfg)}
     record["config"]["defects"] = list(cfg.defects)
     record["config"]["categories"] = list(cfg.categories)
-    meta_path = root / "dataset.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("config") != record["config"]:
-            raise InvalidInputError(f"{root}: holds a different dataset; choose another --out")
-    elif root.exists() and any(root.iterdir()):
-        raise InvalidInputError(f"{root}: folder is not empty and has no dataset.json")
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(root)
-    with atomic_write(meta_path, "w") as fh:
-        json.dump({**record, "complete": False}, fh, indent=2)
-    # Sample i of every defect type starts from the same good scan: visit them together.
-    jobs = [(c, d, i) for c in cats for i in range(cfg.test_defect) for d in cfg.defects]
-    t0 = time.perf_counter()
-    written = 0
-    for c in cats:
-        _copy_good(source / c, root / c)
-    goods = {c: good_scans(source / c) for c in cats}
-    scans = ScanCache()
-    for c, d, i in tqdm(jobs, disable=not progress, unit="sample"):
-        stem = f"{i:0{width(cfg.test_defect)}d}"
-        base = root / c / "test" / d
-        if (base / "meta" / f"{stem}.json").exists():
-            continue
-        src = goods[c][i % len(goods[c])]
-        seed = sample_seed(cfg.seed, c, f"test/{d}", i)
-        xyz, gt, rgb_src, meta = inject_sample(src, c, d, i, seed, scans)
-        write_injected(base, stem, rgb_src, xyz, gt, meta)
-        written += 1
-    with atomic_write(meta_path, "w") as fh:
-        json.dump({**record, "complete": True}, fh, indent=2)
+    # Same runner rules as generate: one run per folder, dead writers' temporaries removed.
+    with locked_output(root) as root:
+        claim_record(root, record["config"], {**record, "complete": False})
+        meta_path = root / "dataset.json"
+        remove_stale_temps(root)
+        with atomic_write(meta_path, "w") as fh:
+            json.dump({**record, "complete": False}, fh, indent=2)
+        # Sample i of every defect type starts from the same good scan: visit them together.
+        jobs = [(c, d, i) for c in cats for i in range(cfg.test_defect) for d in cfg.defects]
+        t0 = time.perf_counter()
+        written = 0
+        for c in cats:
+            _copy_good(source / c, root / c)
+        scans = ScanCache()
+        for c, d, i in tqdm(jobs, disable=not progress, unit="sample"):
+            stem = f"{i:0{width(cfg.test_defect)}d}"
+            base = root / c / "test" / d
+            if (base / "meta" / f"{stem}.json").exists():
+                continue
+            src = goods[c][i % len(goods[c])]
+            seed = sample_seed(cfg.seed, c, f"test/{d}", i)
+            xyz, gt, rgb_src, meta = inject_sample(src, c, d, i, seed, scans)
+            write_injected(base, stem, rgb_src, xyz, gt, meta)
+            written += 1
+        with atomic_write(meta_path, "w") as fh:
+            json.dump({**record, "complete": True}, fh, indent=2)
     return {"root": str(root), "categories": cats, "written": written,
             "seconds": time.perf_counter() - t0}

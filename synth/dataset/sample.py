@@ -38,6 +38,7 @@ from pcad.io import (
     write_rgb,
     write_xyz_tiff,
 )
+from pcad.io.atomic import stale_temps
 from synth.dataset.config import DatasetConfig, SampleTask, sample_seed
 from synth.objects import make_object, object_texture
 from synth.render import Camera, render_sample
@@ -149,14 +150,15 @@ def sample_paths(root: Path, task: SampleTask, cfg: DatasetConfig) -> dict[str, 
 
 
 def remove_stale_temps(root: Path) -> int:
-    """Delete the temporary files (``.<name>.<random>.tmp[<ext>]``, :mod:`pcad.io.atomic`) that a
-    killed run left under ``root``, so that a resumed dataset holds no stray files. Returns how
-    many were removed."""
+    """Delete the temporary files (``.<name>.<pid>-<host>.<random>.tmp[<ext>]``,
+    :mod:`pcad.io.atomic`) that a killed run left under ``root``, so that a resumed dataset
+    holds no stray files; those of a writer still alive are kept
+    (:func:`pcad.io.atomic.is_stale_temp`). Call it at start-up, holding ``root``'s lock and
+    before this process writes a sample. Returns how many were removed."""
     n = 0
-    for p in root.rglob(".*.tmp*"):
-        if p.is_file() and not p.is_symlink():
-            p.unlink(missing_ok=True)
-            n += 1
+    for p in stale_temps(root, own_stale=True):
+        p.unlink(missing_ok=True)
+        n += 1
     return n
 
 
