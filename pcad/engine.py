@@ -85,12 +85,14 @@ def _peak_rss_mb() -> float:
 
 
 def open_split(data: str | os.PathLike[str], category: str, split: str, det: Any):
-    """The category's ``split`` read in the modalities ``det`` needs; a dataset without one of
-    them is an error naming the detector (e.g. ``btf`` on an RGB-only dataset)."""
+    """The category's ``split`` read in the modalities ``det`` needs (its ``dataset_modality``
+    where it has one, e.g. ``"auto"`` for ``synthsup``'s default mode, which picks its mode from
+    the data); a dataset without one of them is an error naming the detector (e.g. ``btf`` on
+    an RGB-only dataset)."""
     from pcad.data import MVTec3DDataset
     from pcad.errors import FileFormatError, InvalidInputError
 
-    modality = "+".join(det.modalities)
+    modality = getattr(det, "dataset_modality", None) or "+".join(det.modalities)
     try:
         return MVTec3DDataset(data, category, split, modality=modality)
     except FileFormatError as exc:
@@ -98,7 +100,8 @@ def open_split(data: str | os.PathLike[str], category: str, split: str, det: Any
             raise
         raise InvalidInputError(
             f"detector {det.name!r} needs {' and '.join(det.modalities)}, but {exc} (an "
-            "RGB-only dataset works with patchcore-rgb or synthsup -o mode=rgb)") from None
+            "RGB-only dataset works with patchcore-rgb or synthsup, whose default mode=auto picks "
+            "rgb)") from None
 
 
 def _listing(items: list[str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,9 @@ def test_perlin_mask_shapes():
 
 def test_registered_and_modes():
     assert "synthsup" in list_detectors()
-    assert create_detector("synthsup").modalities == ("rgb", "xyz")
+    # the default mode "auto" needs RGB and picks xyz from the training set (see below)
+    assert create_detector("synthsup").config["mode"] == "auto"
+    assert create_detector("synthsup", mode="rgb+xyz").modalities == ("rgb", "xyz")
     assert create_detector("synthsup", mode="rgb").modalities == ("rgb",)
     with pytest.raises(InvalidInputError, match="mode"):
         create_detector("synthsup", mode="xyz")
@@ -242,7 +245,7 @@ def test_registered_and_modes():
 
 
 def test_sample_without_xyz_names_the_rgb_mode(good):
-    det = create_detector("synthsup", **FAST)
+    det = create_detector("synthsup", **FAST, mode="rgb+xyz")  # set explicitly: no auto pick
     rgb_sample = type(good)(rgb=good.rgb, xyz=None, mask=None, label=0, category=CATEGORY,
                             defect="good", split="train")
     with pytest.raises(InvalidInputError, match="mode='rgb'"):
@@ -338,8 +341,9 @@ def test_save_load_identical_predictions(cli_run, data, tmp_path):
 
 
 def test_rgb_only_mode(rgb_only, tmp_path):
-    with pytest.raises(PcadError, match="xyz"):  # the default mode needs xyz
-        train(rgb_only, CATEGORY, "synthsup", tmp_path / "bad", config=FAST, progress=False)
+    with pytest.raises(PcadError, match="xyz"):  # an explicit rgb+xyz needs xyz
+        train(rgb_only, CATEGORY, "synthsup", tmp_path / "bad",
+              config={**FAST, "mode": "rgb+xyz"}, progress=False)
     assert not (tmp_path / "bad" / "detector.json").exists()
     det = train(rgb_only, CATEGORY, "synthsup", tmp_path / "run",
                 config={**FAST, "mode": "rgb"}, progress=False)
@@ -349,6 +353,36 @@ def test_rgb_only_mode(rgb_only, tmp_path):
     m = evaluate_run(rgb_only, CATEGORY, tmp_path / "run", tmp_path / "res", progress=False)
     assert m["detector"] == "synthsup" and 0.0 <= m["i_auroc"] <= 1.0
     assert "holdout" not in m and set(m["per_defect"]) == {"crack", "dent"}
+
+
+def test_auto_mode_picks_rgb_on_rgb_only_data(rgb_only, tmp_path):
+    """The default ``mode="auto"`` trains on an RGB-only dataset as ``mode="rgb"`` and records
+    the mode it picked in the run (config and state), which ``pcad eval`` then reads."""
+    det = train(rgb_only, CATEGORY, "synthsup", tmp_path / "run",
+                config={**FAST, "epochs": 1}, progress=False)
+    assert det.config["mode"] == "rgb" and det.modalities == ("rgb",) and det.mode_auto
+    made = {k for k, v in det.defect_counts.items() if v}
+    assert made and made <= set(RGB_TYPES)  # the source was called without xyz
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["config"]["mode"] == "rgb" and record["state"]["mode_auto"] is True
+    loaded = load_detector(tmp_path / "run")
+    assert loaded.config["mode"] == "rgb" and loaded.mode_auto
+    m = evaluate_run(rgb_only, CATEGORY, tmp_path / "run", tmp_path / "res", progress=False)
+    assert 0.0 <= m["i_auroc"] <= 1.0
+
+
+def test_auto_mode_keeps_xyz_and_refuses_a_mix(data, good):
+    """On rgb+xyz samples ``"auto"`` picks ``"rgb+xyz"``; a training set where only some
+    samples have xyz is an error naming the count and ``mode=rgb``."""
+    det = create_detector("synthsup", **{**FAST, "epochs": 1, "variants": 1})
+    det.fit([good], defect_source=DefectSource(seed=0))
+    assert det.config["mode"] == "rgb+xyz" and det.modalities == ("rgb", "xyz")
+    assert det.mode_auto
+    assert not create_detector("synthsup", mode="rgb").mode_auto
+    rgb_sample = replace(good, xyz=None)
+    with pytest.raises(InvalidInputError, match="1 of 2 training samples have no xyz"):
+        create_detector("synthsup", **FAST).fit([good, rgb_sample],
+                                                 defect_source=DefectSource())
 
 
 def test_cli_holdout_refused_for_other_detectors(data, tmp_path, capsys):

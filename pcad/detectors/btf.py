@@ -9,7 +9,10 @@ whose image score is the map's maximum over the part (``image_score="auto"``).
 - ``btf``: RGB backbone features and FPFH, concatenated per patch in one bank (BTF's RGB +
   FPFH). Each modality is divided by its mean feature norm on the training set, so that
   neither dominates the distance by its units alone (BTF concatenates raw features; the
-  scaling is pcad's).
+  scaling is pcad's). One bank, so one score source: a patch's score is its distance to the
+  nearest bank feature in the concatenated space, ``min_j sqrt(d_rgb,j^2 + d_xyz,j^2)``, which
+  is non-decreasing in each half's distances (no weights to invert; covered by
+  ``tests/test_monotone_fusion.py``, a stronger bump never scores lower there).
 
 The sample's foreground (background-plane fit) is computed once per prediction and shared by
 the FPFH features and the image score (:class:`~pcad.detectors.patches.SampleForeground`).

@@ -46,9 +46,11 @@ What pcad does (and where it departs from the paper):
 - **Map**: per patch ``||n(f_2d3d(rgb)) - n(pts)||_2 * ||n(f_3d2d(pts)) - n(rgb)||_2`` with
   ``n`` the L2 normalisation, exactly CFM's fusion. For unit vectors ``||a - b||_2 =
   sqrt(2 (1 - cos))``, so this equals ``2 sqrt(d_3d * d_2d)`` with ``d = 1 - cos``: a monotone
-  function of the product of the cosine discrepancies. The patch grid is upsampled to the
-  sample's size and blurred (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224; CFM
-  approximates a Gaussian with repeated box filters).
+  function of the product of the cosine discrepancies. Both factors are >= 0, so the score is
+  non-decreasing in each direction's discrepancy (no weights that could invert;
+  ``tests/test_monotone_fusion.py`` checks that a stronger bump never scores lower). The grid is
+  upsampled to the sample's size and blurred (:func:`~pcad.detectors.base.upsample_map`, ``sigma``
+  4 at 224; CFM approximates a Gaussian with repeated box filters).
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over the
   part as pcad's other xyz detectors (:func:`~pcad.detectors.patches.foreground_max`);
   ``"max"``, the map's maximum.

@@ -45,9 +45,12 @@ agree; inference is M3DM's memory banks on the adapted features.
   frozen features (no adapters, no ``adapters.pt``): the unadapted double lib, the baseline
   of ``benchmarks/bench_lsfa_ablation.py``.
 - **Inference**: M3DM's "double lib" on the adapted features: a point bank and an RGB bank with
-  decision-layer fusion (linear one-class SVMs, ``bank_weights`` ``{"xyz": 1, "rgb": 0.1}`` as
-  the code), :class:`~pcad.detectors.multimodal.MultiBankDetector`, whose options
-  (``coreset_ratio``, ``bank_score`` (default ``"foreground-max"``; the code's is
+  fusion: by default ``"zsum"`` (leave-one-out-normalised bank scores summed with equal
+  non-negative weights, monotone in each bank's evidence; at least 3 training samples), or
+  the code's decision-layer fusion with ``fusion="ocsvm"`` / ``map_fusion="ocsvm"`` (linear
+  one-class SVMs, ``bank_weights`` ``{"xyz": 1, "rgb": 0.1}`` as the code),
+  :class:`~pcad.detectors.multimodal.MultiBankDetector`, whose options (``coreset_ratio``,
+  ``bank_score`` (default ``"foreground-max"``; the code's is
   ``"reweighted"``), ``fusion``, ``map_fusion``, ``svm_patches``, ``ocsvm_nu``,
   ``image_score``, the feature options...) and measured caveats apply.
 

@@ -18,7 +18,9 @@ M3DM keeps both backbones frozen and fuses the modalities twice:
 Options (besides the shared ones of :mod:`pcad.detectors.multimodal`: ``image_size``,
 ``rgb_backbone``, ``weights``, ``point_backbone``, ``point_weights``, ``num_group``,
 ``group_size``, ``coreset_ratio``, ``bank_score`` (default ``"foreground-max"``; M3DM:
-``"reweighted"``), ``fusion``, ``map_fusion``, ``svm_patches``, ``ocsvm_nu``,
+``"reweighted"``), ``fusion`` and ``map_fusion`` (default ``"zsum"``: leave-one-out-normalised
+bank scores summed with equal non-negative weights, monotone in every bank's evidence, at least
+3 training samples; M3DM's one-class SVMs are ``"ocsvm"``), ``svm_patches``, ``ocsvm_nu``,
 ``ocsvm_max_iter``, ``bank_weights`` (default ``{"xyz": 1, "rgb": 0.1, "fusion": 1}``, M3DM's
 lambdas), ``image_score``, ``sigma``, ``n_reweight``, ``seed``, ``device``):
 

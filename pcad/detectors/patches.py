@@ -68,10 +68,14 @@ DEVICES = ("auto", "cpu", "cuda")
 #: pixels the part's foreground is dilated by for :func:`foreground_max`
 PART_DILATE = 3
 
-#: the feature options of the detectors built on :class:`MultimodalFeatures`
+#: the feature options of the detectors built on :class:`MultimodalFeatures` (m3dm, lsfa).
+#: ``point_backbone`` is FPFH: on the built-in procedural parts its point bank separates
+#: defective patches far better than the shipped Point-MAE's
+#: (``benchmarks/bench_point_features.py``); Point-MAE stays available as
+#: ``point_backbone="pointmae"``.
 FEATURE_DEFAULTS: dict[str, Any] = {
     "image_size": 224, "rgb_backbone": "effnet-lite0", "weights": None,
-    "point_backbone": "pointmae", "point_weights": None, "num_group": None, "group_size": None,
+    "point_backbone": "fpfh", "point_weights": None, "num_group": None, "group_size": None,
     "device": "auto",
 }
 
@@ -227,17 +231,30 @@ def _foreground(xyz: np.ndarray, image_size: int,
     return foreground
 
 
-def foreground_max(amap: np.ndarray, xyz: np.ndarray, dilate: int = PART_DILATE, *,
+def foreground_max(amap: np.ndarray, xyz: np.ndarray | None, dilate: int = PART_DILATE, *,
                    foreground: SampleForeground | None = None) -> float:
     """Largest map value over the part: measured pixels off the background plane, dilated by
-    ``dilate`` pixels (so holes at the part's edge still count); the whole map if none.
+    ``dilate`` pixels (so holes at the part's edge still count); the whole map if none, and
+    the whole map when there is no cloud (``xyz`` None: an RGB-only sample has no foreground,
+    so every pixel counts).
 
     Args:
         amap: ``(H, W)`` anomaly map at the cloud's resolution.
-        xyz: ``(H, W, 3)`` organized cloud.
+        xyz: ``(H, W, 3)`` organized cloud, or None (RGB-only sample).
         dilate: dilation of the foreground, in pixels.
         foreground: ``xyz``'s :class:`SampleForeground` (shares the plane fit), or None.
+
+    Example:
+        >>> import numpy as np
+        >>> amap = np.zeros((8, 8), np.float32)
+        >>> amap[0, 0] = 2.0
+        >>> foreground_max(amap, None)                      # no cloud: the whole map
+        2.0
     """
+    if xyz is None:
+        if foreground is not None:
+            raise InvalidInputError("foreground: given without its cloud (xyz is None)")
+        return float(np.max(amap))
     if foreground is None:
         foreground = SampleForeground(xyz)
     elif foreground.xyz is not xyz:
@@ -308,17 +325,40 @@ class RGBFeatures:
         backbone: a name of :func:`pcad.features.create_backbone` with stride 8.
         weights: its weights (a local path), or None for the packaged ones.
         image_size: the input size (multiple of 8).
+        layers: the backbone's feature layers (``effnet-lite0``: block indices, default
+            ``(4, 10)``; plug-in backbones: module names), or None for the backbone's
+            default.
+        aggregate_kernel: PatchCore's local aggregation (``k x k`` average of each layer's
+            map; 1 turns it off), or None for the backbone's default (3).
+
+    Example:
+        >>> RGBFeatures("effnet-lite0", None, 64, layers=(4,), aggregate_kernel=1).build_kwargs
+        {'layers': (4,), 'aggregate_kernel': 1}
     """
 
-    def __init__(self, backbone: str, weights: str | None, image_size: int) -> None:
+    def __init__(self, backbone: str, weights: str | None, image_size: int,
+                 layers: Sequence[int] | None = None, aggregate_kernel: int | None = None
+                 ) -> None:
         self.backbone_name, self.weights, self.image_size = backbone, weights, image_size
+        #: the factory keywords beyond the defaults (none by default: plug-in backbones
+        #: need not accept them)
+        self.build_kwargs: dict[str, Any] = {}
+        if layers is not None:
+            self.build_kwargs["layers"] = tuple(layers)
+        if aggregate_kernel is not None:
+            self.build_kwargs["aggregate_kernel"] = int(aggregate_kernel)
         self._net = None
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         from pcad.features import create_backbone
 
         if self._net is None:
-            self._net = create_backbone(self.backbone_name, weights=self.weights)
+            try:
+                self._net = create_backbone(self.backbone_name, weights=self.weights,
+                                            **self.build_kwargs)
+            except TypeError as exc:
+                raise InvalidInputError(f"rgb backbone {self.backbone_name!r} does not take "
+                                        f"{sorted(self.build_kwargs)}: {exc}") from None
             if getattr(self._net, "stride", PATCH_STRIDE) != PATCH_STRIDE:
                 raise InvalidInputError(f"rgb backbone {self.backbone_name!r}: stride "
                                         f"{self._net.stride}, pcad's detectors need 8")

@@ -9,10 +9,14 @@ builds :class:`synth.supervision.DefectSource` from the options below, so ``pcad
 never imports ``synth``. Any callable ``source(rgb, xyz, rng) -> anomaly`` with ``anomaly.rgb``,
 ``.xyz``, ``.mask (H, W) bool`` and ``.defect`` (str) works.
 
-- **Modes** (``mode``): ``"rgb+xyz"`` (default; modalities ``("rgb", "xyz")``) or ``"rgb"`` for
+- **Modes** (``mode``): ``"rgb+xyz"`` (modalities ``("rgb", "xyz")``), ``"rgb"`` for
   RGB-only datasets (modalities ``("rgb",)``; the source is called without xyz, so it makes RGB
-  defects only). :attr:`modalities` is set per instance from the mode, so ``pcad train`` opens
-  the dataset in the right modality.
+  defects only) or ``"auto"`` (default): :meth:`fit` picks ``"rgb+xyz"`` when every training
+  sample has xyz and ``"rgb"`` when none has (a mix is an error), and writes the mode it picked
+  into ``config["mode"]`` (saved with the run; ``mode_auto`` in the run's state says it was
+  picked). :attr:`modalities` is set per instance from the mode, so ``pcad train`` opens the
+  dataset in the right modality (``"auto"``: :attr:`dataset_modality`, every modality the
+  dataset has). An explicit ``mode="rgb+xyz"`` on an RGB-only dataset stays an error.
 - **Features**, frozen, per patch of the ``(image_size / 8)`` square grid, computed once per
   training variant: RGB = :class:`~pcad.detectors.patches.RGBFeatures` (default
   ``effnet-lite0``, 152 channels); xyz = FPFH per patch
@@ -47,6 +51,9 @@ Example:
     >>> from pcad.detectors import create_detector
     >>> create_detector("synthsup", mode="rgb").modalities
     ('rgb',)
+    >>> det = create_detector("synthsup")  # mode "auto": xyz is used when the data has it
+    >>> det.config["mode"], det.modalities, det.dataset_modality
+    ('auto', ('rgb',), 'auto')
     >>> create_detector("synthsup", holdout_defects=["crack"]).defect_source_options()["holdout"]
     ['crack']
 """
@@ -54,6 +61,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -180,7 +188,7 @@ class SynthSupDetector(GridDeviceMixin, Detector):
 
     modalities: tuple[str, ...] = ("rgb", "xyz")
     needs_defect_source: ClassVar[bool] = True
-    defaults = {"image_size": 224, "mode": "rgb+xyz", "variants": 4, "epochs": 30, "lr": 1e-3,
+    defaults = {"image_size": 224, "mode": "auto", "variants": 4, "epochs": 30, "lr": 1e-3,
                 "batch_size": 8, "hidden": 64, "layers": 3, "loss": "focal+dice", "seed": 0,
                 "sigma": 4.0, "holdout_defects": [], "defect_types": None, "textures": None,
                 "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
@@ -192,10 +200,13 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         c = self.config
         size = check_image_size(c["image_size"])
         c["image_size"] = size
-        if c["mode"] not in self.MODES:
-            raise InvalidInputError(f"mode: expected one of {sorted(self.MODES)}, got "
-                                    f"{c['mode']!r}")
-        self.modalities = self.MODES[c["mode"]]
+        if c["mode"] != "auto" and c["mode"] not in self.MODES:
+            raise InvalidInputError(f"mode: expected one of {['auto', *sorted(self.MODES)]}, "
+                                    f"got {c['mode']!r}")
+        #: True when :meth:`fit` picked the mode (``mode="auto"``), False when it was set
+        self.mode_auto = c["mode"] == "auto"
+        # "auto" needs RGB; xyz is used when every training sample has it (see fit)
+        self.modalities = self.MODES.get(c["mode"], ("rgb",))
         for key, low in (("variants", 1), ("epochs", 1), ("batch_size", 1), ("hidden", 1),
                          ("layers", 1), ("seed", 0)):
             c[key] = check_int(c[key], key, minimum=low)
@@ -225,6 +236,32 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise InvalidInputError(f"{key}: expected a list of defect type names, got {value!r}")
         return list(dict.fromkeys(value))
+
+    @property
+    def dataset_modality(self) -> str:
+        """The modality :func:`pcad.engine.open_split` reads the dataset in: ``"auto"`` (every
+        modality the dataset has) while the mode is still to be picked, else the mode's."""
+        return "auto" if self.config["mode"] == "auto" else "+".join(self.modalities)
+
+    def pick_mode(self, samples: Sequence[Any]) -> str:
+        """The mode ``"auto"`` stands for on these training samples: ``"rgb+xyz"`` when every
+        one has xyz, ``"rgb"`` when none has; a mix is an error (which mode was meant?).
+
+        Example:
+            >>> from types import SimpleNamespace as S
+            >>> from pcad.detectors import create_detector
+            >>> create_detector("synthsup").pick_mode([S(rgb=1, xyz=None)] * 2)
+            'rgb'
+        """
+        has = [getattr(s, "xyz", None) is not None for s in samples]
+        if all(has):
+            return "rgb+xyz"
+        if not any(has):
+            return "rgb"
+        raise InvalidInputError(
+            f"detector 'synthsup': {has.count(False)} of {len(has)} training samples have no "
+            "xyz, the others have; mode='auto' cannot pick one: set -o mode=rgb (RGB only) or "
+            "give every sample xyz")
 
     def check_sample(self, sample: Any, where: str) -> None:
         for m in self.modalities:
@@ -303,7 +340,11 @@ class SynthSupDetector(GridDeviceMixin, Detector):
 
         source = defect_source if defect_source is not None else self.defect_source
         self._check_source(source)
-        items = self._train_list(samples)
+        items = list(samples)
+        if self.config["mode"] == "auto" and items:  # record the mode picked, saved with the run
+            self.config["mode"] = self.pick_mode(items)
+            self.modalities = self.MODES[self.config["mode"]]
+        items = self._train_list(items)
         c = self.config
         use_xyz = "xyz" in self.modalities
         held = set(c["holdout_defects"])
@@ -440,7 +481,8 @@ class SynthSupDetector(GridDeviceMixin, Detector):
 
     def _state_record(self) -> dict[str, Any]:
         return {"in_channels": self.head[0].in_channels, "history": self.history,
-                "defect_counts": self.defect_counts, "defect_source": self.source_info}
+                "defect_counts": self.defect_counts, "defect_source": self.source_info,
+                "mode_auto": self.mode_auto}
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
         path = folder / STATE_FILE
@@ -454,3 +496,4 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         self.history = [float(x) for x in state.get("history", [])]
         self.defect_counts = {str(k): int(v) for k, v in state.get("defect_counts", {}).items()}
         self.source_info = state.get("defect_source")
+        self.mode_auto = bool(state.get("mode_auto", False))
