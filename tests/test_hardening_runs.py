@@ -181,18 +181,20 @@ def json_paths(value, prefix=()):
             yield from json_paths(v, (*prefix, i))
 
 
-def load_and_predict(run: Path, sample) -> None:
+def load_and_predict(run: Path, sample) -> str:
     """Load ``run`` and predict ``sample``: only a PcadError may escape, or a
     FileNotFoundError when the edited config names a weights file that does not exist (the
-    CLI prints it as one line, as every file-system error)."""
+    CLI prints it as one line, as every file-system error). Returns ``"ok"`` or the error's
+    message; any other exception type fails the test by escaping."""
     try:
         det = load_detector(run)
-    except PcadError:
-        return
+    except PcadError as exc:
+        return str(exc)
     try:
         det.predict(sample)
-    except (PcadError, FileNotFoundError):
-        pass
+    except (PcadError, FileNotFoundError) as exc:
+        return str(exc)
+    return "ok"
 
 
 @pytest.mark.parametrize("name, filename", RUN_FILES)
@@ -204,7 +206,7 @@ def test_damaged_run_file_raises_only_pcad_errors(runs, sample, name, filename, 
         run = copy_run(runs, name, Path(tmp))
         path = run / filename
         path.write_bytes(data.draw(damaged_bytes(path.read_bytes()), label="bytes"))
-        load_and_predict(run, sample)
+        assert load_and_predict(run, sample)  # "ok" or a non-empty message
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -230,7 +232,7 @@ def test_edited_run_record_raises_only_pcad_errors(runs, sample, name, data):
             else:
                 parent[path[-1]] = value
         (run / "detector.json").write_text(json.dumps(record))
-        load_and_predict(run, sample)
+        assert load_and_predict(run, sample)  # "ok" or a non-empty message
 
 
 # ------------------------------------------------------------------------ each case of the issue
