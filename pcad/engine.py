@@ -54,6 +54,7 @@ import csv
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import tempfile
@@ -339,10 +340,43 @@ def check_test_set(test: MVTec3DDataset) -> None:
             f"pixels anomalous (inverted, 255 = normal?): {_listing(mostly)}"), stacklevel=3)
 
 
+#: the staging folders of :func:`_stage_folder` and :func:`_replace_folder`
+_STAGE_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+(\.old)?\.tmp$")
+
+
+def remove_dead_stages(folder: Path) -> list[Path]:
+    """Delete the staging folders (``.<name>.<pid>.<random>[.old].tmp``) that an evaluation
+    killed before it finished left in ``folder``; those of a process still alive on this host
+    are kept. Returns the folders removed.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     mine = Path(tmp) / f".eval.{os.getpid()}.abc.tmp"
+        ...     mine.mkdir()
+        ...     remove_dead_stages(Path(tmp)), mine.is_dir()
+        ([], True)
+    """
+    from pcad.io.lock import process_alive
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.glob(".*.tmp")):
+        m = _STAGE_NAME.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not process_alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _stage_folder(folder: Path, name: str = ".eval") -> Path:
     """A new hidden folder ``<name>.<pid>.<random>.tmp`` inside ``folder`` (created with its
-    parents): results are staged on the file system they end on, so they move by rename."""
+    parents): results are staged on the file system they end on, so they move by rename.
+    Staging folders of evaluations that were killed are removed first."""
     folder.mkdir(parents=True, exist_ok=True)
+    remove_dead_stages(folder)
     return Path(tempfile.mkdtemp(prefix=f"{name}.{os.getpid()}.", suffix=".tmp", dir=folder))
 
 

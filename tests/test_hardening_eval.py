@@ -536,3 +536,26 @@ def test_patchcore_checked_values_are_plain():
     assert det.config["seed"] == 3 and type(det.config["seed"]) is int
     assert type(det.config["n_reweight"]) is int
     assert isinstance(det, PatchCoreRGB)
+
+
+def test_staging_folders_of_killed_evaluations_are_removed(tmp_path):
+    """A killed ``pcad eval`` leaves ``.eval.<pid>.<random>.tmp`` in ``--out``: the next
+    evaluation into that folder removes it, and keeps those of a live process."""
+    import os
+    import subprocess
+    import sys
+
+    from pcad.engine import remove_dead_stages
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that has exited (and been reaped)
+    dead = tmp_path / f".eval.{child.pid}.x1y2.tmp"
+    dead_old = tmp_path / f".maps.{child.pid}.q_9.old.tmp"
+    live = tmp_path / f".eval.{os.getpid()}.abc.tmp"
+    other = tmp_path / f".000.png.{child.pid}-0badcafe.r4nd.tmp"  # not a staging folder
+    for d in (dead, dead_old, live, other):
+        d.mkdir()
+        (d / "metrics.json").write_text("{}")
+    assert remove_dead_stages(tmp_path) == sorted([dead, dead_old])
+    assert not dead.exists() and not dead_old.exists()
+    assert live.is_dir() and other.is_dir()
