@@ -13,6 +13,8 @@ file). A least-squares line through the sizes gives the memory per point (its in
 interpreter and the imported libraries, about 130 MB) and the peak it projects at 5M; the
 target is below 2 GB at 5M, i.e. a slope below about 400 bytes per point. Before issue 18 the
 command took 6.6 GB at 5M (1.3 KB per point: all neighbours and graph edges at once).
+
+Run alone: ``python benchmarks/run.py --only synth_memory --out /tmp/synth_memory.json``.
 """
 
 from __future__ import annotations
@@ -116,10 +118,3 @@ def run(quick: bool) -> list[dict]:
                      unit="MB", reference="2 GB target", ratio=projected / TARGET_MB))
     return rows
 
-
-if __name__ == "__main__":  # python benchmarks/bench_synth_memory.py [--quick]
-    sys.path.insert(0, str(ROOT))
-    t0 = time.perf_counter()
-    for row in run("--quick" in sys.argv):
-        print(row["case"], round(row["value"], 3), row["unit"], row.get("ratio"))
-    print(f"{time.perf_counter() - t0:.1f} s")

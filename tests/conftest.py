@@ -58,3 +58,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def _tiny_dataset(tmp_path_factory, name: str, category: str, **config) -> Path:
+    """A small generated dataset (64 x 64, seed 0, no validation split unless ``config`` says
+    otherwise) under a fresh temporary folder; returns its root. Torch is set back to one
+    thread afterwards: numba's OpenMP layer in the generator resets the thread count."""
+    import torch
+
+    from synth.dataset import DatasetConfig, generate
+
+    root = tmp_path_factory.mktemp(name) / "synth"
+    kw = {"categories": (category,), "validation": 0, "size": (64, 64), "seed": 0, **config}
+    generate(DatasetConfig(**kw), root, progress=False)
+    torch.set_num_threads(1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """The factory :func:`_tiny_dataset` (``tiny_dataset(tmp_path_factory, name, category,
+    **config) -> root``), for the modules' own dataset fixtures."""
+    return _tiny_dataset

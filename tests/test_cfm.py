@@ -14,7 +14,6 @@ from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.detectors.base import upsample_map
 from pcad.detectors.cfm import STATE_FILE, CFMDetector
 from pcad.errors import InvalidInputError
-from synth.dataset import DatasetConfig, generate
 
 CATEGORY = "plate_holes"
 FAST = {"image_size": 64, "epochs": 5}
@@ -25,12 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cfm_data") / "synth"
-    generate(DatasetConfig(categories=(CATEGORY,), train=6, validation=0, test_good=2,
-                           test_defect=2, defects=("dent", "hole"), size=(64, 64), seed=0),
-             root, progress=False)
-    return root
+def data(tmp_path_factory, tiny_dataset) -> Path:
+    return tiny_dataset(tmp_path_factory, "cfm_data", CATEGORY, train=6, test_good=2,
+                        test_defect=2, defects=("dent", "hole"))
 
 
 @pytest.fixture(scope="module")

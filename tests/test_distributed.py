@@ -89,15 +89,9 @@ def world_of_one(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from synth.dataset import DatasetConfig, generate
-
-    root = tmp_path_factory.mktemp("dist_data") / "synth"
-    generate(DatasetConfig(categories=(CATEGORY,), train=4, validation=0, test_good=1,
-                           test_defect=2, defects=("dent", "hole"), size=(64, 64), seed=0),
-             root, progress=False)
-    torch.set_num_threads(1)  # numba's OpenMP layer resets the thread count
-    return root
+def data(tmp_path_factory, tiny_dataset) -> Path:
+    return tiny_dataset(tmp_path_factory, "dist_data", CATEGORY, train=4, test_good=1,
+                        test_defect=2, defects=("dent", "hole"))
 
 
 # ---------------------------------------------------------------------------- arithmetic

@@ -336,6 +336,22 @@ def test_check_out_folder_not_writable(tmp_path, monkeypatch):
 # --------------------------------------------------------- results as one unit (Must 5)
 
 
+def fail_predict_after(monkeypatch, n: int, message: str) -> dict[str, int]:
+    """Make ``FPFHDetector.predict`` raise ``RuntimeError(message)`` from its call ``n + 1``
+    on; returns the call counter (``{"n": calls so far}``)."""
+    calls = {"n": 0}
+    original = FPFHDetector.predict
+
+    def flaky(self, sample):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise RuntimeError(message)
+        return original(self, sample)
+
+    monkeypatch.setattr(FPFHDetector, "predict", flaky)
+    return calls
+
+
 def test_failed_eval_leaves_existing_results_intact(data, gear_run, tmp_path, monkeypatch):
     """A failure midway into an existing results folder: the old results are untouched and
     nothing new is there (no half-written maps, no staging folder left)."""
@@ -344,16 +360,7 @@ def test_failed_eval_leaves_existing_results_intact(data, gear_run, tmp_path, mo
     before = snapshot(tmp_path)
     assert "res/metrics.json" in before and any(k.startswith("res/maps/") for k in before)
 
-    calls = {"n": 0}
-    original = FPFHDetector.predict
-
-    def flaky(self, sample):
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise RuntimeError("device lost")
-        return original(self, sample)
-
-    monkeypatch.setattr(FPFHDetector, "predict", flaky)
+    calls = fail_predict_after(monkeypatch, 2, "device lost")
     with pytest.raises(RuntimeError, match="device lost"):
         evaluate_run(data, "gear", gear_run, res, progress=False)
     assert calls["n"] == 3
@@ -415,17 +422,8 @@ def test_eval_maps_root_and_no_maps(data, gear_run, tmp_path):
     assert not (tmp_path / "r1" / "maps").exists()
     # a failure leaves the shared tree as it was
     before = snapshot(shared)
-    calls = {"n": 0}
-    original = FPFHDetector.predict
-
-    def flaky(self, sample):
-        calls["n"] += 1
-        if calls["n"] > 1:
-            raise RuntimeError("lost")
-        return original(self, sample)
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(FPFHDetector, "predict", flaky)
+        fail_predict_after(mp, 1, "lost")
         with pytest.raises(RuntimeError):
             evaluate_run(data, "gear", gear_run, tmp_path / "r1", progress=False,
                          maps_root=shared)

@@ -36,7 +36,6 @@ from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.memory import MemoryBank
-from synth.dataset import DatasetConfig, generate
 
 CATEGORY = "plate_holes"
 NAMES = ("m3dm", "lsfa")
@@ -55,13 +54,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("m3dm_data") / "synth"
-    generate(DatasetConfig(categories=(CATEGORY,), train=6, validation=0, test_good=2,
-                           test_defect=2, defects=("dent", "hole"), size=(64, 64), seed=0),
-             root, progress=False)
-    torch.set_num_threads(1)  # numba (synth) resets the OpenMP thread count
-    return root
+def data(tmp_path_factory, tiny_dataset) -> Path:
+    return tiny_dataset(tmp_path_factory, "m3dm_data", CATEGORY, train=6, test_good=2,
+                        test_defect=2, defects=("dent", "hole"))
 
 
 @pytest.fixture(scope="module")

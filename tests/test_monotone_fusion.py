@@ -16,7 +16,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from pcad.data import MVTec3DDataset
 from pcad.detectors import create_detector, load_detector
@@ -29,7 +28,6 @@ from pcad.detectors.multimodal import (
 from pcad.detectors.patches import MultimodalFeatures
 from pcad.errors import InvalidInputError
 from synth import apply_to_scan
-from synth.dataset import DatasetConfig, generate
 
 CATEGORY = "plate_holes"
 BASE = {"image_size": 64, "point_backbone": "fpfh"}
@@ -84,12 +82,9 @@ def test_fuse_normalized_values_and_rejections():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("monotone") / "synth"
-    generate(DatasetConfig(categories=(CATEGORY,), train=6, validation=0, test_good=2,
-                           test_defect=0, size=(64, 64), seed=0), root, progress=False)
-    torch.set_num_threads(1)  # numba (synth) resets the OpenMP thread count
-    return root
+def data(tmp_path_factory, tiny_dataset):
+    return tiny_dataset(tmp_path_factory, "monotone", CATEGORY, train=6, test_good=2,
+                        test_defect=0)
 
 
 @pytest.fixture(scope="module")

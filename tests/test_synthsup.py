@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pcad.cli.main import EXIT_ERROR, main
@@ -23,7 +22,6 @@ from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.features import point_mask
-from synth.dataset import DatasetConfig, generate
 from synth.supervision import (
     DEFECT_TYPES,
     GEOMETRIC_TYPES,
@@ -42,14 +40,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, tiny_dataset) -> Path:
     """64 x 64 gear: 4 train, 2 good + 2 dent + 2 crack test samples."""
-    root = tmp_path_factory.mktemp("data") / "synth"
-    generate(DatasetConfig(categories=(CATEGORY,), train=4, validation=0, test_good=2,
-                           test_defect=2, defects=("dent", "crack"), size=(64, 64), seed=0),
-             root, progress=False)
-    torch.set_num_threads(1)  # numba's OpenMP layer resets it
-    return root
+    return tiny_dataset(tmp_path_factory, "data", CATEGORY, train=4, test_good=2,
+                        test_defect=2, defects=("dent", "crack"))
 
 
 @pytest.fixture(scope="module")

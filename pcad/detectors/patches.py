@@ -385,20 +385,21 @@ class MultimodalFeatures:
         owner: the detector's name (for error messages).
         image_size: backbone input size (multiple of 8); the grid is ``image_size / 8`` square.
         rgb_backbone, weights: :class:`RGBFeatures` arguments.
-        point_backbone: ``"pointmae"`` or ``"fpfh"``.
+        point_backbone: ``"fpfh"`` (default, as the detectors') or ``"pointmae"``.
         point_weights, num_group, group_size: Point-MAE checkpoint (None: the one shipped with
             pcad) and grouping (None: the checkpoint's); ignored by ``"fpfh"``.
         device: where the Point-MAE encoder runs.
 
     Example:
         >>> from pcad.detectors.patches import MultimodalFeatures
-        >>> f = MultimodalFeatures("m3dm", image_size=64, point_backbone="fpfh")
+        >>> f = MultimodalFeatures("m3dm", image_size=64)
         >>> f.grid
         (8, 8)
     """
 
     def __init__(self, owner: str, image_size: int = 224, rgb_backbone: str = "effnet-lite0",
-                 weights: str | None = None, point_backbone: str = "pointmae",
+                 weights: str | None = None,
+                 point_backbone: str = FEATURE_DEFAULTS["point_backbone"],
                  point_weights: str | None = None, num_group: int | None = None,
                  group_size: int | None = None, device: torch.device | str = "cpu") -> None:
         if point_backbone not in POINT_BACKBONES:
