@@ -66,6 +66,8 @@ def _race(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, t
 
 
 SLOW = ("torch", "torch_cluster")
+# triton on CPU tensors is Triton's interpreter (TRITON_INTERPRET=1): bench_gpu times it on CUDA.
+CPU_SKIP = ("triton",)
 
 
 def _has(module: str) -> bool:
@@ -92,7 +94,7 @@ def _bench_fps(n: int, s: int, repeats: int) -> list[dict]:
     want = fps(pts, s, backend="torch")
 
     fast = {f"pcad {b}": (lambda b=b: fps(pts, s, backend=b))
-            for b in available_backends("cpu", "fps") if b not in SLOW}
+            for b in available_backends("cpu", "fps") if b not in SLOW + CPU_SKIP}
     ref_name, ref_ms = "fpsample bucket", None
     if _has("fpsample"):
         import fpsample
@@ -124,7 +126,7 @@ def _bench_fps(n: int, s: int, repeats: int) -> list[dict]:
                          unit=UNIT, reference="-", ratio=None,
                          note="torch_cluster is not installed"))
 
-    for backend in available_backends("cpu", "fps"):
+    for backend in [b for b in available_backends("cpu", "fps") if b not in CPU_SKIP]:
         if backend in SLOW:
             ms, times, idx = _timed(lambda b=backend: fps(pts, s, backend=b), 1, warm=False)
         else:
@@ -148,7 +150,7 @@ def _bench_knn(n: int, m: int, k: int, m_torch: int, repeats: int) -> list[dict]
     name = f"knn k={k}, {m // 1000}k q x {n // 1000}k pts"
     ref_name = "cKDTree build+query"
     fast = {f"pcad {b}": (lambda b=b: knn(q, p, k, backend=b))
-            for b in available_backends("cpu", "knn") if b not in SLOW}
+            for b in available_backends("cpu", "knn") if b not in SLOW + CPU_SKIP}
     fast["ref"] = lambda: cKDTree(p_np).query(q_np, k=k, workers=-1)
     raced = _race(fast, repeats)
     ref_ms, times, _ = raced["ref"]
@@ -156,7 +158,7 @@ def _bench_knn(n: int, m: int, k: int, m_torch: int, repeats: int) -> list[dict]
                  times=times)]
     sub = q[:, :m_torch]
     want_d, want_i = knn(sub, p, k, backend="torch")
-    for backend in available_backends("cpu", "knn"):
+    for backend in [b for b in available_backends("cpu", "knn") if b not in CPU_SKIP]:
         if backend == "torch":
             ms_sub, times, _ = _timed(lambda: knn(sub, p, k, backend="torch"), 1, warm=False)
             ms = ms_sub * m / m_torch

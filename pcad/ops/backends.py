@@ -11,6 +11,8 @@ name                devices     what
 ``fpsample``        cpu         ``fpsample`` bucket FPS (QuickFPS); see :func:`pcad.ops.fps`
 ``torch_cluster``   cpu, cuda   ``torch_cluster`` when importable (fps, knn)
 ``pointnet2_ops``   cuda        ``pointnet2_ops`` when importable (fps, ball query, three_nn)
+``triton``          cuda        pcad's Triton kernels (:mod:`pcad.ops._triton`), exact; CPU
+                                tensors only under Triton's interpreter (``TRITON_INTERPRET=1``)
 ==================  ==========  ==============================================================
 
 Optional packages are probed lazily, once, with ``import`` inside ``try/except Exception``
@@ -47,7 +49,7 @@ from pcad.errors import InvalidInputError, PcadError
 
 ENV_VAR = "PCAD_OPS_BACKEND"
 
-BACKENDS = ("torch", "numba", "scipy", "fpsample", "torch_cluster", "pointnet2_ops")
+BACKENDS = ("torch", "numba", "scipy", "fpsample", "torch_cluster", "pointnet2_ops", "triton")
 
 DEVICES: dict[str, tuple[str, ...]] = {
     "torch": ("cpu", "cuda"),
@@ -56,25 +58,27 @@ DEVICES: dict[str, tuple[str, ...]] = {
     "fpsample": ("cpu",),
     "torch_cluster": ("cpu", "cuda"),
     "pointnet2_ops": ("cuda",),
+    "triton": ("cuda", "cpu"),  # cpu: through the interpreter only (see usable)
 }
 
 OP_BACKENDS: dict[str, tuple[str, ...]] = {
-    "fps": ("torch", "numba", "fpsample", "torch_cluster", "pointnet2_ops"),
-    "knn": ("torch", "numba", "scipy", "torch_cluster"),
-    "ball_query": ("torch", "numba", "pointnet2_ops"),
-    "three_nn": ("torch", "numba", "scipy", "torch_cluster", "pointnet2_ops"),
+    "fps": ("torch", "numba", "fpsample", "torch_cluster", "pointnet2_ops", "triton"),
+    "knn": ("torch", "numba", "scipy", "torch_cluster", "triton"),
+    "ball_query": ("torch", "numba", "pointnet2_ops", "triton"),
+    "three_nn": ("torch", "numba", "scipy", "torch_cluster", "pointnet2_ops", "triton"),
 }
 
-# Fastest first. fpsample is never picked by "auto": its start index is not honoured (see fps).
+# Fastest first. fpsample is never picked by "auto": its start index is not honoured (see fps);
+# nor is triton on the CPU (its interpreter is for tests).
 AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("fps", "cpu"): ("numba", "torch_cluster", "torch"),
-    ("fps", "cuda"): ("pointnet2_ops", "torch_cluster", "torch"),
+    ("fps", "cuda"): ("triton", "pointnet2_ops", "torch_cluster", "torch"),
     ("knn", "cpu"): ("numba", "scipy", "torch_cluster", "torch"),
-    ("knn", "cuda"): ("torch_cluster", "torch"),
+    ("knn", "cuda"): ("triton", "torch_cluster", "torch"),
     ("ball_query", "cpu"): ("numba", "torch"),
-    ("ball_query", "cuda"): ("pointnet2_ops", "torch"),
+    ("ball_query", "cuda"): ("triton", "pointnet2_ops", "torch"),
     ("three_nn", "cpu"): ("numba", "scipy", "torch_cluster", "torch"),
-    ("three_nn", "cuda"): ("pointnet2_ops", "torch_cluster", "torch"),
+    ("three_nn", "cuda"): ("triton", "pointnet2_ops", "torch_cluster", "torch"),
 }
 
 _MODULES = {
@@ -83,6 +87,7 @@ _MODULES = {
     "fpsample": "fpsample",
     "torch_cluster": "torch_cluster",
     "pointnet2_ops": "pointnet2_ops.pointnet2_utils",
+    "triton": "triton",
 }
 
 _INSTALL = {
@@ -94,6 +99,7 @@ _INSTALL = {
         "pip install 'git+https://github.com/erikwijmans/Pointnet2_PyTorch.git"
         "#subdirectory=pointnet2_ops_lib' (needs nvcc)"
     ),
+    "triton": "pip install triton (CUDA builds of torch install it)",
 }
 
 
@@ -137,10 +143,19 @@ def usable(name: str, device_type: str) -> tuple[bool, str]:
     """``(usable, reason)``: installed and able to run on tensors of ``device_type``."""
     if device_type not in DEVICES.get(name, ()):
         return False, f"{name} runs on {'/'.join(DEVICES.get(name, ()))} tensors only"
+    if name == "triton" and device_type == "cpu" and not triton_interpreted():
+        return False, "triton runs CPU tensors only through its interpreter (TRITON_INTERPRET=1)"
+    if name == "triton" and device_type == "cuda" and not torch.cuda.is_available():
+        return False, "triton: CUDA is not available"
     ok, reason = probe(name)
     if ok and name == "torch_cluster" and device_type == "cuda":
         return _torch_cluster_has_cuda()
     return ok, reason
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton kernels run through Triton's interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
 @functools.cache

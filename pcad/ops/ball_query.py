@@ -20,6 +20,8 @@ Backends:
 
 - ``"torch"``: the reference, chunked brute force (CPU, CUDA).
 - ``"numba"``: exact kd-tree kernel (CPU), equal to the reference.
+- ``"triton"``: pcad's Triton kernel (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``),
+  exact: equal to the reference (no fused multiply-adds in its distances).
 - ``"pointnet2_ops"``: ``ball_query`` (CUDA only) when importable. It selects in float32
   whatever the input dtype; its int32 indices become int64, the distances are recomputed and
   its empty rows (index 0) become ``-1``. Its CUDA distance may be contracted into fused
@@ -67,7 +69,7 @@ def ball_query(
         query_lengths: ``(B,)`` integer tensor, valid queries per item.
         point_lengths: ``(B,)`` integer tensor, valid points per item.
         pad: ``"first"`` (repeat the first index found, pointnet2) or ``"-1"``.
-        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"pointnet2_ops"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"``, ``"pointnet2_ops"`` or ``"triton"``.
 
     Returns:
         ``(dists2, idx)``: ``(B, M, k)`` squared distances and int64 indices, ascending by
@@ -96,6 +98,13 @@ def ball_query(
         return _ball_numba(q, p, r2, k, q_len.cpu(), p_len.cpu(), pad == "first")
     if name == "pointnet2_ops":
         return _ball_pointnet2(q, p, radius, r2, k, q_len.cpu(), p_len.cpu(), pad == "first")
+    if name == "triton":
+        from pcad.ops._triton import ball_triton
+
+        d, i = ball_triton(q, p, r2, k, q_len, p_len)
+        if pad == "first":
+            _pad_first(d, i)
+        return d, i
     return ball_query_reference(q, p, r2, k, q_len, p_len, pad == "first")
 
 

@@ -24,6 +24,9 @@ Backends (``backend=``, see :mod:`pcad.ops.backends`):
   (extra samples would be trimmed), ``random_start=False``, and the start is applied by
   rolling each item so that it comes first (torch_cluster's own random start uses C ``rand()``
   on the CPU, which no seed reaches).
+- ``"triton"``: pcad's Triton kernel (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``),
+  exact: equal to the reference index for index. The items are split into chunks processed
+  by cooperating programs (see :mod:`pcad.ops._triton`).
 - ``"pointnet2_ops"``: ``furthest_point_sample`` (CUDA only) when importable. It always starts
   at index 0 (the start is applied by rolling) and skips points with ``|p|^2 <= 1e-3``, so an
   item with a point that close to the origin is translated first (FPS is translation
@@ -80,7 +83,7 @@ def fps(
             otherwise. The draw is made on the generator's device (CPU for an int), so a
             seed gives the same starts whatever the points' device.
         backend: ``"auto"`` or a name of :mod:`pcad.ops.backends` (``"torch"``, ``"numba"``,
-            ``"fpsample"``, ``"torch_cluster"``, ``"pointnet2_ops"``).
+            ``"fpsample"``, ``"torch_cluster"``, ``"pointnet2_ops"``, ``"triton"``).
 
     Returns:
         ``(B, n_samples)`` int64 indices into dim 1 of ``points``, on the points' device.
@@ -123,6 +126,10 @@ def fps(
         out = _fps_torch_cluster(pts, n_samples, lengths_cpu, starts)
     elif name == "pointnet2_ops":
         out = _fps_pointnet2(pts, n_samples, lengths_cpu, starts)
+    elif name == "triton":
+        from pcad.ops._triton import fps_triton
+
+        out = fps_triton(pts, n_samples, lengths_cpu, starts)
     else:
         out = fps_reference(pts, n_samples, lengths, starts.to(points.device))
     return out.to(points.device)

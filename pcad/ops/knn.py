@@ -15,6 +15,8 @@ Backends (``backend=``, see :mod:`pcad.ops.backends`):
   the float coordinates as above and each row re-sorted by (distance, index), so the
   distances equal the reference. cKDTree selects in float64, so when two candidates tie (in
   float32) at the k-th distance, the index it keeps may differ.
+- ``"triton"``: pcad's Triton kernel (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``),
+  exact: equal to the reference, ties included.
 - ``"torch_cluster"``: ``torch_cluster.knn`` (CPU, CUDA; CUDA needs ``k <= 100``, and
   ``"auto"`` passes over it for larger ``k``), whose
   ``[2, E]`` edge list is scattered back to a dense ``(B, M, k)``, distances recomputed and
@@ -60,7 +62,8 @@ def knn(
         k: neighbours per query, ``>= 1`` (may exceed ``N``: the extra slots are padding).
         query_lengths: ``(B,)`` integer tensor, valid queries per item (the first ones).
         point_lengths: ``(B,)`` integer tensor, valid points per item (the first ones).
-        backend: ``"auto"``, ``"torch"``, ``"numba"``, ``"scipy"`` or ``"torch_cluster"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"``, ``"scipy"``, ``"torch_cluster"`` or
+            ``"triton"``.
 
     Returns:
         ``(dists2, idx)``: ``(B, M, k)`` squared distances (float32, float64 for float64
@@ -115,6 +118,10 @@ def run_knn(
         return _knn_scipy(q, p, k, q_len.cpu(), p_len.cpu())
     if name == "torch_cluster":
         return _knn_torch_cluster(q, p, k, q_len, p_len)
+    if name == "triton":
+        from pcad.ops._triton import knn_triton
+
+        return knn_triton(q, p, k, q_len, p_len)
     return knn_reference(q, p, k, q_len, p_len)
 
 
