@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 
 from pcad.ops.backends import triton_interpreted
+from pcad.ops.knn import empty_neighbours
 
 INTERPRET = triton_interpreted()  # as Triton read it when the kernels below were decorated
 FPS_BLOCK = 1024
@@ -79,6 +80,26 @@ def _launcher(kernel, device: torch.device, num_warps: int = 4):  # noqa: ANN001
 
 
 @triton.jit
+def _load_xyz(base, rows, mask):
+    """The coordinates of points ``rows`` of a ``(n, 3)`` block (0 where masked)."""
+    x = tl.load(base + rows * 3, mask=mask, other=0.0)
+    y = tl.load(base + rows * 3 + 1, mask=mask, other=0.0)
+    z = tl.load(base + rows * 3 + 2, mask=mask, other=0.0)
+    return x, y, z
+
+
+@triton.jit
+def _tile_sq_dists(pbase, cols, cm, qx, qy, qz):
+    """``(BQ, BP)`` squared distances from queries ``(qx, qy, qz)`` to points ``cols`` of
+    ``pbase``, as the reference computes them: ``dx * dx + dy * dy + dz * dz``."""
+    px, py, pz = _load_xyz(pbase, cols, cm)
+    dx = qx[:, None] - px[None, :]
+    dy = qy[:, None] - py[None, :]
+    dz = qz[:, None] - pz[None, :]
+    return dx * dx + dy * dy + dz * dz
+
+
+@triton.jit
 def _item_barrier(cnt_ptr, target, spin, err_ptr):
     """Arrive at an item's barrier (its counter) and wait until ``target`` programs arrived.
 
@@ -98,24 +119,28 @@ def _item_barrier(cnt_ptr, target, spin, err_ptr):
 
 
 @triton.jit
+def _fps_chunk(pts_ptr, len_ptr, N, G, CHUNK):
+    """This program's item ``b``, chunk ``g``, its point range ``[lo, hi)`` and the item's
+    points."""
+    pid = tl.program_id(0)
+    b = pid // G
+    g = pid % G
+    lo = g * CHUNK
+    hi = tl.minimum(lo + CHUNK, tl.load(len_ptr + b).to(tl.int32))
+    return b, g, lo, hi, pts_ptr + b.to(tl.int64) * N * 3
+
+
+@triton.jit
 def _fps_kernel_registers(pts_ptr, len_ptr, start_ptr, out_ptr, pval_ptr, pidx_ptr, pxyz_ptr,
                           cnt_ptr, err_ptr, B, N, S, G, CHUNK, SPIN,
                           BLOCK: tl.constexpr, GP: tl.constexpr, MULTI: tl.constexpr):
     """FPS when each program's chunk fits one tile: points and min-distances stay in
     registers, and the programs exchange the coordinates of their best point with its score,
     so that no sample waits for a load of the chosen point."""
-    pid = tl.program_id(0)
-    b = pid // G
-    g = pid % G
-    n = tl.load(len_ptr + b).to(tl.int32)
-    lo = g * CHUNK
-    hi = tl.minimum(lo + CHUNK, n)
-    base = pts_ptr + b.to(tl.int64) * N * 3
+    b, g, lo, hi, base = _fps_chunk(pts_ptr, len_ptr, N, G, CHUNK)
     offs = lo + tl.arange(0, BLOCK)
     m = offs < hi
-    x = tl.load(base + offs * 3, mask=m, other=0.0)
-    y = tl.load(base + offs * 3 + 1, mask=m, other=0.0)
-    z = tl.load(base + offs * 3 + 2, mask=m, other=0.0)
+    x, y, z = _load_xyz(base, offs, m)
     md = tl.where(m, x * 0.0 + float("inf"), float("-inf"))  # -inf: never sampled
     cur = tl.load(start_ptr + b).to(tl.int32)
     qx = tl.load(base + cur * 3)
@@ -168,13 +193,7 @@ def _fps_kernel_registers(pts_ptr, len_ptr, start_ptr, out_ptr, pval_ptr, pidx_p
 def _fps_kernel(pts_ptr, len_ptr, start_ptr, out_ptr, mind_ptr, pval_ptr, pidx_ptr, cnt_ptr,
                 err_ptr, B, N, S, G, CHUNK, SPIN,
                 BLOCK: tl.constexpr, GP: tl.constexpr, MULTI: tl.constexpr):
-    pid = tl.program_id(0)
-    b = pid // G
-    g = pid % G
-    n = tl.load(len_ptr + b).to(tl.int32)
-    lo = g * CHUNK
-    hi = tl.minimum(lo + CHUNK, n)
-    base = pts_ptr + b.to(tl.int64) * N * 3
+    b, g, lo, hi, base = _fps_chunk(pts_ptr, len_ptr, N, G, CHUNK)
     mbase = mind_ptr + b.to(tl.int64) * N
     cur = tl.load(start_ptr + b).to(tl.int32)
     lanes = tl.arange(0, BLOCK)
@@ -189,9 +208,7 @@ def _fps_kernel(pts_ptr, len_ptr, start_ptr, out_ptr, mind_ptr, pval_ptr, pidx_p
         for t in range(lo, hi, BLOCK):
             offs = t + lanes
             m = offs < hi
-            x = tl.load(base + offs * 3, mask=m, other=0.0)
-            y = tl.load(base + offs * 3 + 1, mask=m, other=0.0)
-            z = tl.load(base + offs * 3 + 2, mask=m, other=0.0)
+            x, y, z = _load_xyz(base, offs, m)
             md = tl.load(mbase + offs, mask=m, other=0.0)
             dx = x - qx
             dy = y - qy
@@ -277,11 +294,8 @@ def _knn_kernel(q_ptr, p_ptr, qlen_ptr, plen_ptr, od_ptr, oi_ptr, M, N, K,
     n = tl.load(plen_ptr + b).to(tl.int32)
     rows = qb * BQ + tl.arange(0, BQ)
     rm = rows < m
-    qbase = q_ptr + b.to(tl.int64) * M * 3
     pbase = p_ptr + b.to(tl.int64) * N * 3
-    qx = tl.load(qbase + rows * 3, mask=rm, other=0.0)
-    qy = tl.load(qbase + rows * 3 + 1, mask=rm, other=0.0)
-    qz = tl.load(qbase + rows * 3 + 2, mask=rm, other=0.0)
+    qx, qy, qz = _load_xyz(q_ptr + b.to(tl.int64) * M * 3, rows, rm)
     slots = tl.arange(0, KP)
     zero = tl.zeros((BQ, KP), dtype=q_ptr.dtype.element_ty)
     # slots >= K hold -inf: never the worst, never replaced, never written
@@ -293,13 +307,7 @@ def _knn_kernel(q_ptr, p_ptr, qlen_ptr, plen_ptr, od_ptr, oi_ptr, M, N, K,
     for t in range(0, stop, BP):
         cols = t + tl.arange(0, BP)
         cm = cols < n
-        px = tl.load(pbase + cols * 3, mask=cm, other=0.0)
-        py = tl.load(pbase + cols * 3 + 1, mask=cm, other=0.0)
-        pz = tl.load(pbase + cols * 3 + 2, mask=cm, other=0.0)
-        dx = qx[:, None] - px[None, :]
-        dy = qy[:, None] - py[None, :]
-        dz = qz[:, None] - pz[None, :]
-        d = dx * dx + dy * dy + dz * dz
+        d = _tile_sq_dists(pbase, cols, cm, qx, qy, qz)
         cand = (rm[:, None] & cm[None, :]) & (d < wd[:, None])
         while tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
             dc = tl.where(cand, d, float("inf"))
@@ -325,11 +333,8 @@ def knn_triton(q: torch.Tensor, p: torch.Tensor, k: int, q_len: torch.Tensor,
     """``(B, M, 3)`` queries, ``(B, N, 3)`` points (same dtype) -> ``(B, M, k)`` squared
     distances ascending and int64 indices, ties to the lower index, ``inf`` / ``-1`` padding
     (the contract of :func:`pcad.ops.knn`). ``bq`` queries and ``bp`` points per tile."""
-    batch, rows = q.shape[:2]
-    size = p.shape[1]
-    dev = q.device
-    out_d = torch.full((batch, rows, k), math.inf, dtype=q.dtype, device=dev)
-    out_i = torch.full((batch, rows, k), -1, dtype=torch.int64, device=dev)
+    (batch, rows), size, dev = q.shape[:2], p.shape[1], q.device
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, dev)
     if rows == 0 or size == 0:
         return out_d, out_i
     kp = triton.next_power_of_2(k)
@@ -368,24 +373,15 @@ def _ball_kernel(q_ptr, p_ptr, qlen_ptr, plen_ptr, r2_ptr, od_ptr, oi_ptr, M, N,
     r2 = tl.load(r2_ptr)
     rows = qb * BQ + tl.arange(0, BQ)
     rm = rows < m
-    qbase = q_ptr + b.to(tl.int64) * M * 3
     pbase = p_ptr + b.to(tl.int64) * N * 3
-    qx = tl.load(qbase + rows * 3, mask=rm, other=0.0)
-    qy = tl.load(qbase + rows * 3 + 1, mask=rm, other=0.0)
-    qz = tl.load(qbase + rows * 3 + 2, mask=rm, other=0.0)
+    qx, qy, qz = _load_xyz(q_ptr + b.to(tl.int64) * M * 3, rows, rm)
     obase = (b.to(tl.int64) * M + rows)[:, None] * K
     count = tl.zeros((BQ,), dtype=tl.int32)
     t = 0
     while (t < n) & (tl.min(tl.where(rm, count, K), axis=0) < K):
         cols = t + tl.arange(0, BP)
         cm = cols < n
-        px = tl.load(pbase + cols * 3, mask=cm, other=0.0)
-        py = tl.load(pbase + cols * 3 + 1, mask=cm, other=0.0)
-        pz = tl.load(pbase + cols * 3 + 2, mask=cm, other=0.0)
-        dx = qx[:, None] - px[None, :]
-        dy = qy[:, None] - py[None, :]
-        dz = qz[:, None] - pz[None, :]
-        d = dx * dx + dy * dy + dz * dz
+        d = _tile_sq_dists(pbase, cols, cm, qx, qy, qz)
         inside = (rm[:, None] & cm[None, :]) & (d < r2)
         flag = inside.to(tl.int32)
         rank = tl.cumsum(flag, axis=1) + count[:, None]  # 1-based slot
@@ -402,11 +398,8 @@ def ball_triton(q: torch.Tensor, p: torch.Tensor, r2: torch.Tensor, k: int,
     """The first ``k`` points (index order) with squared distance ``< r2`` of every query:
     ``(B, M, k)`` distances and int64 indices, ``inf`` / ``-1`` where fewer are found.
     ``r2`` is a 0-d tensor in the compute dtype."""
-    batch, rows = q.shape[:2]
-    size = p.shape[1]
-    dev = q.device
-    out_d = torch.full((batch, rows, k), math.inf, dtype=q.dtype, device=dev)
-    out_i = torch.full((batch, rows, k), -1, dtype=torch.int64, device=dev)
+    (batch, rows), size, dev = q.shape[:2], p.shape[1], q.device
+    out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, dev)
     if rows == 0 or size == 0:
         return out_d, out_i
     grid = (triton.cdiv(rows, bq), batch)
