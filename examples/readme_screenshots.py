@@ -2,12 +2,12 @@
 
 Usage (needs chromium and the notebook packages)::
 
-    .venv/bin/python examples/readme_screenshots.py [--out docs]
+    .venv/bin/python examples/readme_screenshots.py [--out docs] [--only sweep|report]
 
 The sweep page is ``pcad viz sweep`` of the built-in gear (default grid: scale x strength x
-octaves); the report page is the one ``03_train_and_evaluate.ipynb`` writes with its full
-settings. Both are opened in headless Chromium and saved as PNG (palette-quantized when larger
-than 400 KB).
+octaves); the report page is ``pcad viz report`` of the evaluation folder that
+``03_train_and_evaluate.ipynb`` writes with its full settings (two categories). Both are
+opened in headless Chromium and saved as PNG (palette-quantized when larger than 400 KB).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def shot(page: Path, out: Path, width: int, height: int, full_page: bool = False
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", choices=("sweep", "report"), help="one screenshot only")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from pcad.cli.main import main as pcad
@@ -56,9 +57,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_object("gear", seed=0).export(tmp / "gear.stl")
-        assert pcad(["viz", "sweep", str(tmp / "gear.stl"), "-o", str(tmp / "sweep.html")]) == 0
-        shot(tmp / "sweep.html", args.out / "sweep.png", 1100, 820)
+        if args.only in (None, "sweep"):
+            make_object("gear", seed=0).export(tmp / "gear.stl")
+            assert pcad(["viz", "sweep", str(tmp / "gear.stl"), "-o",
+                         str(tmp / "sweep.html")]) == 0
+            shot(tmp / "sweep.html", args.out / "sweep.png", 1100, 820)
+        if args.only == "sweep":
+            return
 
         import nbformat
         from nbclient import NotebookClient
@@ -68,8 +73,9 @@ def main() -> None:
         nb = nbformat.read(ROOT / "examples" / "03_train_and_evaluate.ipynb", as_version=4)
         NotebookClient(nb, timeout=600, kernel_name="python3",
                        resources={"metadata": {"path": str(tmp)}}).execute()
-        shot(tmp / "nb" / "03_train_and_evaluate" / "report.html", args.out / "report.png",
-             1200, 1250)
+        results = tmp / "nb" / "03_train_and_evaluate" / "run"
+        assert pcad(["viz", "report", str(results), "-o", str(results / "report.html")]) == 0
+        shot(results / "report.html", args.out / "report.png", 1200, 1400)
 
 
 if __name__ == "__main__":

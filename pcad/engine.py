@@ -8,7 +8,9 @@ Evaluation writes, in the folder ``out``:
   ``latency_ms_per_sample``, ``peak_rss_mb``, ``detector``, ``category`` and ``data_root``,
   ``per_defect`` (each defect type against the good samples) and, for a run trained with
   held-out defect types (``holdout_defects``), ``holdout`` and ``seen``
-  (:func:`defect_breakdown`);
+  (:func:`defect_breakdown`); ``at_threshold``: the confusion counts at the run's calibrated
+  threshold (``tp``, ``fp``, ``tn``, ``fn``, ``precision``, ``recall``), null for a run
+  without one;
 - ``scores.csv``: ``path,category,defect,label,score`` per test image;
 - ``maps/<category>/test/<defect>/<stem>.tiff``: float32 anomaly maps at the gt's resolution.
 
@@ -138,13 +140,15 @@ def run_category(run: str | os.PathLike[str]) -> str | None:
     return cat if isinstance(cat, str) else None
 
 
-def warn_category_mismatch(run: str | os.PathLike[str], category: str) -> None:
+def warn_category_mismatch(run: str | os.PathLike[str], category: str,
+                           action: str = "evaluated on") -> None:
     """A :class:`~pcad.errors.PcadWarning` when ``run`` was trained on a category other than
-    ``category`` (a gear run scored on cookie: the scores say nothing about either)."""
+    ``category`` (a gear run scored on cookie: the scores say nothing about either); ``action``
+    words the use (``pcad predict``: ``"applied to"``)."""
     trained = run_category(run)
     if trained is not None and trained != category:
         warnings.warn(PcadWarning(
-            f"{run}: a run trained on category {trained!r}, evaluated on {category!r}; a "
+            f"{run}: a run trained on category {trained!r}, {action} {category!r}; a "
             "detector scores deviations from the part it was trained on, so these results "
             "do not measure it (train a run on this category)"), stacklevel=3)
 
@@ -176,8 +180,25 @@ def check_training_set(samples: list[Any]) -> None:
 
 def train(data: str | os.PathLike[str], category: str, detector: str,
           out: str | os.PathLike[str], config: dict[str, Any] | None = None,
-          progress: bool = True):
+          progress: bool = True, false_alarm_rate: float | None = None,
+          overwrite: bool | None = None, resume: bool = False):
     """Fit ``detector`` on the category's ``train/good`` samples and save it to ``out``.
+
+    Training lifecycle (:mod:`pcad.detectors.training`): a detector that trains networks
+    (cfm, lsfa, m3dm, synthsup) writes ``out/train_log.csv`` (one row per epoch) and
+    ``out/checkpoint.pt`` after every epoch (removed once the run is saved); ``resume=True``
+    continues an interrupted training from that checkpoint (an error when there is none or it
+    is another detector's, configuration's or dataset's) and gives the run an uninterrupted
+    training gives. ``overwrite``: None (the API default) writes into ``out`` whatever is
+    there; False refuses a non-empty ``out`` (:func:`pcad.cli.outputs.check_out`) unless
+    ``resume``; True trains into a staging folder beside it that replaces it only when the
+    run is complete.
+
+    After fitting, the decision threshold is calibrated on the category's ``validation/good``
+    samples at ``false_alarm_rate`` (default :data:`pcad.calibration.DEFAULT_FALSE_ALARM_RATE`,
+    1 %) and recorded in ``train.json`` under ``calibration``
+    (:class:`pcad.calibration.Calibration`: threshold and score normalization); without a
+    validation split a :class:`~pcad.errors.PcadWarning` says so and ``calibration`` is null.
 
     ``out`` is checked (a writable folder, or one that can be created) before anything is
     fitted; ``train.json`` records the category, which :func:`evaluate_run` compares with the
@@ -191,9 +212,20 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
     for it at a barrier. A detector without ``supports_distributed`` is an error there.
     """
     from pcad import distributed as dist
+    from pcad.cli.outputs import check_out, is_nonempty
     from pcad.detectors import create_detector
+    from pcad.detectors.training import check_resume, training_session
 
     out = check_out_folder(out)
+    if resume and overwrite:
+        raise InvalidInputError("--resume continues the run in --out; --overwrite replaces "
+                                "it: pass one of them")
+    if overwrite is False:
+        check_out(out, overwrite=False, what="run folder", reuse=resume)
+    if false_alarm_rate is not None:  # checked before the long work
+        from pcad.calibration import check_false_alarm_rate
+
+        check_false_alarm_rate(false_alarm_rate)
     det = create_detector(detector, **(config or {}))
     if det.needs_defect_source:  # trains on synthetic defects (synthsup)
         from synth.supervision import DefectSource
@@ -205,23 +237,80 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
                                 f"(world size {ctx.world_size}); run it in one process, "
                                 "without torchrun")
     train_set = open_split(data, category, "train", det)
+    identity = {"detector": detector, "config": det.config, "category": category,
+                "data_root": str(Path(data).resolve()), "n_train": len(train_set)}
+    if resume:  # before the long work: a checkpoint of this run is there
+        check_resume(out, identity)
+    final, target = out, out
+    if overwrite and not resume and is_nonempty(out) and ctx.rank == 0:
+        target = _stage_sibling(out)  # the old run stays until the new one is complete
     if ctx.rank == 0:
         warn_incomplete_dataset(data)
     t0 = time.perf_counter()
     items = list(train_set)  # what every detector's fit does first: read each sample once
     if ctx.rank == 0:
         check_training_set(items)
-    det.fit(items, progress=progress and ctx.rank == 0)
-    if ctx.rank == 0:
-        det.save(out)
-        record = {"data_root": str(Path(data).resolve()), "category": category,
-                  "detector": detector, "n_train": len(train_set),
-                  "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
-                  "world_size": ctx.world_size}
-        with atomic_write(out / "train.json", "w") as fh:
-            json.dump(record, fh, indent=2)
+    try:
+        with training_session(target, identity, resume=resume):
+            det.fit(items, progress=progress and ctx.rank == 0)
+        if ctx.rank == 0:
+            _save_run(det, data, category, detector, target, len(train_set), t0,
+                      false_alarm_rate, progress)
+            if target != final:
+                _replace_folder(target, final)
+    except BaseException:
+        if target != final:
+            _remove(target)
+        raise
     dist.barrier()
     return det
+
+
+def _save_run(det: Any, data: str | os.PathLike[str], category: str, detector: str, out: Path,
+              n_train: int, t0: float, false_alarm_rate: float | None, progress: bool) -> None:
+    """Calibrate, save the detector and ``train.json`` into ``out``, drop the checkpoint."""
+    from pcad import distributed as dist
+    from pcad.detectors.training import CHECKPOINT_FILE
+
+    ctx = dist.get_context()
+    calibration = _calibrate(det, data, category, false_alarm_rate, progress)
+    det.save(out)
+    record = {"data_root": str(Path(data).resolve()), "category": category,
+              "detector": detector, "n_train": n_train,
+              "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+              "world_size": ctx.world_size,
+              "calibration": None if calibration is None else calibration.to_dict()}
+    with atomic_write(out / "train.json", "w") as fh:
+        json.dump(record, fh, indent=2)
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is whole: nothing to resume
+
+
+def _stage_sibling(final: Path) -> Path:
+    """A new hidden folder ``.<name>.<pid>.<random>.tmp`` beside ``final`` (same file system:
+    it replaces ``final`` by rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
+                                 dir=final.parent))
+
+
+def _calibrate(det: Any, data: str | os.PathLike[str], category: str,
+               false_alarm_rate: float | None, progress: bool):
+    """The run's :class:`~pcad.calibration.Calibration` on ``validation/good``, or None (with
+    a warning) when the category has no validation split or no good sample there."""
+    from pcad.calibration import DEFAULT_FALSE_ALARM_RATE, calibrate_detector
+
+    rate = DEFAULT_FALSE_ALARM_RATE if false_alarm_rate is None else false_alarm_rate
+    cal = None
+    if (Path(data) / category / "validation").is_dir():
+        cal = calibrate_detector(det, open_split(data, category, "validation", det), rate,
+                                 progress=progress)
+    if cal is None:
+        warnings.warn(PcadWarning(
+            f"{Path(data) / category}: no validation/good samples, so no decision threshold "
+            "is recorded (pcad predict reports raw scores and no ok/defect decision; make the "
+            "dataset with a validation split, e.g. pcad make-dataset --validation N)"),
+            stacklevel=3)
+    return cal
 
 
 def _subset_metrics(idx: list[int], scores: list[float], labels: list[int],
@@ -406,8 +495,12 @@ def _remove(path: Path) -> None:
 def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.PathLike[str],
                  out: str | os.PathLike[str], progress: bool = True,
                  write_maps: bool = True,
-                 maps_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                 maps_root: str | os.PathLike[str] | None = None,
+                 device: str | None = None) -> dict[str, Any]:
     """Score every test sample of the category with the run's detector; write the results.
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``): where the detector computes,
+    whatever device it was trained on; None: the run's own ``device`` option.
 
     ``maps_root`` (default ``out/maps``) lets several categories share one maps tree; the
     category's folder there (``<maps_root>/<category>``) is replaced as a whole. With
@@ -419,7 +512,7 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
     """
     from pcad.detectors import load_detector
 
-    det = load_detector(run)
+    det = load_detector(run, device=device)
     test = open_split(data, category, "test", det)
     out = check_out_folder(out)
     for name in ("metrics.json", "scores.csv"):
@@ -465,6 +558,21 @@ def _commit(stage: Path, out: Path, maps_stage: Path | None, maps_final: Path,
     os.replace(stage / "metrics.json", out / "metrics.json")
 
 
+def _at_threshold(run: str | os.PathLike[str], scores: list[float],
+                  labels: list[int]) -> dict[str, Any] | None:
+    """``metrics.json``'s ``at_threshold``: the confusion counts (TP/FP/TN/FN, precision,
+    recall) at the run's calibrated threshold
+    (:func:`pcad.calibration.confusion_at_threshold`) and the false-alarm rate it was chosen
+    for; None for a run without a calibration."""
+    from pcad.calibration import confusion_at_threshold, read_calibration
+
+    cal = read_calibration(run)
+    if cal is None:
+        return None
+    return {**confusion_at_threshold(scores, labels, cal.threshold),
+            "calibrated_false_alarm_rate": cal.false_alarm_rate}
+
+
 def _evaluate_into(det: Any, data: str | os.PathLike[str], category: str,
                    run: str | os.PathLike[str], test: MVTec3DDataset, stage: Path,
                    maps_stage: Path | None, progress: bool) -> dict[str, Any]:
@@ -502,6 +610,7 @@ def _evaluate_into(det: Any, data: str | os.PathLike[str], category: str,
                    run=str(Path(run).resolve()), n_test=len(test),
                    latency_ms_per_sample=1000.0 * elapsed / max(len(test), 1),
                    peak_rss_mb=_peak_rss_mb())
+    metrics["at_threshold"] = _at_threshold(run, scores, labels)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "category", "defect", "label", "score"])

@@ -274,14 +274,24 @@ def run_sensitivity(data: str | os.PathLike[str], category: str, detector: str |
                     defects: Sequence[str] = DEFAULT_DEFECTS, n_per_defect: int = 3,
                     seed: int = 0, config: dict[str, Any] | None = None,
                     run: str | os.PathLike[str] | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, device: str | None = None) -> dict[str, Any]:
     """Train (or reuse ``run``), build and evaluate one test set per strength; write the table,
     the JSON summary and the plots in ``out`` (module docstring). Returns the summary.
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``): where the detector trains
+    and scores (overrides ``config["device"]``); None: the detector's or the run's own option.
 
     Every input is checked before anything is written (InvalidInputError).
     """
     from pcad.engine import evaluate_run, train
     from pcad.io import atomic_write
+
+    if device is not None:  # present here, or a one-line error before anything is written
+        from pcad.detectors.patches import resolve_device
+
+        resolve_device(device)
+        if run is None:  # an existing run is loaded on the device (evaluate_run)
+            config = {**(config or {}), "device": device}
 
     values, names, n, s, det_name = _validate(data, category, detector, strengths, out,
                                               defects, n_per_defect, seed, config, run)
@@ -299,7 +309,7 @@ def run_sensitivity(data: str | os.PathLike[str], category: str, detector: str |
         with warnings.catch_warnings():  # said once, by _validate
             warnings.filterwarnings("ignore", ".*a run trained on category", PcadWarning)
             m = evaluate_run(set_dir, category, run_dir, root / "eval" / name,
-                             progress=progress)
+                             progress=progress, device=device)
         rows.append({"strength": v, "i_auroc": m["i_auroc"], "p_auroc": m["p_auroc"],
                      "aupro_0.3": m["aupro"][AUPRO_LIMIT], "n_test": m["n_test"],
                      "set": str(set_dir), "eval": str(root / "eval" / name)})

@@ -137,7 +137,9 @@ def apply_defect(points: Any, defect: str | Defect = "perlin", *, normals: Any =
 
     Args:
         points: ``(N, 3)`` cloud, or ``(H, W, 3)`` organized grid with ``(0, 0, 0)`` for
-            pixels with no measurement (MVTec 3D-AD ``xyz`` convention).
+            pixels with no measurement (MVTec 3D-AD ``xyz`` convention). A scan of a part on
+            a background should go through :func:`apply_to_scan` (the defect on the part):
+            here the centre is drawn among all measured pixels, the table included.
         defect: a registered geometric name (``synth.list_defects(kind="geometric")``) or a
             :class:`Defect`.
         normals: ``(N, 3)`` normals (for example from a mesh); estimated and oriented outward
@@ -264,8 +266,14 @@ MIN_SCAN_FOREGROUND = 10
 
 
 def apply_to_scan(xyz: Any, defect: str | Defect = "perlin", *, seed: int = 0,
-                  foreground: Any = None, **params: Any) -> DefectResult:
+                  foreground: Any = None, anywhere: bool = False,
+                  **params: Any) -> DefectResult:
     """Apply one defect to the foreground of an organized scan; the rest stays as it was.
+
+    This is the function for scans with a background (an MVTec 3D-AD part on its table):
+    :func:`apply_defect` on the whole grid draws the centre among all measured pixels, so it
+    often lands on the table. ``anywhere=True`` opts out of the foreground and does exactly
+    that (``pcad synth --anywhere``).
 
     The foreground (``foreground``, else :func:`pcad.geometry.foreground_mask`: measured pixels
     off the background plane) is cut out of the scan, so the defect's sizes are relative to the
@@ -278,6 +286,8 @@ def apply_to_scan(xyz: Any, defect: str | Defect = "perlin", *, seed: int = 0,
         defect: a registered geometric name (:func:`synth.list_defects`) or a :class:`Defect`.
         seed: int >= 0; the same scan, foreground, parameters and seed give the same bytes.
         foreground: ``(H, W) bool`` precomputed foreground (e.g. reused across defects).
+        anywhere: apply the defect to the whole grid (background included; sizes relative to
+            the whole scan), as :func:`apply_defect` does; takes no ``foreground``.
         **params: parameters of the defect type.
 
     Returns:
@@ -300,11 +310,18 @@ def apply_to_scan(xyz: Any, defect: str | Defect = "perlin", *, seed: int = 0,
         ((40, 40, 3), True, True)
     """
     grid = check_organized(xyz, "xyz")
+    if not isinstance(anywhere, (bool, np.bool_)):
+        raise InvalidInputError(f"anywhere: expected true or false, got {anywhere!r}")
+    if anywhere:
+        if foreground is not None:
+            raise InvalidInputError("anywhere: takes no foreground (the whole grid is used)")
+        return apply_defect(grid, defect, seed=seed, **params)
     fg = (foreground_mask(grid) if foreground is None
           else check_mask(foreground, grid.shape[:2], "foreground"))
     if fg.sum() < MIN_SCAN_FOREGROUND:
         raise InvalidInputError(f"scan: fewer than {MIN_SCAN_FOREGROUND} foreground pixels off "
-                                "the background plane")
+                                "the background plane; anywhere=True puts the defect on any "
+                                "measured pixel")
     obj = np.where(fg[..., None], grid, 0.0).astype(np.float32)
     res = apply_defect(obj, defect, seed=seed, **params)
     out = grid.copy()

@@ -24,6 +24,11 @@ from typing import Any
 
 import numpy as np
 
+#: :meth:`DefectResult.degenerate`: a result with more than this share of its points anomalous
+MAX_ANOMALOUS_SHARE = 0.5
+#: :meth:`DefectResult.degenerate`: largest offset, as a share of the bounding-box diagonal
+MAX_OFFSET_SHARE = 0.1
+
 
 def gt_rule(offsets: np.ndarray, threshold: float) -> np.ndarray:
     """``(...,) bool``: displacement norm (float64 of the float32 offsets) >= ``threshold``."""
@@ -83,3 +88,34 @@ class DefectResult:
             "params": self.params,
             "seed": self.params.get("seed"),
         }
+
+    def degenerate(self) -> dict[str, str]:
+        """Why the result is hardly a defect, ``{reason: message}`` (empty when it is one):
+        ``"most_anomalous"`` more than
+        :data:`MAX_ANOMALOUS_SHARE` of the points anomalous, ``"large_offset"`` an offset
+        larger than :data:`MAX_OFFSET_SHARE` of the bounding-box diagonal (``params["diag"]``),
+        or ``"none_anomalous"`` no anomalous point. ``pcad synth`` warns with these.
+
+        Example:
+            >>> import numpy as np
+            >>> r = DefectResult(np.zeros((4, 3), np.float32), np.ones(4, bool),
+            ...                  np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32),
+            ...                  np.zeros(0, np.int64), {"diag": 1.0})
+            >>> r.degenerate()
+            {'most_anomalous': '4 of 4 points anomalous (more than half)'}
+        """
+        n = int(self.params.get("n_valid", self.mask.size))
+        unit = "pixels" if self.organized else "points"
+        out: dict[str, str] = {}
+        if self.n_anomalous == 0:
+            out["none_anomalous"] = f"no anomalous {unit[:-1]}"
+        elif self.n_anomalous > MAX_ANOMALOUS_SHARE * n:
+            out["most_anomalous"] = f"{self.n_anomalous} of {n} {unit} anomalous (more than half)"
+        diag = float(self.params.get("diag", 0.0))
+        if diag > 0 and self.max_offset > MAX_OFFSET_SHARE * diag:
+            out["large_offset"] = (f"largest offset {self.max_offset:.4g} is "
+                                   f"{100 * self.max_offset / diag:.0f}% of the bounding-box "
+                                   f"diagonal {diag:.4g} (more than "
+                                   f"{100 * MAX_OFFSET_SHARE:.0f}%)")
+        return out
+

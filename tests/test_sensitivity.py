@@ -201,7 +201,7 @@ def test_non_empty_out_and_missing_detector_are_refused(source, tmp_path, capsys
     (out / "keep.txt").write_text("x")
     base = ["sensitivity", "--data", str(source), "--category", CATEGORY, "--strengths", "0.01"]
     assert main(base + ["--detector", "fpfh", "--out", str(out)]) == 2
-    assert "not an empty folder" in capsys.readouterr().err
+    assert f"{out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert main(base + ["--out", str(tmp_path / "o2")]) == 2
     assert "--detector: required" in capsys.readouterr().err

@@ -67,27 +67,50 @@ def _make_sample(root: Path, cat: str, kind: str, idx: int, rng: np.random.Gener
     return {"gt": gt, "path": f"{cat}/test/{kind}/xyz/{stem}.tiff"}
 
 
-def make_run(tmp_path: Path, *, map_scale: int = 1) -> tuple[Path, Path]:
+def make_train_run(folder: Path, threshold: float | None, n_train: int = 7,
+                   detector: str = "fpfh", category: str = "gear") -> Path:
+    """A training run folder with ``train.json`` (and a calibration at ``threshold``)."""
+    from pcad.calibration import Calibration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cal = None if threshold is None else Calibration(threshold, 0.1, 0.01, 5,
+                                                     threshold - 0.3).to_dict()
+    (folder / "train.json").write_text(json.dumps({
+        "detector": detector, "category": category, "n_train": n_train, "calibration": cal}))
+    (folder / "detector.json").write_text(json.dumps({"detector": detector,
+                                                      "config": {"image_size": 64}}))
+    return folder
+
+
+def make_run(tmp_path: Path, *, map_scale: int = 1, category: str = "gear",
+             threshold: float | None = None, run_name: str = "run",
+             specs: list | None = None) -> tuple[Path, Path]:
     """A dataset (2 good + 3 anomalous test images of one category) and an eval run folder
-    with maps at 1/map_scale of the gt size. Returns (run, data_root)."""
+    with maps at 1/map_scale of the gt size; with ``threshold``, a training run
+    (``<tmp>/train_<category>``) calibrated at it that the eval's metrics name. Returns
+    (run, data_root)."""
     rng = np.random.default_rng(0)
-    data, run = tmp_path / "data", tmp_path / "run"
+    data, run = tmp_path / "data", tmp_path / run_name
     rows = []
-    specs = [("good", 0, False, 0.9), ("good", 1, False, 0.2), ("dent", 0, True, 0.8),
-             ("dent", 1, True, 0.1), ("bump", 0, True, 0.7)]
+    specs = specs or [("good", 0, False, 0.9), ("good", 1, False, 0.2),
+                      ("dent", 0, True, 0.8), ("dent", 1, True, 0.1), ("bump", 0, True, 0.7)]
     for kind, idx, anomalous, score in specs:
-        s = _make_sample(data, "gear", kind, idx, rng, anomalous=anomalous)
+        s = _make_sample(data, category, kind, idx, rng, anomalous=anomalous)
         amap = rng.random(s["gt"].shape).astype(np.float32) * 0.3
         amap[s["gt"]] += score
         amap = amap[::map_scale, ::map_scale]
-        out = run / "maps" / "gear" / "test" / kind / f"{idx:03d}.tiff"
+        out = run / "maps" / category / "test" / kind / f"{idx:03d}.tiff"
         out.parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(out, amap)
-        rows.append({"path": s["path"], "category": "gear", "defect": kind,
+        rows.append({"path": s["path"], "category": category, "defect": kind,
                      "label": int(anomalous), "score": score})
     metrics = {"i_auroc": 0.5, "p_auroc": 0.9, "aupro": {"0.3": 0.61, "0.1": 0.4},
                "f1_max_image": 0.75, "ap_image": 0.7, "n_test": 5, "n_anomalous": 3,
-               "gear": {"i_auroc": 0.5, "p_auroc": 0.9, "aupro": {"0.3": 0.61, "0.1": 0.4}}}
+               category: {"i_auroc": 0.5, "p_auroc": 0.9, "aupro": {"0.3": 0.61, "0.1": 0.4}}}
+    if threshold is not None:
+        train = make_train_run(tmp_path / f"train_{category}", threshold, category=category)
+        metrics.update(detector="fpfh", category=category, run=str(train),
+                       data_root=str(data.resolve()))
     (run / "metrics.json").write_text(json.dumps(metrics))
     with open(run / "scores.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["path", "category", "defect", "label", "score"])
@@ -253,7 +276,10 @@ def test_anomaly_map_figure_organized_and_unorganized(organized_scan) -> None:
     n_valid = int(np.any(organized_scan != 0, axis=-1).sum())
     names = [t.name for t in fig.data]
     assert names == ["anomaly score", "NaN (1)", "ground truth (50)"]
-    assert len(fig.data[0].x) + 1 == n_valid
+    assert fig.data[0].type == "mesh3d" and len(fig.data[0].x) == n_valid  # a lit surface
+    assert fig.data[0].lighting.diffuse > 0 and fig.data[0].intensity is not None
+    assert fig.data[-1].marker.color == viz.colors.GT_COLOUR
+    assert fig.layout.scene.aspectmode == "manual" and fig.layout.scene.camera.eye.z < 0
     p, _ = _cloud(300)
     fig = viz.anomaly_map_figure(p, p[:, 0], p[:, 0] > 0.5)
     assert fig.data[-1].name == f"ground truth ({int((p[:, 0] > 0.5).sum())})"
@@ -381,20 +407,57 @@ def test_render_png_bad_input(tmp_path: Path) -> None:
 
 
 def test_report_of_a_run_folder(tmp_path: Path) -> None:
-    run, data = make_run(tmp_path)
+    run, data = make_run(tmp_path, threshold=0.5)
     text = viz.write_report(run, tmp_path / "report.html", data_root=data, n_worst=2) \
         .read_text()
     _assert_offline(text)
     assert "<td>0.610</td>" in text and "AUPRO@0.3" in text and "AUPRO@0.1" in text
     assert text.count('<table class="metrics">') == 1
     assert "Image-level ROC" in text and "Per-region overlap" in text
+    # the header: detector, data relative to the report, sizes, threshold, decisions
+    header = text.split('<table class="metrics header">')[1].split("</table>")[0]
+    assert "<td>fpfh</td>" in header and "<td>data</td>" in header
+    assert "24×32 (model input 64)" in header and "<td>7</td>" in header
+    assert "0.5 (calibrated on 5 good validation samples at 1 % false alarms)" in header
+    assert "1 of 2 good" in header and "1 of 3 defective" in header
+    assert str(tmp_path) not in text.split("<h2>Run details")[0]  # no absolute temp path
     fp = text.split("Worst false positives")[1].split("Worst false negatives")[0]
     fn = text.split("Worst false negatives")[1]
-    assert "gear/good/000" in fp and "score 0.9" in fp  # highest-scoring good image first
-    assert fp.index("gear/good/000") < fp.index("gear/good/001")
-    assert "gear/dent/001" in fn.split("</div></div>")[0]  # lowest-scoring anomalous first
-    assert fp.count("<img src=\"data:image/png;base64,") == 2
+    assert "gear/good/000" in fp and "score 0.9" in fp  # above the threshold
+    assert "gear/good/001" not in fp  # 0.2: below the run's threshold, not a false positive
+    assert "gear/dent/001" in fn and "gear/dent/000" not in fn and "gear/bump" not in fn
+    assert fp.count("<img src=\"data:image/png;base64,") == 2  # card strip + colour bar
+    assert 'class="cbar"' in fp and "Image scores" in text and "threshold 0.5" in text
     assert 'class="note"' not in text  # everything was found
+
+
+def test_report_without_a_threshold_uses_the_f1_optimal_one(tmp_path: Path) -> None:
+    specs = [("good", 0, False, 0.3), ("good", 1, False, 0.6), ("dent", 0, True, 0.8),
+             ("dent", 1, True, 0.5), ("bump", 0, True, 0.7)]  # best F1: t in (0.3, 0.5)
+    run, data = make_run(tmp_path, specs=specs)
+    text = viz.report_html(run, data_root=data)
+    assert "F1-optimal on the test scores" in text
+    fp = text.split("Worst false positives")[1].split("Worst false negatives")[0]
+    assert "gear/good/000" not in fp and "1 of 1 false positives" in fp
+    assert "gear/good/001" in fp
+
+
+def test_report_of_a_folder_of_eval_runs(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    make_run(tmp_path, category="gear", threshold=0.5, run_name="results/gear")
+    make_run(tmp_path, category="cookie", threshold=0.75, run_name="results/cookie")
+    assert main(["viz", "report", str(results)]) == 0  # -o defaults to RESULTS/report.html
+    text = (results / "report.html").read_text()
+    assert "wrote" in capsys.readouterr().out
+    header = text.split('<table class="metrics header">')[1].split("</table>")[0]
+    assert "<td>gear</td>" in header and "<td>cookie</td>" in header
+    assert "0.75 (calibrated" in header and "<td>mean</td>" in text
+    assert "<h3>gear</h3>" in text and "<h3>cookie</h3>" in text
+    assert "../data" in header  # relative to the report's folder
+    fp = text.split("Worst false positives")[1].split("Worst false negatives")[0]
+    cookie = fp.split("<h3>cookie</h3>")[1]
+    assert "cookie/good/000" in cookie and "cookie/good/001" not in cookie
+    assert 'class="note"' not in text  # maps and samples of both were found
 
 
 def test_report_resizes_small_maps_and_notes_missing_things(tmp_path: Path) -> None:
@@ -405,8 +468,7 @@ def test_report_resizes_small_maps_and_notes_missing_things(tmp_path: Path) -> N
     assert "missing: map" in text or "Worst false negatives" in text
     run2, _ = make_run(tmp_path / "b", map_scale=2)
     text = viz.report_html(run2)  # no data root: gt not found, still a page
-    assert "PRO curve left out" in text and "missing: RGB, gt" in text.replace("RGB, map, gt",
-                                                                               "RGB, gt")
+    assert "PRO curve left out" in text and "missing: RGB" in text
 
 
 def test_report_bad_run_folders(tmp_path: Path) -> None:

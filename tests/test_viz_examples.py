@@ -52,3 +52,35 @@ def test_notebook_runs_on_small_settings(path: Path, tmp_path: Path, monkeypatch
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
+
+
+def test_clear_outputs_script_clears_what_the_check_above_requires(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clear_outputs",
+                                                  EXAMPLES / "clear_outputs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path / "n.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", execution_count=2),
+                                         nbformat.v4.new_markdown_cell("text")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    nbformat.write(nb, path)
+    assert mod.clear_outputs(path) == 1 and mod.clear_outputs(path) == 0
+    cell = nbformat.read(path, as_version=4).cells[0]
+    assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_examples_readme_names_only_installed_tools() -> None:
+    import shutil
+
+    text = (EXAMPLES / "README.md").read_text()
+    assert "nbconvert" not in text  # not installed by any extra
+    bin_dir = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+    if (bin_dir / "jupyter").exists() or shutil.which("jupyter"):
+        import subprocess
+
+        exe = str(bin_dir / "jupyter") if (bin_dir / "jupyter").exists() else "jupyter"
+        out = subprocess.run([exe, "execute", "--help"], capture_output=True, text=True,
+                             timeout=60)
+        assert "--inplace" in out.stdout  # the command the README gives exists

@@ -5,9 +5,12 @@ by any per-point value, NaN in magenta), :func:`defect_figure` (before/after wit
 colours and the gt), :func:`sweep_figure` of :func:`compute_sweep` (a parameter sweep with one
 slider per parameter), :func:`anomaly_map_figure` (organized or unorganized clouds),
 :func:`overlay_figure` / :func:`overlay_image` (RGB, anomaly map, gt contour),
+:func:`defect_selector_figure` (several defects of a part in one large view with a dropdown;
+3D helpers in :mod:`viz.view3d`: lit surfaces, shaded points, fitted cameras),
 :func:`roc_figure` and :func:`pro_figure`. Pages: :func:`save_html`, :func:`write_report` (an
-evaluation run), :func:`write_sample_page` (a dataset sample). PNG: :func:`render_png` (Open3D
-offscreen in a subprocess, matplotlib fallback with a :class:`RenderFallbackWarning`).
+evaluation run or a folder of them), :func:`write_sample_page` (a dataset sample). PNG:
+:func:`render_png` (Open3D offscreen in a subprocess, matplotlib fallback with a
+:class:`RenderFallbackWarning`).
 
 Example:
     >>> import numpy as np
@@ -18,7 +21,7 @@ Example:
 
 from viz.clouds import NAN_COLOUR, cloud_figure, display_subset
 from viz.curves import pro_figure, roc_curve, roc_figure
-from viz.defects import defect_figure
+from viz.defects import defect_figure, defect_selector_figure
 from viz.html import figure_div, figure_html, html_page, save_html
 from viz.maps import anomaly_map_figure, overlay_figure, overlay_image
 from viz.render import RenderFallbackWarning, render_png
@@ -37,6 +40,7 @@ __all__ = [
     "compute_sweep",
     "default_grid",
     "defect_figure",
+    "defect_selector_figure",
     "display_subset",
     "figure_div",
     "figure_html",

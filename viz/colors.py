@@ -16,9 +16,13 @@ import numpy as np
 #: Colour of NaN / infinite values in every figure and image (magenta: in no colour scale).
 NAN_RGB: tuple[int, int, int] = (255, 0, 255)
 NAN_COLOUR = "rgb(255,0,255)"
-#: Colour of ground-truth contours on images and of ground-truth markers in 3D.
-GT_RGB: tuple[int, int, int] = (0, 255, 64)
-GT_COLOUR = "rgb(0,255,64)"
+#: Colour of ground-truth contours on images and of ground-truth markers in 3D: cyan, a colour
+#: in none of the perceptual maps used for values (inferno for anomaly maps, viridis for
+#: heights), so the ground truth never reads as a score.
+GT_RGB: tuple[int, int, int] = (0, 230, 255)
+GT_COLOUR = "rgb(0,230,255)"
+#: Colour map of anomaly maps everywhere (perceptually uniform, dark = normal).
+MAP_CMAP = "inferno"
 
 
 def finite_range(values: np.ndarray, vmin: float | None = None,
@@ -43,7 +47,8 @@ def colormap_lut(name: str = "inferno", n: int = 256) -> np.ndarray:
     """``(n, 3) uint8`` lookup table of the matplotlib colour map ``name``."""
     import matplotlib
 
-    cmap = matplotlib.colormaps[name.lower()]
+    names = {n.lower(): n for n in matplotlib.colormaps}  # case-insensitive: Inferno, YlOrRd
+    cmap = matplotlib.colormaps[names.get(name.lower(), name)]
     return (np.asarray(cmap(np.linspace(0.0, 1.0, n)))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
@@ -59,6 +64,16 @@ def colorize(values: Any, cmap: str = "inferno", vmin: float | None = None,
     out = lut[np.round(t * (len(lut) - 1)).astype(np.intp)]
     out[~ok] = nan_rgb
     return out
+
+
+def colorbar_image(cmap: str = MAP_CMAP, width: int = 256, height: int = 14) -> np.ndarray:
+    """``(height, width, 3) uint8``: the colour map ``cmap`` from low (left) to high (right).
+
+    Example:
+        >>> colorbar_image(width=4, height=2).shape
+        (2, 4, 3)
+    """
+    return np.repeat(colormap_lut(cmap, width)[None], height, axis=0)
 
 
 def plotly_colorscale(name: str) -> str:

@@ -121,5 +121,56 @@ def defect_figure(before: Any, result: Any, *, title: str | None = None,
         f"anomalous, max displacement {hi:.4g}{' x diag' if diag > 0 else ''}",
         legend=dict(x=0, y=0, orientation="h"), margin=dict(l=0, r=0, t=60, b=0),
         height=560, uirevision="defect")
-    fig.update_scenes(aspectmode="data")
+    from viz.view3d import SENSOR_VIEW, fitted_scene
+
+    scene = fitted_scene(np.concatenate([b_pts, a_pts]), **(SENSOR_VIEW if organized_in else {}))
+    fig.update_layout(scene=scene, scene2=scene)
+    return fig
+
+
+def defect_selector_figure(results: dict[str, Any], *, title: str = "",
+                           max_points: int = 20000, colorscale: str = "YlOrRd",
+                           point_size: float = 3.0, seed: int = 0) -> go.Figure:
+    """One large view of several defects of the same unorganized part (``{name:
+    DefectResult}``), a dropdown picks the defect: shaded points coloured by the displacement
+    (``|offset|`` over the bbox diagonal; the default sequential scale starts light, so the
+    shading of the undisplaced part shows), the ground truth in cyan, the camera fitted to the
+    part (all defects share it).
+
+    Example:
+        >>> from synth import apply_defect
+        >>> p = np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32)
+        >>> res = {d: apply_defect(p, d, normals=p, seed=0) for d in ("bump", "dent")}
+        >>> fig = defect_selector_figure(res, title="ball")
+        >>> [b.label for b in fig.layout.updatemenus[0].buttons]
+        ['bump', 'dent']
+    """
+    from viz.view3d import fitted_scene, gt_traces, selector_figure, shaded_point_traces
+
+    if not results:
+        raise InvalidInputError("defect_selector_figure: no defect result")
+    if any(r.organized for r in results.values()):
+        raise InvalidInputError("defect_selector_figure: unorganized results only (use "
+                                "defect_figure for a scan)")
+    scene = fitted_scene(np.concatenate([r.points for r in results.values()]))
+    eye = scene["camera"]["eye"]
+    views = []
+    for name, r in results.items():
+        diag = float(r.params.get("diag") or 0.0)
+        disp = np.linalg.norm(r.offsets.astype(np.float64), axis=1) / (diag if diag > 0 else 1)
+        idx = display_subset(len(r.points), max_points, seed)
+        hi = float(disp.max()) if disp.size and disp.max() > 0 else 1.0
+        label = "|offset| / diagonal" if diag > 0 else "|offset|"
+        traces = shaded_point_traces(r.points[idx], disp[idx], normals=r.normals[idx],
+                                     colorscale=colorscale, cmin=0.0, cmax=hi,
+                                     point_size=point_size, name=label,
+                                     light=(eye["x"], eye["y"], eye["z"]))
+        traces += gt_traces(r.points[r.mask], size=point_size + 1.5)  # every gt point
+        n = len(r.removed)
+        views.append((f"{name}: {int(r.mask.sum())} of {len(r.mask)} points anomalous"
+                      + (f", {n} removed" if n else ""), traces))
+    fig = selector_figure(views, scene, title=title)
+    for b, name in zip(fig.layout.updatemenus[0].buttons if len(views) > 1 else [],
+                       results, strict=False):
+        b.label = name
     return fig

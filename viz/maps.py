@@ -22,16 +22,23 @@ from scipy import ndimage
 
 from pcad.checks import check_image, check_organized, check_points, check_values, valid_pixels
 from pcad.errors import InvalidInputError
-from viz.clouds import as_f32, cloud_traces, display_subset
-from viz.colors import GT_COLOUR, GT_RGB, colorize, finite_range
+from viz.clouds import display_subset
+from viz.colors import GT_RGB, MAP_CMAP, colorize, finite_range
 
 
 def anomaly_map_figure(points: Any, scores: Any, gt: Any = None, *, title: str = "",
-                       max_points: int = 60000, colorscale: str = "Jet",
+                       max_points: int = 60000, colorscale: str = "Inferno",
                        vmin: float | None = None, vmax: float | None = None,
-                       point_size: float = 2.0, seed: int = 0,
-                       value_name: str = "anomaly score") -> go.Figure:
-    """A cloud coloured by its anomaly scores, ground truth as outlined markers.
+                       point_size: float = 2.5, seed: int = 0,
+                       value_name: str = "anomaly score", normals: Any = None) -> go.Figure:
+    """A part coloured by its anomaly scores and lit, the ground truth in cyan, the camera
+    fitted to the part.
+
+    An organized cloud is drawn as a shaded surface (:func:`viz.view3d.grid_surface`: at most
+    ``max_points`` vertices, each the maximum of its block, seen from the sensor); an
+    unorganized one as shaded points (:func:`viz.view3d.shaded_point_traces`, ``normals``
+    estimated when not given; a seeded subset of ``max_points``). The colour range is that of
+    all values unless ``vmin``/``vmax`` are given.
 
     Args:
         points: ``(N, 3)`` cloud with ``scores (N,)`` and ``gt (N,)``, or an organized
@@ -39,10 +46,20 @@ def anomaly_map_figure(points: Any, scores: Any, gt: Any = None, *, title: str =
             are drawn; ``(0, 0, 0)`` pixels are not).
         scores: anomaly scores; NaN is drawn in magenta.
         gt: optional ground truth, anomalous where > 0.
+        normals: optional ``(N, 3)`` normals of an unorganized cloud (shading only).
 
     Raises:
         InvalidInputError: shapes that do not match, NaN coordinates, an empty cloud.
     """
+    from viz.view3d import (
+        SENSOR_VIEW,
+        fitted_scene,
+        grid_surface,
+        gt_traces,
+        nan_markers,
+        shaded_point_traces,
+    )
+
     arr = np.asarray(points)
     s = np.asarray(scores)
     if arr.ndim == 3:
@@ -61,30 +78,41 @@ def anomaly_map_figure(points: Any, scores: Any, gt: Any = None, *, title: str =
             if gm.shape != xyz.shape[:2]:
                 raise InvalidInputError(f"gt: expected shape {xyz.shape[:2]}, got {gm.shape}")
             g = gm[valid] > 0
+        lo, hi = finite_range(v, vmin, vmax)
+        try:
+            traces: list[Any] = [grid_surface(xyz, s, colorscale=colorscale, cmin=lo, cmax=hi,
+                                              max_vertices=max_points, name=value_name)]
+        except InvalidInputError:  # isolated pixels only: shaded points instead
+            traces = shaded_point_traces(pts, v, colorscale=colorscale, cmin=lo, cmax=hi,
+                                         point_size=point_size, name=value_name,
+                                         light=SENSOR_VIEW["view"])
+        traces += nan_markers(pts, v, size=point_size + 1)
+        scene = fitted_scene(pts, **SENSOR_VIEW)
+        idx = np.arange(len(pts))
     else:
         pts = check_points(arr, "points", min_points=1)
         v = check_values(s, len(pts), "scores")
         g = None
         if gt is not None:
             g = check_values(gt, len(pts), "gt") > 0
-    idx = display_subset(len(pts), max_points, seed)
-    traces = cloud_traces(pts[idx], v[idx], name=value_name, colorscale=colorscale,
-                          point_size=point_size, cmin=vmin, cmax=vmax)
-    if vmin is None or vmax is None:  # colour range of all points, not only the shown ones
-        fin = v[np.isfinite(v)]
-        if fin.size:
-            traces[0].marker.cmin = float(fin.min()) if vmin is None else vmin
-            traces[0].marker.cmax = float(fin.max()) if vmax is None else vmax
+        nrm = None
+        if normals is not None:
+            nrm = np.asarray(normals, dtype=np.float64)
+            if nrm.shape != pts.shape:
+                raise InvalidInputError(f"normals: expected {pts.shape}, got {nrm.shape}")
+        idx = display_subset(len(pts), max_points, seed)
+        lo, hi = finite_range(v, vmin, vmax)  # range of all points, not only the shown ones
+        scene = fitted_scene(pts)
+        view = scene["camera"]["eye"]
+        traces = shaded_point_traces(pts[idx], v[idx], normals=None if nrm is None else nrm[idx],
+                                     colorscale=colorscale, cmin=lo, cmax=hi,
+                                     point_size=point_size, name=value_name,
+                                     light=(view["x"], view["y"], view["z"]))
+        traces += nan_markers(pts[idx], v[idx], size=point_size + 1)
     fig = go.Figure(traces)
     if g is not None:
-        q = pts[idx][g[idx]]
-        fig.add_trace(go.Scatter3d(
-            x=as_f32(q[:, 0]), y=as_f32(q[:, 1]), z=as_f32(q[:, 2]), mode="markers", opacity=0.4,
-            name=f"ground truth ({int(g.sum())})", hoverinfo="skip",
-            marker=dict(size=point_size + 3, color=GT_COLOUR, symbol="circle-open")))
-    scene: dict[str, Any] = dict(aspectmode="data")
-    if arr.ndim == 3:  # look from the sensor: it sits at the origin and looks along +z
-        scene["camera"] = dict(eye=dict(x=0.5, y=0.9, z=-1.3), up=dict(x=0, y=-1, z=0))
+        for tr in gt_traces(pts[idx][g[idx]], total=int(g.sum()), size=point_size + 1.5):
+            fig.add_trace(tr)
     fig.update_layout(title=title, scene=scene, legend=dict(x=0, y=1),
                       margin=dict(l=0, r=0, t=40 if title else 0, b=0))
     return fig
@@ -113,7 +141,7 @@ def gt_contour(mask: Any, thickness: int = 1) -> np.ndarray:
 
 
 def overlay_image(rgb: Any = None, anomaly_map: Any = None, gt: Any = None, *,
-                  alpha: float = 0.75, cmap: str = "jet", vmin: float | None = None,
+                  alpha: float = 0.75, cmap: str = MAP_CMAP, vmin: float | None = None,
                   vmax: float | None = None, contour_rgb: tuple[int, int, int] = GT_RGB,
                   thickness: int | None = None) -> np.ndarray:
     """``(H, W, 3) uint8``: the RGB image, the anomaly map blended over it in ``cmap``
@@ -184,7 +212,7 @@ def png_data_uri(image: np.ndarray) -> str:
 
 
 def overlay_figure(rgb: Any = None, anomaly_map: Any = None, gt: Any = None, *,
-                   title: str = "", cmap: str = "jet", vmin: float | None = None,
+                   title: str = "", cmap: str = MAP_CMAP, vmin: float | None = None,
                    vmax: float | None = None, alpha: float = 0.75) -> go.Figure:
     """Side by side: the RGB with the gt contour, and the anomaly map over the RGB with the
     gt contour (see :func:`overlay_image`). Images are embedded as PNG."""

@@ -3,7 +3,8 @@
 A sample of the MVTec 3D-AD layout is ``<root>/<category>/<split>/<kind>/{rgb,xyz,gt,meta}/
 NNN.*``; :func:`find_sample` accepts any of its files (or ``<kind folder>/NNN``) and finds the
 others. Unorganized clouds (Real3D-AD ``.pcd``, ``.ply``, ``x y z label`` text...) are shown
-with their labels as the ground truth.
+with their labels as the ground truth, and an xyz TIFF outside an ``xyz/`` folder (what
+``pcad synth`` writes) with its ``<stem>_gt.png`` (:func:`scan_files`).
 
 Example:
     >>> import pathlib, tempfile
@@ -38,6 +39,7 @@ from pcad.errors import FileFormatError, InvalidInputError
 from viz.colors import colorize
 from viz.html import figure_div, html_page, write_html
 from viz.maps import anomaly_map_figure, overlay_image, png_data_uri
+from viz.report_info import display_path
 
 #: Sub-folder of each file kind of a sample, and the extensions tried, in order.
 SAMPLE_FILES: dict[str, tuple[str, ...]] = {
@@ -90,6 +92,20 @@ def find_sample(path: str | os.PathLike[str]) -> SampleFiles:
     return SampleFiles(folder=folder, stem=stem, **found)
 
 
+def scan_files(path: str | os.PathLike[str]) -> SampleFiles:
+    """A scan outside the MVTec layout, as ``pcad synth`` writes it: the xyz TIFF ``path``
+    and its mask ``<stem>_gt.png`` beside it (None when absent).
+
+    Example:
+        >>> scan_files("out/scan_bump.tiff").gt is None
+        True
+    """
+    p = Path(path)
+    gt = p.with_name(p.stem + "_gt.png")
+    return SampleFiles(folder=p.parent, stem=p.stem, rgb=None, xyz=p,
+                       gt=gt if gt.is_file() else None, meta=None)
+
+
 def depth_image(xyz: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     """``(H, W, 3) uint8`` colours of the z channel of an organized cloud (near = bright,
     1st-99th percentile), invalid pixels white."""
@@ -136,9 +152,11 @@ def sample_html(path: str | os.PathLike[str], *, max_points: int = 40000) -> str
                                  title=f"{p.name}: {len(data.points)} points"
                                  + (f", {int(mask.sum())} anomalous" if mask is not None
                                     else ""))
-        body = f"<h1>{html.escape(str(p))}</h1>" + figure_div(fig, height="640px")
+        body = f"<h1>{html.escape(display_path(p))}</h1>" + figure_div(fig, height="640px")
         return html_page(body, title=p.name)
-    files = find_sample(p)
+    standalone = (p.suffix.lower() in SAMPLE_FILES["xyz"] and p.is_file()
+                  and p.parent.name != "xyz")
+    files = scan_files(p) if standalone else find_sample(p)
     xyz = read_xyz_tiff(files.xyz) if files.xyz is not None else None
     gt = read_mask_png(files.gt) if files.gt is not None else None
     meta: dict[str, Any] | None = None
@@ -147,10 +165,11 @@ def sample_html(path: str | os.PathLike[str], *, max_points: int = 40000) -> str
             meta = json.loads(files.meta.read_text())
         except (OSError, ValueError) as exc:
             raise FileFormatError(f"{files.meta}: not valid JSON ({exc})") from None
-    parts = [f"<h1>{html.escape(files.label)}</h1>",
-             f'<p class="muted">{html.escape(str(files.folder))}</p>']
+    label = p.name if standalone else files.label
+    parts = [f"<h1>{html.escape(label)}</h1>",
+             f'<p class="muted">{html.escape(display_path(files.folder))}</p>']
     missing = [k for k in SAMPLE_FILES if getattr(files, k) is None]
-    if missing:
+    if missing and not standalone:
         parts.append(f'<p class="note">missing: {", ".join(missing)}</p>')
     if xyz is not None:
         if gt is not None and gt.shape != xyz.shape[:2]:
@@ -172,7 +191,7 @@ def sample_html(path: str | os.PathLike[str], *, max_points: int = 40000) -> str
     if meta is not None:
         parts.append("<h2>Meta</h2><details><summary>meta.json</summary><pre>"
                      + html.escape(json.dumps(meta, indent=1)) + "</pre></details>")
-    return html_page("\n".join(parts), title=files.label)
+    return html_page("\n".join(parts), title=label)
 
 
 def write_sample_page(path: str | os.PathLike[str], out: str | os.PathLike[str],

@@ -19,8 +19,14 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    from pcad.cli.outputs import replacing
 
+    # a non-empty --out only with --overwrite; the old one comes back if the demo fails
+    with replacing(args.out, args.overwrite, "demo folder", in_place=True):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from pcad.checks import MIN_POINTS, check_int
     from pcad.errors import InvalidInputError
     from pcad.io import atomic_write, sample_mesh
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
               f"{report['samples_per_second']:.1f} samples/s")
         _write_preview(out / "dataset", cfg, out / "dataset_preview.png")
         if not args.no_detector:
-            _train_and_evaluate(out, parts, args.detector)
+            _train_and_evaluate(out, parts, args.detector, args.device)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for part in parts:
@@ -70,16 +76,21 @@ def run(args: argparse.Namespace) -> int:
                   f"removed {s['n_removed']:>5}  max offset {rows[-1]['max_offset_rel']:.4f} "
                   "x diag")
         if not args.no_html:
-            _write_page(out / f"{part}.html", part, results, np)
+            _write_page(out / f"{part}.html", part, results)
     with atomic_write(out / "summary.json", "w") as fh:
         json.dump({"seed": args.seed, "points": args.points, "rows": rows}, fh, indent=2)
+    report = out / "report.html"
+    shown = report if report.is_file() and not (args.no_dataset or args.no_detector) else \
+        None if args.no_html else out / (parts[0] + ".html")
     print(f"wrote {len(rows)} samples to {out} in {time.perf_counter() - t0:.1f} s"
-          + ("" if args.no_html else f"; open {out / (parts[0] + '.html')}"))
+          + ("" if shown is None else f"; open {shown}"))
     return 0
 
 
-def _train_and_evaluate(out: Path, parts: list[str], detector: str) -> None:
-    """Fit ``detector`` per category, evaluate it, print the table, write the report."""
+def _train_and_evaluate(out: Path, parts: list[str], detector: str,
+                        device: str | None = None) -> None:
+    """Fit ``detector`` per category, evaluate it, print the table, write the report
+    (``device``: where it computes, None: the detector's default, auto)."""
     import csv
 
     import numpy as np
@@ -92,9 +103,10 @@ def _train_and_evaluate(out: Path, parts: list[str], detector: str) -> None:
     print(f"2/3 training and evaluating {detector} on {len(parts)} categories")
     table, rows = {}, []
     for cat in parts:
-        train(data, cat, detector, runs / cat, progress=False)
+        train(data, cat, detector, runs / cat, {} if device is None else {"device": device},
+              progress=False)
         m = evaluate_run(data, cat, runs / cat, ev / cat, progress=False,
-                         maps_root=ev / "maps")
+                         maps_root=ev / "maps", device=device)
         table[cat] = m
         with open(ev / cat / "scores.csv", newline="") as fh:
             rows += list(csv.reader(fh))[1:]
@@ -145,31 +157,19 @@ def _write_preview(root: Path, cfg, path: Path) -> None:
     atomic_save(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
-def _write_page(path: Path, part: str, results: dict, np) -> None:
-    from plotly.subplots import make_subplots
+def _write_page(path: Path, part: str, results: dict) -> None:
+    """One large shaded view of the part, a dropdown picks the defect (cyan: ground truth)."""
+    from viz import defect_selector_figure, save_html
 
-    from viz import cloud_figure, save_html
-
-    names = list(results)
-    fig = make_subplots(rows=1, cols=len(names), specs=[[{"type": "scene"}] * len(names)],
-                        subplot_titles=[f"{n}: displacement" for n in names])
-    for k, n in enumerate(names):
-        r = results[n]
-        disp = np.linalg.norm(r.offsets, axis=1) / r.params["diag"]
-        sub = cloud_figure(r.points, disp + r.mask * disp.max(), max_points=15000,
-                           colorscale="Inferno", value_name="|offset|/diag + gt")
-        for tr in sub.data:
-            tr.marker.showscale = False
-            fig.add_trace(tr, row=1, col=k + 1)
-    fig.update_layout(title=f"{part}: defects (colour = displacement, bright = ground truth)",
-                      showlegend=False, height=500)
-    fig.update_scenes(aspectmode="data")
-    save_html(fig, path)
+    save_html(defect_selector_figure(results, title=part, max_points=15000), path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job on the built-in parts")
-    p.add_argument("--out", default="pcad-demo", help="output folder")
+    from pcad.cli.outputs import add_overwrite_flag
+
+    p.add_argument("--out", default="pcad-demo", help="output folder (new or empty)")
+    add_overwrite_flag(p)
     p.add_argument("--points", type=int, default=20000, help="points sampled per part")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", nargs="*", help="built-in parts to use (default: all)")
@@ -181,4 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=30, help="good training samples per part")
     p.add_argument("--detector", default="btf", help="detector trained and evaluated")
     p.add_argument("--no-detector", action="store_true", help="skip training and evaluation")
+    from pcad.cli.device_arg import add_device_argument
+
+    add_device_argument(p)
     p.set_defaults(func=run)

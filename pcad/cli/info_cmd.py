@@ -1,16 +1,29 @@
-"""``pcad info``: versions of the key packages, point-op backends and devices."""
+"""``pcad info``: versions of the key packages, point-op backends and devices.
+
+The point-op backends reported are the ones the ops really run with ``backend="auto"``, per
+op and device (:func:`op_backends`: :func:`pcad.ops.backends.resolve_backend`, so the
+environment variable ``PCAD_OPS_BACKEND`` counts), with every installed backend beside them.
+
+Nothing here imports torch, numba or faiss (``pcad info`` starts in a fraction of a second):
+packages are found by their files (``importlib.metadata``, ``importlib.util.find_spec``), the
+backends by ``resolve_backend(..., static=True)`` and the CUDA devices by
+:func:`pcad.devices.cuda_devices` (which imports torch only where the files cannot tell). An
+installed package that fails to import is reported as installed; the ops' own import probe
+still catches it when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
+import importlib.util
 import json
 import platform
 from typing import Any
 
 PACKAGES = ("numpy", "scipy", "torch", "open3d", "trimesh", "noise", "numba", "plotly",
-            "matplotlib", "tifffile", "pillow", "faiss-cpu", "torch-cluster", "pointnet2-ops")
+            "matplotlib", "tifffile", "pillow", "faiss-cpu", "torch-cluster", "pointnet2-ops",
+            "triton")
 MODULES = {"pillow": "PIL", "faiss-cpu": "faiss", "torch-cluster": "torch_cluster",
            "pointnet2-ops": "pointnet2_ops"}
 
@@ -22,36 +35,62 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _importable(module: str) -> bool:
+def _installed(module: str) -> bool:
+    """Whether top-level ``module`` is installed, from its files (nothing imported)."""
     try:
-        importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
         return False
-    return True
+
+
+def op_backends(device_types: list[str], cuda: bool | None = None) -> dict[str, dict[str, str]]:
+    """``{device type: {op: backend}}``: the backend each :mod:`pcad.ops` op runs with
+    ``backend="auto"`` on that device (an error message in place of a name when
+    ``PCAD_OPS_BACKEND`` forces one that cannot run there), judged from the installed files
+    (``resolve_backend(..., static=True)``; ``cuda``: whether CUDA is available, None to
+    find out).
+
+    Example:
+        >>> from pcad.ops.backends import resolve_backend
+        >>> op_backends(["cpu"])["cpu"]["fps"] == resolve_backend("fps", "auto", "cpu")
+        True
+    """
+    from pcad.errors import PcadError
+    from pcad.ops.backends import OP_BACKENDS, resolve_backend
+
+    out: dict[str, dict[str, str]] = {}
+    for dev in device_types:
+        out[dev] = {}
+        for op in OP_BACKENDS:
+            try:
+                out[dev][op] = resolve_backend(op, "auto", dev, static=True, cuda=cuda)
+            except PcadError as exc:
+                out[dev][op] = f"error: {exc}"
+    return out
 
 
 def collect() -> dict[str, Any]:
     """Everything ``pcad info`` reports, as a dict."""
     from pcad import __version__
+    from pcad.devices import cuda_devices
+    from pcad.ops.backends import available_backends
 
     versions = {name: _version(name) for name in PACKAGES}
-    devices = ["cpu"]
-    cuda = False
-    try:
-        import torch
-
-        cuda = bool(torch.cuda.is_available())
-        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
-                    for i in range(torch.cuda.device_count())] if cuda else []
-    except Exception:  # noqa: BLE001
-        pass
+    gpus = cuda_devices()
+    cuda = bool(gpus)
+    devices = ["cpu"] + [f"cuda:{i} ({name})" for i, name in enumerate(gpus)]
+    kinds = ["cpu"] + (["cuda"] if cuda else [])
+    faiss = _installed("faiss")
     backends = {
-        "perlin": ["numpy"] + (["numba"] if _importable("numba") else [])
+        "perlin": ["numpy"] + (["numba"] if _installed("numba") else [])
         + (["torch"] if versions["torch"] else []),
-        "point_ops": ["torch"]
-        + (["torch_cluster"] if _importable("torch_cluster") else [])
-        + (["pointnet2_ops"] if cuda and _importable("pointnet2_ops") else []),
-        "nearest_neighbours": ["torch"] + (["faiss"] if _importable("faiss") else []),
+        # what backend="auto" runs, per device and op; then every usable backend per device
+        "point_ops": op_backends(kinds, cuda),
+        "point_ops_installed": {dev: available_backends(dev, static=True, cuda=cuda)
+                                for dev in kinds},
+        # the memory banks' search (pcad.memory.NearestNeighbours, backend "auto")
+        "nearest_neighbours": {dev: "faiss" if faiss and dev == "cpu" else "torch"
+                               for dev in kinds},
     }
     return {"pcad": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "packages": versions, "backends": backends,
@@ -68,8 +107,14 @@ def run(args: argparse.Namespace) -> int:
     for name, ver in info["packages"].items():
         print(f"  {name:<14} {ver or '-- not installed'}")
     print("backends:")
-    for op, names in info["backends"].items():
-        print(f"  {op:<19} {', '.join(names)}")
+    b = info["backends"]
+    print(f"  {'perlin':<19} {', '.join(b['perlin'])}")
+    for dev, ops in b["point_ops"].items():
+        used = ", ".join(f"{op} {name}" for op, name in ops.items())
+        print(f"  {'point_ops ' + dev:<19} {used} (installed: "
+              f"{', '.join(b['point_ops_installed'][dev])})")
+    nn = ", ".join(f"{dev} {name}" for dev, name in b["nearest_neighbours"].items())
+    print(f"  {'nearest_neighbours':<19} {nn}")
     print(f"devices: {', '.join(info['devices'])}")
     return 0
 

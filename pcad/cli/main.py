@@ -64,9 +64,11 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     from pcad.cli import (
+        config,
         dataset_cmd,
         demo_cmd,
         info_cmd,
+        predict_cmd,
         pretrain_cmd,
         sensitivity_cmd,
         synth_cmd,
@@ -81,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let errors raise, with their Python traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (info_cmd, synth_cmd, dataset_cmd, train_cmd, demo_cmd, viz_cmd,
-                   sensitivity_cmd, pretrain_cmd):
+                   sensitivity_cmd, pretrain_cmd, predict_cmd):
         module.register(sub)
+    config.install(parser)  # --config / --print-config / --help-options, defaults in --help
     return parser
 
 
@@ -112,8 +115,27 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module: 0, 1, 2 or 130)."""
+    from pcad.cli import config
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # --config FILE fills the defaults; --help-options answers here
+        early = config.prepare(parser, argv)
+    except PcadError as exc:
+        print(f"pcad: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    if early is not None:
+        return early
     args = parser.parse_args(argv)
+    if getattr(args, "print_config", False):
+        try:
+            text = config.dump_config(config.effective_config(args, parser),
+                                      args.config_format)
+        except PcadError as exc:
+            print(f"pcad: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout.write(text)
+        return 0
     warnings.showwarning = show_warning  # one line per warning, the command goes on
     try:
         return int(args.func(args) or 0)

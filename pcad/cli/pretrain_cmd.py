@@ -32,8 +32,12 @@ def run_pretrain_cmd(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(check_int(args.threads, "--threads", 1))
 
+    from pcad.cli.outputs import check_out
+
+    check_out(args.out, args.overwrite, "checkpoint file")  # written atomically at the end
     summary = run_pretrain(args.data, args.out, config, half=args.half,
-                           encoder_only=args.encoder_only, log=None if args.quiet else log)
+                           encoder_only=args.encoder_only, log=None if args.quiet else log,
+                           device=args.device or "auto")
     print(f"wrote {summary['out']} ({summary['bytes'] / 1e6:.2f} MB): {summary['clouds']} "
           f"clouds, {summary['epochs']} epochs, final chamfer-L2 {summary['final_loss']:.6f}")
     return 0
@@ -48,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Writes the official checkpoint layout {'base_model': ..., 'pcad': ...}.")
     p.add_argument("--data", required=True,
                    help="MVTec 3D-AD style root, or a folder of meshes / point cloud files")
-    p.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
+    p.add_argument("--out", required=True, help="checkpoint file to write (.pth); the loss of "
+                   "every epoch goes to OUT.train_log.csv")
     p.add_argument("--epochs", type=int, default=25, help="epochs (default 25)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--num-group", type=int, default=128,
@@ -71,5 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store only the encoder (MAE_encoder.*), not the decoder and head")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (the bytes of the result may depend on it)")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    from pcad.cli.outputs import add_overwrite_flag
+
+    add_overwrite_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress messages (per-epoch loss)")
+    from pcad.cli.device_arg import add_device_argument
+
+    add_device_argument(p, "where the model trains: auto (default: CUDA when available), cpu, "
+                           "cuda or cuda:N (the bytes of the result depend on the device)")
     p.set_defaults(func=run_pretrain_cmd)

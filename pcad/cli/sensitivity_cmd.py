@@ -14,10 +14,14 @@ def run_sensitivity_cmd(args: argparse.Namespace) -> int:
         config["image_size"] = args.image_size
     if args.coreset_ratio is not None:
         config["coreset_ratio"] = args.coreset_ratio
-    summary = run_sensitivity(args.data, args.category, args.detector, args.strengths, args.out,
-                              defects=args.defects, n_per_defect=args.n_per_defect,
-                              seed=args.seed, config=config or None, run=args.run,
-                              progress=not args.quiet and not args.json)
+    from pcad.cli.outputs import replacing
+
+    with replacing(args.out, args.overwrite, "results folder", in_place=True) as out:
+        summary = run_sensitivity(args.data, args.category, args.detector, args.strengths, out,
+                                  defects=args.defects, n_per_defect=args.n_per_defect,
+                                  seed=args.seed, config=config or None, run=args.run,
+                                  progress=not args.quiet and not args.json,
+                                  device=args.device)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -40,17 +44,19 @@ def run_sensitivity_cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pcad.detectors import list_detectors
+    from pcad.cli.names import DETECTORS
+    from pcad.cli.outputs import add_overwrite_flag
 
     p = sub.add_parser("sensitivity",
                        help="detectability curve: I-AUROC and AUPRO against defect strength")
     p.add_argument("--data", required=True, help="dataset root (MVTec 3D-AD layout)")
     p.add_argument("--category", required=True)
-    p.add_argument("--detector", choices=list_detectors(),
+    p.add_argument("--detector", choices=DETECTORS,
                    help="detector to train (required unless --run is given)")
     p.add_argument("--strengths", required=True, nargs="+", type=float, metavar="S",
                    help="defect strengths, fractions of the object's bounding-box diagonal")
-    p.add_argument("--out", required=True, help="results folder (new or empty)")
+    p.add_argument("--out", required=True, help="results folder (new or empty, or any with "
+                   "--overwrite)")
     p.add_argument("--defects", nargs="+", default=["bump", "dent"], metavar="DEFECT",
                    help="geometric defects with a strength (default: bump dent)")
     p.add_argument("--n-per-defect", type=int, default=3,
@@ -60,5 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="detector input size (multiple of 8, 32 to 4096)")
     p.add_argument("--coreset-ratio", type=float, help="fraction of patches kept (default 0.1)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from pcad.cli.device_arg import add_device_argument
+
+    add_device_argument(p)
     p.set_defaults(func=run_sensitivity_cmd)

@@ -41,6 +41,29 @@ def synthetic_defect_options(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+#: detector options that ``pcad train`` sets with a flag of their own
+FLAG_OPTIONS = ("rgb_backbone", "weights", "image_size", "coreset_ratio", "holdout_defects",
+                "textures")
+
+
+def effective_train_config(cfg: dict[str, object]) -> dict[str, object]:
+    """``pcad train --print-config``: the flags of the detector's own options (those named
+    like an argument, e.g. ``image_size``) filled with its defaults, and ``option`` the mapping
+    of every other detector option (defaults, then the ``-o`` values), so that the printed file
+    round-trips through ``--config`` and a flag on the command line still wins."""
+    from pcad.detectors import detector_info
+
+    defaults = dict(detector_info(str(cfg["detector"])).obj.defaults)
+    flags = set(FLAG_OPTIONS) | (set(defaults) & set(cfg))
+    for key in flags:
+        if key in cfg and cfg[key] is None and defaults.get(key) is not None:
+            cfg[key] = defaults[key]
+    given = parse_options(list(cfg.get("option") or []))
+    options = {k: v for k, v in defaults.items() if k not in flags}
+    options.update(given)
+    return {**cfg, "option": options}
+
+
 def _split_line(name: str, block: dict) -> str:
     def f(v: object) -> str:
         return "n/a" if v is None else f"{v:.3f}"
@@ -64,43 +87,69 @@ def run_train(args: argparse.Namespace) -> int:
         config["coreset_ratio"] = args.coreset_ratio
     config.update(parse_options(args.option or []))
     config.update(synthetic_defect_options(args))
-    train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet)
+    from pcad.cli.device_arg import apply_device
+
+    apply_device(config, args)  # --device overrides -o device=
+    train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet,
+          false_alarm_rate=args.false_alarm_rate, overwrite=args.overwrite,
+          resume=args.resume)
     from pcad.distributed import get_context
 
     ctx = get_context()  # under torchrun (pcad.distributed) rank 0 alone reports
     if ctx.rank == 0:
+        from pcad.calibration import read_calibration
+
         workers = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""
         print(f"trained {args.detector} on {args.category}{workers}; run saved to {args.out}")
+        cal = read_calibration(args.out)
+        if cal is not None:
+            print(f"threshold {cal.threshold:.6g} (raw score; normalized 0.5) for a "
+                  f"{100 * cal.false_alarm_rate:g}% false-alarm rate on {cal.n_validation} "
+                  "good validation samples")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from pcad.cli.outputs import replacing
     from pcad.engine import evaluate_run
 
-    m = evaluate_run(args.data, args.category, args.run, args.out, progress=not args.quiet)
+    with replacing(args.out, args.overwrite) as target:  # the old results kept until complete
+        m = evaluate_run(args.data, args.category, args.run, target, progress=not args.quiet,
+                         device=args.device)
     if args.json:
         print(json.dumps(m))
     else:
         print(f"{args.category}: I-AUROC {m['i_auroc']:.3f}  P-AUROC {m['p_auroc']:.3f}  "
               f"AUPRO@0.3 {m['aupro']['0.3']:.3f}  ({m['n_test']} samples, "
               f"{m['latency_ms_per_sample']:.0f} ms/sample); wrote {args.out}/metrics.json")
+        if m.get("at_threshold"):  # a run with a calibrated threshold
+            c = m["at_threshold"]
+
+            def pct(v: float | None) -> str:
+                return "n/a" if v is None else f"{v:.3f}"
+
+            print(f"  at the run's threshold {c['threshold']:.6g}: TP {c['tp']}  FP {c['fp']}  "
+                  f"TN {c['tn']}  FN {c['fn']}  precision {pct(c['precision'])}  recall "
+                  f"{pct(c['recall'])}")
         if "holdout" in m:  # a run trained with --holdout-defects
             print(f"  {_split_line('held-out', m['holdout'])}\n  {_split_line('seen', m['seen'])}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pcad.detectors import list_detectors
-    from synth.supervision import DEFECT_TYPES
+    from pcad.cli.device_arg import add_device_argument
+    from pcad.cli.names import DETECTORS, DISTRIBUTED_DETECTORS, SUPERVISION_DEFECTS
+    from pcad.cli.outputs import add_overwrite_flag
 
     p = sub.add_parser("train", help="fit a detector on a category's good training samples",
                        description="Fit a detector on a category's good training samples. "
                        "Runs data-parallel under torchrun (e.g. torchrun --nproc_per_node 2 -m "
                        "pcad train ...; gloo on CPU, NCCL on GPUs) for detectors that support "
-                       "it (cfm, btf, fpfh, patchcore-rgb); rank 0 writes the run.")
+                       f"it ({', '.join(DISTRIBUTED_DETECTORS)}; not the others); rank 0 writes "
+                       "the run.")
     p.add_argument("--data", required=True, help="dataset root (MVTec 3D-AD layout)")
     p.add_argument("--category", required=True)
-    p.add_argument("--detector", default="btf", choices=list_detectors())
+    p.add_argument("--detector", default="btf", choices=DETECTORS)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--rgb-backbone", help="effnet-lite0 (default) or timm:NAME/torchvision:NAME")
     p.add_argument("--weights", help="local checkpoint of the RGB backbone (never downloaded)")
@@ -112,13 +161,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "e.g. -o epochs=5 -o hidden=null)")
     p.add_argument("--holdout-defects", nargs="+", metavar="TYPE",
                    help="synthetic defect types kept out of training (synthsup), among "
-                        f"{' '.join(DEFECT_TYPES)}; pcad eval reports the test types of these "
-                        "names apart")
+                        f"{' '.join(SUPERVISION_DEFECTS)}; pcad eval reports the test types of "
+                        "these names apart")
     p.add_argument("--textures", metavar="DIR",
                    help="folder of texture images (png/jpg) for synthsup's RGB defects "
                         "(default: procedural Perlin textures)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_train)
+    p.add_argument("--false-alarm-rate", type=float, default=None, metavar="RATE",
+                   help="fraction of good validation samples the calibrated decision "
+                        "threshold flags (default 0.01; recorded in the run's train.json)")
+    add_overwrite_flag(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training from the checkpoint in --out (same "
+                        "detector, options and data; the result equals an uninterrupted run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no loss")
+    add_device_argument(p)
+    p.set_defaults(func=run_train, _effective_config=effective_train_config)
 
     e = sub.add_parser("eval", help="evaluate a run on a category's test set")
     e.add_argument("--data", required=True)
@@ -126,5 +183,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--run", required=True, help="run folder written by pcad train")
     e.add_argument("--out", required=True, help="results folder")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    add_overwrite_flag(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(e, "where the run computes: auto (CUDA when available), cpu, cuda or "
+                           "cuda:N, whatever device it was trained on (default: the run's own "
+                           "device option, auto unless trained with -o device=)")
     e.set_defaults(func=run_eval)

@@ -1,7 +1,8 @@
 """``pcad viz report|sweep|sample``: self-contained HTML pages (plotly.js embedded, offline).
 
-- ``pcad viz report RUN -o report.html [--data ROOT] [--worst N]``: the report of an
-  evaluation run folder (metrics.json, scores.csv, maps/).
+- ``pcad viz report RESULTS_DIR [-o report.html] [--data ROOT] [--worst N]``: the report of an
+  evaluation run folder (metrics.json, scores.csv, maps/) or of a folder of them (one per
+  category); written to ``RESULTS_DIR/report.html`` by default.
 - ``pcad viz sweep INPUT -o sweep.html [--scale ...] [--strength ...] [--octaves ...]
   [--persistence ...] [--lacunarity ...] [--defect perlin]``: a defect's parameter sweep on a
   mesh (sampled to ``--points``), a cloud, or an MVTec xyz TIFF, one slider per parameter.
@@ -44,7 +45,7 @@ def run_report(args: argparse.Namespace) -> int:
     from viz.report import write_report
 
     t0 = time.perf_counter()
-    out = Path(args.output)
+    out = Path(args.output) if args.output else Path(args.run) / "report.html"
     _check_out(out, Path(args.run))
     write_report(args.run, out, data_root=args.data, n_worst=args.worst,
                  fpr_limit=args.fpr_limit)
@@ -97,18 +98,25 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from synth.defects import list_defects
+    from pcad.cli.names import GEOMETRIC_DEFECTS
 
     p = sub.add_parser("viz", help="HTML pages: evaluation reports, parameter sweeps, samples",
                        description="Write self-contained HTML pages (plotly.js embedded: they "
                        "work offline).")
     vsub = p.add_subparsers(dest="viz_command", required=True, metavar="PAGE")
 
-    r = vsub.add_parser("report", help="report of an evaluation run folder",
-                        description="Metrics table, ROC and PRO curves, worst false "
-                        "positives and false negatives of an evaluation run.")
-    r.add_argument("run", help="run folder (metrics.json, scores.csv, maps/)")
-    r.add_argument("-o", "--output", required=True, help="output .html")
+    r = vsub.add_parser("report", help="report of evaluation results (one or several "
+                        "categories)",
+                        description="Header (detector, data, image size, training samples, "
+                        "threshold, accepted/rejected counts), metrics table, score histograms "
+                        "with the threshold, ROC and PRO curves, and the worst false positives "
+                        "and false negatives at the threshold (the run's calibrated one, else "
+                        "the F1-optimal one, labelled so). RESULTS_DIR is one `pcad eval` "
+                        "output folder, or a folder of them (one per category: a "
+                        "multi-category report).")
+    r.add_argument("run", metavar="RESULTS_DIR", help="eval output folder (metrics.json, "
+                   "scores.csv, maps/) or a folder of such folders")
+    r.add_argument("-o", "--output", help="output .html (default: RESULTS_DIR/report.html)")
     r.add_argument("--data", help="dataset root the paths in scores.csv are relative to")
     r.add_argument("--worst", type=int, default=4,
                    help="false positives and false negatives shown (each)")
@@ -122,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "values: half, default and double of scale, strength and octaves.")
     s.add_argument("input", help="mesh (sampled to --points), cloud, or MVTec xyz .tiff")
     s.add_argument("-o", "--output", required=True, help="output .html")
-    s.add_argument("--defect", default="perlin", choices=list_defects(kind="geometric"))
+    s.add_argument("--defect", default="perlin", choices=GEOMETRIC_DEFECTS)
     s.add_argument("--scale", type=float, nargs="+", help="noise scale values")
     s.add_argument("--strength", type=float, nargs="+", help="strength values (fractions of "
                    "the bbox diagonal)")
@@ -141,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_sweep)
 
     m = vsub.add_parser("sample", help="one dataset sample: cloud, RGB, depth, gt, meta")
-    m.add_argument("path", help="one of the sample's files (rgb/xyz/gt/meta), or a cloud file")
+    m.add_argument("path", help="one of the sample's files (rgb/xyz/gt/meta), a cloud file, "
+                   "or an xyz TIFF as pcad synth writes it (with its <stem>_gt.png)")
     m.add_argument("-o", "--output", required=True, help="output .html")
     m.add_argument("--display-points", type=int, default=40000, help="points drawn")
     m.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -265,7 +265,8 @@ class PointMAEPretrainModel(nn.Module):
             neighborhood, centers, _, _ = enc._group(points, lengths, points)
         b, g = centers.shape[:2]
         n_mask = int(self.mask_ratio * g)
-        order = torch.stack([torch.randperm(g, generator=generator) for _ in range(b)])
+        order = torch.stack([torch.randperm(g, generator=generator)
+                             for _ in range(b)]).to(centers.device)
         vis, msk = order[:, n_mask:], order[:, :n_mask]
         k = neighborhood.shape[2]
         nb_vis = gather(neighborhood.reshape(b, g, 3 * k), vis).reshape(b, -1, k, 3)
@@ -452,6 +453,7 @@ def _optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimize
 def pretrain(
     clouds: list[TrainCloud], config: PretrainConfig,
     progress: Callable[[int, int, float, float], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[PointMAEPretrainModel, list[float]]:
     """Train a :class:`PointMAEPretrainModel` on ``clouds``; returns it (eval mode) and the
     mean loss of every epoch. ``progress(epoch, epochs, loss, seconds)`` after each epoch."""
@@ -462,7 +464,12 @@ def pretrain(
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 4]))
     with torch.random.fork_rng(devices=[]):  # default inits must not touch the global RNG
         model = PointMAEPretrainModel(config)
-    model.init_weights(gen).train()
+    # initialised on the CPU from the seeded generator, then moved: the same start on any
+    # device (the masks too are drawn on the CPU); the model comes back on the CPU
+    from pcad.detectors.patches import resolve_device
+
+    dev = resolve_device(device)
+    model.init_weights(gen).to(dev).train()
     opt = _optimizer(model, config)
     per_epoch = math.ceil(len(clouds) / config.batch_size)
     total = per_epoch * config.epochs
@@ -481,7 +488,7 @@ def pretrain(
                 pts, lens = _batch(items)
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(step, total, config.lr)
-                loss = model(pts, lens, gen)
+                loss = model(pts.to(dev), lens.to(dev), gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -492,7 +499,7 @@ def pretrain(
                 progress(epoch + 1, config.epochs, history[-1], time.perf_counter() - t0)
     finally:
         torch.set_flush_denormal(flushed)
-    return model.eval(), history
+    return model.cpu().eval(), history
 
 
 def _flushes_denormals() -> bool:
@@ -558,14 +565,26 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> int
     return len(data)
 
 
+def train_log_path(out: str | os.PathLike[str]) -> Path:
+    """The per-epoch log (:data:`pcad.trainlog.LOG_COLUMNS`) of a pretraining that
+    writes ``out``: ``<out>.train_log.csv`` beside it.
+
+    >>> train_log_path("w/pointmae.pth").as_posix()
+    'w/pointmae.pth.train_log.csv'
+    """
+    out = Path(out)
+    return out.with_name(out.name + ".train_log.csv")
+
+
 def run_pretrain(
     data: str | os.PathLike[str], out: str | os.PathLike[str], config: PretrainConfig, *,
     half: bool = False, encoder_only: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Collect the clouds of ``data``, pretrain, write the checkpoint to ``out``.
 
-    Nothing is written unless training finishes. Returns a summary (``out``, ``bytes``,
+    The checkpoint is written only when training finishes; ``<out>.train_log.csv``
+    (:func:`train_log_path`) gets a row after every epoch. Returns a summary (``out``, ``bytes``,
     ``final_loss``, ``clouds``, ``epochs``, ``seconds``).
     """
     config.validate()
@@ -578,11 +597,20 @@ def run_pretrain(
         log(f"{len(clouds)} training clouds ({summary['layout']}: "
             f"{', '.join(f'{n} {k}' for k, n in summary['kinds'].items())})")
 
+    from pcad.trainlog import write_train_log
+
+    rows: list[list[Any]] = []
+    log_path = train_log_path(out_path)
+    per_epoch = math.ceil(len(clouds) / config.batch_size)
+
     def report(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+        rows.append([epoch, epoch * per_epoch, loss, _lr_at(epoch * per_epoch - 1,
+                     per_epoch * epochs, config.lr), round(time.perf_counter() - t0, 3)])
+        write_train_log(log_path, rows)  # atomic: an interrupted run leaves a whole CSV
         if log:
             log(f"epoch {epoch}/{epochs}: chamfer-L2 {loss:.6f} ({seconds:.1f} s)")
 
-    model, history = pretrain(clouds, config, report)
+    model, history = pretrain(clouds, config, report, device=device)
     steps = math.ceil(len(clouds) / config.batch_size) * config.epochs
     ckpt = checkpoint_dict(model, config, history, summary, steps=steps, half=half,
                            encoder_only=encoder_only)

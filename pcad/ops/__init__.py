@@ -19,12 +19,27 @@ Example:
     torch.Size([4, 128, 16])
 """
 
-from pcad.ops.backends import BackendUnavailableError, available_backends
-from pcad.ops.ball_query import ball_query
-from pcad.ops.fps import fps
-from pcad.ops.group import gather, group
-from pcad.ops.interpolate import interpolate_features, three_interpolate, three_nn
-from pcad.ops.knn import knn
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+# The ops load on first use (PEP 562), so that ``pcad.ops.backends`` (its tables, and the
+# torch-free backend choice ``pcad info`` reports) imports without torch.
+_EXPORTS = {
+    "BackendUnavailableError": "pcad.ops.backends",
+    "available_backends": "pcad.ops.backends",
+    "ball_query": "pcad.ops.ball_query",
+    "fps": "pcad.ops.fps",
+    "gather": "pcad.ops.group",
+    "group": "pcad.ops.group",
+    "interpolate_features": "pcad.ops.interpolate",
+    "knn": "pcad.ops.knn",
+    "three_interpolate": "pcad.ops.interpolate",
+    "three_nn": "pcad.ops.interpolate",
+}
 
 __all__ = [
     "BackendUnavailableError",
@@ -38,3 +53,38 @@ __all__ = [
     "three_interpolate",
     "three_nn",
 ]
+
+if TYPE_CHECKING:
+    from pcad.ops.backends import BackendUnavailableError, available_backends
+    from pcad.ops.ball_query import ball_query
+    from pcad.ops.fps import fps
+    from pcad.ops.group import gather, group
+    from pcad.ops.interpolate import interpolate_features, three_interpolate, three_nn
+    from pcad.ops.knn import knn
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _OpsPackage(types.ModuleType):
+    """``pcad.ops`` itself: importing a submodule named like its op (``pcad.ops.fps``,
+    ``.knn``, ``.ball_query``, ``.group``) binds the op, not the submodule, on the package, as
+    the eager imports this package had did."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name, value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _OpsPackage

@@ -20,6 +20,14 @@ Optional packages are probed lazily, once, with ``import`` inside ``try/except E
 ``pointnet2_ops`` is probed only when CUDA is available and its compiled ``_ext`` module is
 present, because importing it without one starts a JIT compilation.
 
+This module imports torch only inside the functions that need it (parsing a ``torch.device``,
+asking ``torch.cuda``), so its tables and :func:`env_backend` cost no torch import. With
+``static=True``, :func:`usable`, :func:`available_backends` and :func:`resolve_backend` answer
+from the installed files alone (:func:`installed`: ``importlib.util.find_spec``, nothing
+imported) and the CUDA devices of :func:`pcad.devices.cuda_devices`, or a given ``cuda``: the
+same rules and answers as the import probe, short of catching an installed package that fails
+to import (``pcad info`` reports backends this way).
+
 ``backend="auto"`` takes the first available backend of :data:`AUTO_ORDER` for the op and the
 tensor's device type. The environment variable ``PCAD_OPS_BACKEND`` overrides ``"auto"``
 (never an explicit ``backend=`` argument): either one name (``PCAD_OPS_BACKEND=torch``), used
@@ -39,13 +47,17 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import os
+import re
 import warnings
-
-import torch
+from typing import TYPE_CHECKING
 
 from pcad.errors import InvalidInputError, PcadError
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_VAR = "PCAD_OPS_BACKEND"
 
@@ -115,6 +127,8 @@ def probe(name: str) -> tuple[bool, str]:
     if name == "torch":
         return True, ""
     if name == "pointnet2_ops":
+        import torch
+
         if not torch.cuda.is_available():
             return False, "pointnet2_ops runs on CUDA only and CUDA is not available"
         try:
@@ -135,20 +149,97 @@ def probe(name: str) -> tuple[bool, str]:
     return True, ""
 
 
+def _find(module: str) -> str | None:
+    """None when ``module`` (dotted) is installed, found by its files without importing
+    anything (not even its parent packages); else the first dotted prefix that is missing."""
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        spec = None
+    for i, part in enumerate(parts[1:], start=1):
+        if spec is None:
+            return ".".join(parts[:i])
+        locations = spec.submodule_search_locations
+        spec = (importlib.machinery.PathFinder.find_spec(part, list(locations))
+                if locations else None)
+    return None if spec is not None else module
+
+
+def installed(name: str, cuda: bool | None = None) -> tuple[bool, str]:
+    """``(installed, reason)`` of a backend from its files alone, importing nothing: what
+    :func:`probe` answers for a working install (``cuda``: whether CUDA is available, for
+    ``pointnet2_ops``; None asks :func:`pcad.devices.cuda_devices`).
+
+    Example:
+        >>> installed("torch"), installed("nonesuch")
+        ((True, ''), (False, "unknown backend 'nonesuch'"))
+    """
+    if name not in BACKENDS:
+        return False, f"unknown backend {name!r}"
+    if name == "torch":
+        return True, ""
+    if name == "pointnet2_ops":
+        if not _cuda_available(cuda, static=True):
+            return False, "pointnet2_ops runs on CUDA only and CUDA is not available"
+        if _find("pointnet2_ops") is not None:
+            return False, "pointnet2_ops is not installed"
+        if _find("pointnet2_ops._ext") is not None:
+            return False, "pointnet2_ops has no compiled _ext (importing it would JIT-compile)"
+    missing = _find(_MODULES[name])
+    if missing is not None:
+        return False, f"{name} is not installed (No module named {missing!r})"
+    return True, ""
+
+
+def _cuda_available(cuda: bool | None, static: bool) -> bool:
+    if cuda is not None:
+        return cuda
+    if static:
+        from pcad.devices import cuda_devices
+
+        return bool(cuda_devices())
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+_DEVICE_NAME = re.compile(r"(cpu|cuda)(:(0|[1-9][0-9]*))?")
+
+
 def _device_type(device: torch.device | str) -> str:
+    if isinstance(device, str) and _DEVICE_NAME.fullmatch(device):
+        return device.partition(":")[0]  # what torch.device(device).type says, without torch
+    import torch
+
     return torch.device(device).type
 
 
-def usable(name: str, device_type: str) -> tuple[bool, str]:
-    """``(usable, reason)``: installed and able to run on tensors of ``device_type``."""
+def usable(name: str, device_type: str, *, static: bool = False,
+           cuda: bool | None = None) -> tuple[bool, str]:
+    """``(usable, reason)``: installed and able to run on tensors of ``device_type``.
+
+    ``static``: judge from the installed files (:func:`installed`) instead of importing the
+    backend (:func:`probe`); ``cuda``: whether CUDA is available (None: ask torch, or
+    :func:`pcad.devices.cuda_devices` when ``static``).
+
+    Example:
+        >>> usable("numba", "cuda")
+        (False, 'numba runs on cpu tensors only')
+        >>> usable("torch", "cpu", static=True)
+        (True, '')
+    """
     if device_type not in DEVICES.get(name, ()):
         return False, f"{name} runs on {'/'.join(DEVICES.get(name, ()))} tensors only"
     if name == "triton" and device_type == "cpu" and not triton_interpreted():
         return False, "triton runs CPU tensors only through its interpreter (TRITON_INTERPRET=1)"
-    if name == "triton" and device_type == "cuda" and not torch.cuda.is_available():
+    if name == "triton" and device_type == "cuda" and not _cuda_available(cuda, static):
         return False, "triton: CUDA is not available"
-    ok, reason = probe(name)
+    ok, reason = installed(name, cuda) if static else probe(name)
     if ok and name == "torch_cluster" and device_type == "cuda":
+        if static:
+            ok = _find("torch_cluster._version_cuda") is None
+            return ok, "" if ok else "torch_cluster was built without CUDA"
         return _torch_cluster_has_cuda()
     return ok, reason
 
@@ -160,6 +251,8 @@ def triton_interpreted() -> bool:
 
 @functools.cache
 def _torch_cluster_has_cuda() -> tuple[bool, str]:
+    import torch
+
     try:
         ok = int(torch.ops.torch_cluster.cuda_version()) != -1
     except Exception as exc:  # an old build without the op
@@ -167,20 +260,22 @@ def _torch_cluster_has_cuda() -> tuple[bool, str]:
     return ok, "" if ok else "torch_cluster was built without CUDA"
 
 
-def available_backends(device: torch.device | str = "cpu", op: str | None = None) -> list[str]:
+def available_backends(device: torch.device | str = "cpu", op: str | None = None, *,
+                       static: bool = False, cuda: bool | None = None) -> list[str]:
     """Installed backends that run on ``device``.
 
     With ``op`` (``"fps"``, ``"knn"``, ``"ball_query"``, ``"three_nn"``): those implementing
     it, in the order ``backend="auto"`` prefers (the first is the one it picks), followed by
     those it never picks. Without ``op``: every usable backend, in :data:`BACKENDS` order.
+    ``static``, ``cuda``: as in :func:`usable`.
     """
     dev = _device_type(device)
     if op is None:
-        return [b for b in BACKENDS if usable(b, dev)[0]]
+        return [b for b in BACKENDS if usable(b, dev, static=static, cuda=cuda)[0]]
     _check_op(op)
     order = list(AUTO_ORDER.get((op, dev), ()))
     order += [b for b in OP_BACKENDS[op] if b not in order]
-    return [b for b in order if usable(b, dev)[0]]
+    return [b for b in order if usable(b, dev, static=static, cuda=cuda)[0]]
 
 
 def _check_op(op: str) -> None:
@@ -221,19 +316,32 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 when any input is float64, float32 otherwise (half types compute in float32).
 
     Example:
+        >>> import torch
         >>> compute_dtype(torch.zeros(2, dtype=torch.float16), torch.zeros(2))
         torch.float32
     """
+    import torch
+
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def resolve_backend(
-    op: str, backend: str, device: torch.device | str, skip: tuple[str, ...] = ()
+    op: str, backend: str, device: torch.device | str, skip: tuple[str, ...] = (), *,
+    static: bool = False, cuda: bool | None = None,
 ) -> str:
     """The backend that runs ``op`` on ``device`` for the ``backend`` argument.
 
     ``skip``: backends that ``"auto"`` must pass over for this call (e.g. torch_cluster's
-    CUDA kNN for ``k > 100``); an explicit or forced choice is not affected.
+    CUDA kNN for ``k > 100``); an explicit or forced choice is not affected. ``static``,
+    ``cuda``: as in :func:`usable` (``static=True`` imports neither torch nor a backend when
+    ``device`` is a name such as ``"cpu"`` or ``"cuda:0"``).
+
+    Example:
+        >>> resolve_backend("fps", "torch", "cpu")
+        'torch'
+        >>> auto = resolve_backend("knn", "auto", "cpu")
+        >>> resolve_backend("knn", "auto", "cpu", static=True) == auto
+        True
     """
     _check_op(op)
     dev = _device_type(device)
@@ -244,7 +352,7 @@ def resolve_backend(
         forced = env_backend(op)
         if forced is None:
             for name in AUTO_ORDER.get((op, dev), ()):
-                if name not in skip and usable(name, dev)[0]:
+                if name not in skip and usable(name, dev, static=static, cuda=cuda)[0]:
                     return name
             return "torch"
         backend, forced_by = forced, ENV_VAR
@@ -259,7 +367,7 @@ def resolve_backend(
             f"{forced_by}: backend {backend!r} runs on {'/'.join(DEVICES[backend])} tensors, "
             f"got a {dev} tensor"
         )
-    ok, reason = usable(backend, dev)
+    ok, reason = usable(backend, dev, static=static, cuda=cuda)
     if not ok:
         hint = f"; install it with {_INSTALL[backend]}" if backend in _INSTALL else ""
         raise BackendUnavailableError(f"{forced_by}: backend {backend!r} unavailable: "

@@ -9,6 +9,7 @@ from synth.defects.base import (
     SurfaceContext,
     create_defect,
     defect_info,
+    defect_parameters,
     list_defects,
     register_defect,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "SurfaceContext",
     "create_defect",
     "defect_info",
+    "defect_parameters",
     "list_defects",
     "register_defect",
 ]

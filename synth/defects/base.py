@@ -109,6 +109,21 @@ def defect_info(name: str) -> Entry[Any]:
     return _DEFECTS.info(name)
 
 
+def defect_parameters(name: str) -> tuple[tuple[str, str, Any, tuple[Any, ...] | None, str], ...]:
+    """The parameters of the geometric defect type ``name``, in field order: ``(parameter,
+    type name, default, choices or None, one-line doc)`` for each (what ``pcad synth`` makes
+    its flags from).
+
+    Example:
+        >>> defect_parameters("hole")[-1][:4]
+        ('rim', 'float', 1.5, None)
+    """
+    cls = _geometric_class(name)
+    return tuple((f.name, f.type if isinstance(f.type, str) else f.type.__name__, f.default,
+                  f.metadata.get("choices"), f.metadata.get("doc", ""))
+                 for f in dataclasses.fields(cls))
+
+
 def _geometric_class(name: str) -> type[Defect]:
     geometric = list_defects(kind="geometric")
     if not isinstance(name, str) or name not in _DEFECTS:
