@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import trimesh
+
+if TYPE_CHECKING:  # imported by the fixture: tests/test_ops.py runs where trimesh is absent
+    import trimesh
 
 SHARED_MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off")
@@ -30,6 +33,8 @@ def sphere_cloud() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture
 def box_mesh() -> trimesh.Trimesh:
+    import trimesh
+
     return trimesh.creation.box(extents=[2.0, 1.0, 0.5])
 
 

@@ -24,6 +24,9 @@ on purpose:
 - The RANSAC is Open3D's ``segment_plane`` algorithm run in numpy with a seeded
   ``numpy.random.Generator``: Open3D's own (parallel) loop gave different planes from run to
   run even after ``open3d.utility.random.seed`` (Open3D 0.20).
+- DBSCAN runs in Open3D (``cluster_dbscan``) when it is installed, else in scipy
+  (:func:`dbscan_labels`, ``cKDTree`` pairs + connected components), which reproduces Open3D's
+  labels (its cluster order and border-point assignment); ``cluster_backend`` picks one.
 - DBSCAN noise (label -1) is never "the largest cluster"; when DBSCAN finds no cluster at all
   the input comes back unchanged (M3DM would keep whichever of noise or a cluster is larger).
 - RGB and gt are padded with xyz, always together (CFM pads only the TIFF, misaligning them).
@@ -56,7 +59,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from pcad.checks import check_int, check_organized, check_positive, valid_pixels
+from pcad.checks import check_choice, check_int, check_organized, check_positive, valid_pixels
 from pcad.errors import InvalidInputError
 from pcad.geometry import bbox_diagonal
 
@@ -65,6 +68,7 @@ __all__ = [
     "PreprocessOptions",
     "background_plane_mask",
     "border_mask",
+    "dbscan_labels",
     "largest_cluster",
     "largest_cluster_mask",
     "nearest_indices",
@@ -75,6 +79,10 @@ __all__ = [
     "resize_organized",
     "resize_rgb",
 ]
+
+
+#: DBSCAN implementations of the largest-cluster step (:class:`PreprocessOptions`)
+CLUSTER_BACKENDS = ("auto", "open3d", "scipy")
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,8 @@ class PreprocessOptions:
         relative: read ``plane_distance``, ``fit_distance`` and ``eps`` as fractions of the
             valid points' bounding-box diagonal instead of absolute units.
         seed: seed of the RANSAC (a ``numpy.random.Generator``).
+        cluster_backend: DBSCAN of the largest-cluster step: ``"auto"`` (Open3D when it is
+            importable, else scipy), ``"open3d"`` or ``"scipy"`` (:func:`dbscan_labels`).
 
     The constructor checks every value (InvalidInputError naming the field).
 
@@ -119,6 +129,7 @@ class PreprocessOptions:
     multiple: int = 100
     relative: bool = False
     seed: int = 0
+    cluster_backend: str = "auto"
 
     def __post_init__(self) -> None:
         checked = {
@@ -130,6 +141,8 @@ class PreprocessOptions:
             "eps": check_positive(self.eps, "eps"),
             "min_points": check_int(self.min_points, "min_points", minimum=1),
             "multiple": check_int(self.multiple, "multiple", minimum=1),
+            "cluster_backend": check_choice(self.cluster_backend, "cluster_backend",
+                                            CLUSTER_BACKENDS),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -303,8 +316,6 @@ def largest_cluster_mask(xyz: Any, options: PreprocessOptions | None = None) -> 
         >>> int(largest_cluster_mask(p, PreprocessOptions(eps=0.01, min_points=3)).sum())
         40
     """
-    import open3d as o3d
-
     arr = np.asarray(xyz)
     if arr.ndim == 3:
         grid = check_organized(arr, "xyz")
@@ -326,8 +337,7 @@ def largest_cluster_mask(xyz: Any, options: PreprocessOptions | None = None) -> 
         if diag <= 0:
             return valid
         radius *= diag
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
-    labels = np.asarray(cloud.cluster_dbscan(eps=radius, min_points=k, print_progress=False))
+    labels = dbscan_labels(points, radius, k, opts.cluster_backend)
     clustered = labels[labels >= 0]
     if clustered.size == 0:
         return valid
@@ -335,6 +345,91 @@ def largest_cluster_mask(xyz: Any, options: PreprocessOptions | None = None) -> 
     keep = valid.copy()
     keep[valid] = labels == best
     return keep
+
+
+def _open3d_available() -> bool:
+    try:
+        import open3d  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or a broken build: use scipy
+        return False
+    return True
+
+
+def dbscan_labels(points: np.ndarray, eps: float, min_points: int,
+                  backend: str = "auto") -> np.ndarray:
+    """DBSCAN cluster labels of ``points (N, 3)`` as Open3D's ``cluster_dbscan`` gives them.
+
+    A point is a core point when at least ``min_points`` points (itself included) lie closer
+    than ``eps``; clusters are the connected core points plus the non-core points next to them,
+    numbered by their lowest core index; a non-core point next to several clusters joins the
+    lowest-numbered one; the rest is noise, ``-1``. This is Open3D's loop, so the two backends
+    agree except for pairs at a distance of ``eps`` up to rounding.
+
+    Args:
+        points: ``(N, 3)`` finite coordinates.
+        eps: neighbourhood radius, ``> 0``.
+        min_points: core-point threshold, ``>= 1``.
+        backend: ``"auto"`` (Open3D when importable, else scipy), ``"open3d"`` or ``"scipy"``.
+
+    Returns:
+        ``(N,) int64`` labels, ``-1`` for noise.
+
+    Example:
+        >>> p = np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5, 0, 0]], float)
+        >>> dbscan_labels(p, 0.15, 2, backend="scipy").tolist()
+        [0, 0, 0, -1]
+    """
+    pts = np.ascontiguousarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1:] != (3,):
+        raise InvalidInputError(f"points: expected shape (N, 3), got {pts.shape}")
+    eps = check_positive(eps, "eps")
+    min_points = check_int(min_points, "min_points", minimum=1)
+    backend = check_choice(backend, "backend", CLUSTER_BACKENDS)
+    if backend == "auto":
+        backend = "open3d" if _open3d_available() else "scipy"
+    if backend == "open3d":
+        import open3d as o3d
+
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+        return np.asarray(cloud.cluster_dbscan(eps=eps, min_points=min_points,
+                                               print_progress=False), dtype=np.int64)
+    return _dbscan_scipy(pts, eps, min_points)
+
+
+def _dbscan_scipy(pts: np.ndarray, eps: float, min_points: int) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(pts)
+    labels = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return labels
+    # Open3D's radius search keeps distances strictly below eps; cKDTree's keeps <= r
+    pairs = cKDTree(pts).query_pairs(np.nextafter(eps, 0.0), output_type="ndarray")
+    core = np.bincount(pairs.ravel(), minlength=n) + 1 >= min_points
+    if not core.any():
+        return labels
+    both = core[pairs[:, 0]] & core[pairs[:, 1]]
+    cc = pairs[both]
+    graph = coo_matrix((np.ones(len(cc), np.int8), (cc[:, 0], cc[:, 1])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    core_idx = np.flatnonzero(core)  # ascending: a component's first entry is its lowest core
+    comps, first = np.unique(comp[core_idx], return_index=True)
+    rank = np.empty(int(comp.max()) + 1, dtype=np.int64)
+    rank[comps[np.argsort(first)]] = np.arange(len(comps))
+    labels[core_idx] = rank[comp[core_idx]]
+    one = core[pairs[:, 0]] ^ core[pairs[:, 1]]  # a core point and a non-core one
+    mixed = pairs[one]
+    if len(mixed):
+        first_core = core[mixed[:, 0]]
+        core_pt = np.where(first_core, mixed[:, 0], mixed[:, 1])
+        border = np.where(first_core, mixed[:, 1], mixed[:, 0])
+        best = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, border, labels[core_pt])
+        hit = best != np.iinfo(np.int64).max
+        labels[hit] = best[hit]
+    return labels
 
 
 def largest_cluster(xyz: Any, options: PreprocessOptions | None = None) -> np.ndarray:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,11 +50,35 @@ from torch import nn
 from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.io import atomic_write
 
-__all__ = ["MAX_RECORD_BYTES", "MODALITY_NAMES", "RUN_FILE", "Detector", "check_run_number",
-           "check_run_stats", "load_run_module", "read_run_file", "read_run_record",
-           "run_dims", "upsample_map"]
+__all__ = ["COMMON_OPTION_HELP", "MAX_RECORD_BYTES", "MODALITY_NAMES", "RUN_FILE", "Detector",
+           "check_run_number", "check_run_stats", "load_run_module", "read_run_file",
+           "read_run_record", "run_dims", "upsample_map", "upsample_maps"]
 
 MODALITY_NAMES = {"rgb": "RGB images", "xyz": "organized point clouds (xyz)"}
+#: the one-line meaning of the options several detectors share (:meth:`Detector.options`)
+COMMON_OPTION_HELP: dict[str, str] = {
+    "image_size": "input side in pixels, a multiple of 8 (the patch grid is image_size / 8)",
+    "coreset_ratio": "fraction of the training patches the greedy coreset keeps in the bank",
+    "seed": "seed of every random choice (coreset, initialisation, shuffling)",
+    "sigma": "Gaussian blur of the upsampled anomaly map (pixels at 224)",
+    "n_reweight": "nearest bank neighbours of PatchCore's re-weighted image score",
+    "image_score": "how the image score is read from the patches or the map",
+    "rgb_backbone": "RGB feature extractor: effnet-lite0, dino-vitb8, timm:NAME, "
+                    "torchvision:NAME",
+    "weights": "local checkpoint of the RGB backbone (never downloaded); null: the shipped one",
+    "point_backbone": "point features: fpfh (no weights) or pointmae",
+    "point_weights": "local Point-MAE checkpoint; null: the small one shipped with pcad",
+    "num_group": "Point-MAE groups per cloud; null: the checkpoint's",
+    "group_size": "points per Point-MAE group; null: the checkpoint's",
+    "device": "where features and networks run: auto, cpu, cuda or cuda:N",
+    "epochs": "training epochs",
+    "lr": "peak learning rate",
+    "batch_size": "training batch size",
+    "warmup_epochs": "epochs of linear learning-rate warm-up before the cosine decay",
+    "weight_decay": "AdamW weight decay",
+    "mlp_ratio": "hidden width of the MLPs as a multiple of the feature width",
+    "head_dim": "output width of the contrastive projection heads (dropped after training)",
+}
 #: the record of a saved run (written last by :meth:`Detector.save`)
 RUN_FILE = "detector.json"
 #: the largest ``detector.json`` read (a record is a few kB)
@@ -261,11 +285,36 @@ class Detector:
     modalities: ClassVar[tuple[str, ...]] = ()
     #: every option and its default (an unknown option is an error)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: a one-line meaning of each option this class adds or means differently; an option a
+    #: class does not describe takes its parent's line or :data:`COMMON_OPTION_HELP`'s
+    option_help: ClassVar[dict[str, str]] = {}
     #: trains under torchrun: sharded features, data-parallel steps (pcad.distributed)
     supports_distributed: ClassVar[bool] = False
     #: ``fit`` needs a defect source (``fit(samples, defect_source=...)``; pcad train builds
     #: one from synth)
     needs_defect_source: ClassVar[bool] = False
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Any, str]]:
+        """Every option as ``(name, default, meaning)``, in the order of :attr:`defaults`
+        (``pcad train --detector NAME --help-options``); the meaning is the nearest
+        :attr:`option_help` line along the class hierarchy, else :data:`COMMON_OPTION_HELP`'s,
+        else ``""``.
+
+        Example:
+            >>> from pcad.detectors import detector_info
+            >>> name, default, meaning = detector_info("fpfh").obj.options()[0]
+            >>> name, default, meaning.split(" (")[0]
+            ('image_size', 224, 'input side in pixels, a multiple of 8')
+        """
+        def meaning(key: str) -> str:
+            for klass in cls.__mro__:
+                text = vars(klass).get("option_help", {}).get(key)
+                if text:
+                    return text
+            return COMMON_OPTION_HELP.get(key, "")
+
+        return [(key, value, meaning(key)) for key, value in cls.defaults.items()]
 
     def __init__(self, **config: Any) -> None:
         unknown = sorted(set(config) - set(self.defaults))
@@ -305,6 +354,23 @@ class Detector:
 
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
+
+    def predict_batch(self, samples: Sequence[Any]) -> list[tuple[float, np.ndarray]]:
+        """``[predict(s) for s in samples]``: each sample's ``(score, (H, W) float32 map)``.
+
+        The default loops over :meth:`predict`; a detector that batches its backbone, memory
+        bank search and map post-processing on the device overrides it with the same results
+        (bitwise on the CPU; see each override). An empty list gives ``[]``.
+
+        Example:
+            >>> from pcad.detectors import create_detector
+            >>> create_detector("fpfh").predict_batch([])
+            []
+        """
+        items = list(samples)
+        if items:
+            self._require_fit()
+        return [self.predict(s) for s in items]
 
     def _require_fit(self) -> None:
         if not self.fitted:
@@ -352,8 +418,13 @@ class Detector:
             fh.write(text)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Detector:
+    def load(cls, path: str | os.PathLike[str], device: str | None = None) -> Detector:
         """The run saved by :meth:`save` in the folder ``path`` (made by this class).
+
+        ``device`` (a detector with a ``device`` option): where the loaded detector computes,
+        whatever device it was trained on (``pcad eval --device``); None keeps the saved
+        option, or ``"auto"`` with a warning when that device is not present here (a run
+        trained on ``cuda:1`` loads on a machine without it).
 
         Raises:
             InvalidInputError: not a run, a run of another detector, or a file missing.
@@ -366,8 +437,9 @@ class Detector:
         if record["detector"] != cls.name:
             raise InvalidInputError(f"{folder}: a run of detector {record['detector']!r}, "
                                     f"not {cls.name!r}")
+        config = _placed(cls, record["config"], device, folder)
         try:
-            det = cls(**record["config"])
+            det = cls(**config)
         except (PcadError, TypeError, ValueError, KeyError, AttributeError,
                 ArithmeticError) as exc:
             raise FileFormatError(f"{meta}: bad 'config' ({_reason(exc)})") from exc
@@ -391,6 +463,33 @@ class Detector:
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
+
+
+def _placed(cls: type[Detector], config: dict[str, Any], device: str | None,
+            folder: Path) -> dict[str, Any]:
+    """``config`` with the device a run is loaded on (see :meth:`Detector.load`)."""
+    from pcad.detectors.patches import check_device, resolve_device
+
+    if "device" not in cls.defaults:
+        return config
+    if device is not None:
+        return {**config, "device": check_device(device)}
+    saved = config.get("device", "auto")
+    try:
+        check_device(saved)
+    except InvalidInputError:
+        return config  # a misspelt device: the detector's check makes it a bad 'config'
+    try:
+        resolve_device(saved)
+    except InvalidInputError as exc:
+        import warnings
+
+        from pcad.errors import PcadWarning
+
+        warnings.warn(PcadWarning(f"{folder}: {exc}; the run is loaded with device 'auto'"),
+                      stacklevel=4)
+        return {**config, "device": "auto"}
+    return config
 
 
 def run_dims(state: dict[str, Any], keys: tuple[str, ...], source: str) -> tuple[int, ...]:
@@ -438,3 +537,72 @@ def upsample_map(patch_scores: np.ndarray, shape: tuple[int, int], sigma: float)
     if sigma > 0:
         up = gaussian_filter(up, sigma=sigma * max(shape) / 224.0, mode="nearest")
     return up.astype(np.float32)
+
+
+def _gaussian_kernel(sd: float) -> torch.Tensor:
+    """scipy's ``gaussian_filter`` kernel (``truncate=4``), ``(2r + 1,) float64``."""
+    radius = int(4.0 * sd + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sd) ** 2)
+    return k / k.sum()
+
+
+def blur_maps(maps: torch.Tensor, sd: float) -> torch.Tensor:
+    """``(B, H, W)`` maps blurred by a Gaussian of ``sd`` pixels on their device: scipy's
+    ``gaussian_filter(mode="nearest", truncate=4)`` as two separable float32 convolutions
+    (equal to scipy's within float32 rounding, about 1e-6 relative: scipy sums in float64).
+
+    Example:
+        >>> import torch
+        >>> blur_maps(torch.ones(2, 5, 6), 1.5).shape
+        torch.Size([2, 5, 6])
+    """
+    k = _gaussian_kernel(sd).to(device=maps.device, dtype=torch.float32)
+    r = (k.numel() - 1) // 2
+    x = maps[:, None].float()
+    h, w = x.shape[-2:]
+    # replicate padding ("nearest"), repeated beyond a side shorter than the kernel radius
+    x = F.pad(x, (0, 0, r, r), mode="replicate") if r < h else torch.cat(
+        [x[..., :1, :].expand(-1, -1, r, -1), x, x[..., -1:, :].expand(-1, -1, r, -1)], 2)
+    x = F.conv2d(x, k.view(1, 1, -1, 1))
+    x = F.pad(x, (r, r, 0, 0), mode="replicate") if r < w else torch.cat(
+        [x[..., :1].expand(-1, -1, -1, r), x, x[..., -1:].expand(-1, -1, -1, r)], 3)
+    return F.conv2d(x, k.view(1, 1, 1, -1))[:, 0]
+
+
+def upsample_maps(patch_scores: Sequence[Any], shapes: Sequence[tuple[int, int]], sigma: float,
+                  device: torch.device | str = "cpu", batched: bool | None = None
+                  ) -> list[np.ndarray]:
+    """:func:`upsample_map` of several ``(h, w)`` grids (numpy arrays or tensors), each to its
+    own ``(H, W)`` shape, as ``(H, W) float32`` numpy maps.
+
+    ``batched`` None: on CUDA, the grids of one output shape are upsampled and blurred
+    together on the device (:func:`blur_maps`: within float32 rounding of scipy's blur, about
+    1e-6 relative); on the CPU each map is exactly :func:`upsample_map`'s (scipy blur).
+    True / False force either path.
+
+    Example:
+        >>> import numpy as np
+        >>> [m.shape for m in upsample_maps([np.ones((4, 4))] * 2, [(30, 40), (8, 8)], 4.0)]
+        [(30, 40), (8, 8)]
+    """
+    dev = torch.device(device)
+    if len(patch_scores) != len(shapes):
+        raise InvalidInputError(f"upsample_maps: {len(patch_scores)} grids but {len(shapes)} "
+                                "shapes")
+    if not (dev.type == "cuda" if batched is None else batched):
+        return [upsample_map(p.cpu().numpy() if isinstance(p, torch.Tensor) else p,
+                             tuple(s), sigma) for p, s in zip(patch_scores, shapes, strict=True)]
+    out: list[np.ndarray | None] = [None] * len(shapes)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault((int(s[0]), int(s[1])), []).append(i)
+    for shape, idx in groups.items():
+        t = torch.stack([torch.as_tensor(patch_scores[i], dtype=torch.float32).to(dev)
+                         for i in idx])[:, None]
+        up = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[:, 0]
+        if sigma > 0:
+            up = blur_maps(up, sigma * max(shape) / 224.0)
+        for i, m in zip(idx, up.cpu().numpy(), strict=True):
+            out[i] = np.ascontiguousarray(m, dtype=np.float32)
+    return out  # type: ignore[return-value]

@@ -6,6 +6,10 @@ whose image score is the map's maximum over the part (``image_score="auto"``).
 - ``fpfh``: FPFH of the organized cloud (background plane removed, resized with nearest
   neighbour to ``image_size``) averaged over the patch grid
   (:func:`~pcad.detectors.patches.fpfh_patches`): BTF's 3D-only detector.
+Both take ``device`` (``"auto"``: CUDA when available; ``"cpu"``, ``"cuda"``, ``"cuda:N"``):
+the backbone, the greedy coreset and the nearest-neighbour search run there; FPFH stays an
+Open3D feature on the CPU.
+
 - ``btf``: RGB backbone features and FPFH, concatenated per patch in one bank (BTF's RGB +
   FPFH). Each modality is divided by its mean feature norm on the training set, so that
   neither dominates the distance by its units alone (BTF concatenates raw features; the
@@ -55,8 +59,7 @@ class BTFDetector(PatchCoreRGB):
 
     modalities = ("rgb", "xyz")
 
-    def patch_features(self, sample: Any, foreground: SampleForeground | None = None
+    def point_features(self, sample: Any, foreground: SampleForeground | None = None
                        ) -> dict[str, np.ndarray]:
-        return {"rgb": self._rgb(sample.rgb),
-                "xyz": fpfh_patches(sample.xyz, self.config["image_size"], self.grid,
+        return {"xyz": fpfh_patches(sample.xyz, self.config["image_size"], self.grid,
                                     foreground=foreground)}

@@ -134,7 +134,7 @@ from pcad.detectors.base import RUN_FILE, load_run_module, read_run_file, run_di
 from pcad.detectors.multimodal import MultiBankDetector
 from pcad.detectors.patches import backbone_image
 from pcad.detectors.registry import register_detector
-from pcad.detectors.training import info_nce, nearest_distance, run_training, zero_loss
+from pcad.detectors.training import StateSlot, info_nce, nearest_distance, run_training, zero_loss
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "adapters.pt"
@@ -304,6 +304,19 @@ class LSFADetector(MultiBankDetector):
     }
     WEIGHT_KEYS = {"la": "la_weight", "rotation": "rotation_weight", "compact": "compact_weight",
                    "global_compact": "global_compact_weight", "ga": "ga_weight"}
+    option_help: ClassVar[dict[str, str]] = {
+        "epochs": "adapter training epochs (0: no adapters, M3DM's banks on frozen features)",
+        "num_heads": "attention heads of each adapter block",
+        "la_weight": "weight of the cross-modal local alignment loss",
+        "rotation_weight": "weight of the rotated-cell RGB loss (0 skips it)",
+        "compact_weight": "weight of the intra-modal compactness loss",
+        "global_compact_weight": "weight of the global term inside the compactness loss",
+        "ga_weight": "weight of the cross-modal global alignment loss",
+        "queue_samples": "samples whose patches the local memory queues hold",
+        "global_queue": "samples the global memory queues hold",
+        "compact_start": "fraction of the iterations before the compactness loss starts",
+        "rotation_cell": "side in pixels of the randomly rotated RGB cells",
+    }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -417,7 +430,11 @@ class LSFADetector(MultiBankDetector):
         self.history = run_training(
             self.adapters, n_samples, step, epochs=c["epochs"], batch_size=c["batch_size"],
             lr=c["lr"], weight_decay=c["weight_decay"], warmup_epochs=c["warmup_epochs"],
-            seed=c["seed"], progress=progress, desc="lsfa adapters", epoch_start=epoch_start)
+            seed=c["seed"], progress=progress, desc="lsfa adapters", epoch_start=epoch_start,
+            extra_state={"rotation_generator": rot_gen, "queues": StateSlot(
+                lambda: [list(q) for q in (q_rgb, q_pts, g_rgb, g_pts)],
+                lambda saved: [q.clear() or q.extend(v) for q, v in
+                               zip((q_rgb, q_pts, g_rgb, g_pts), saved, strict=True)])})
 
     def transform(self, rgb: np.ndarray, pts: np.ndarray, fg: np.ndarray
                   ) -> dict[str, np.ndarray]:

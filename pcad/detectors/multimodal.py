@@ -101,17 +101,25 @@ import numpy as np
 import torch
 
 from pcad.checks import check_fraction, check_int, check_positive
-from pcad.detectors.base import RUN_FILE, Detector, check_run_number, upsample_map
+from pcad.detectors.base import (
+    RUN_FILE,
+    Detector,
+    check_run_number,
+    upsample_map,
+    upsample_maps,
+)
 from pcad.detectors.patches import (
-    DEVICES,
     FEATURE_DEFAULTS,
     POINT_BACKBONES,
     MultimodalFeatures,
     SampleForeground,
+    check_device,
     check_image_size,
     check_sigma,
     extract_all,
     foreground_max,
+    host_workers,
+    prepare_foregrounds,
     resolve_device,
 )
 from pcad.errors import FileFormatError, InvalidInputError
@@ -194,6 +202,18 @@ class MultiBankDetector(Detector):
     FUSIONS = ("ocsvm", "sum", *Z_FUSIONS)
     IMAGE_SCORES = ("dlf", "foreground-max")
     SVM_PATCHES = ("all", "foreground")
+    option_help: ClassVar[dict[str, str]] = {
+        "bank_score": "per-bank image score: foreground-max or reweighted (M3DM)",
+        "fusion": "image-score fusion of the banks: zsum, zmax, ocsvm (M3DM's DLF) or sum",
+        "map_fusion": "anomaly-map fusion of the banks: zsum, zmax, ocsvm or sum",
+        "ocsvm_nu": "nu of the one-class SVMs (fusion ocsvm)",
+        "ocsvm_max_iter": "iterations of the one-class SVM solver",
+        "svm_patches": "patches the map SVM is fitted on: all or foreground",
+        "bank_weights": "weight per bank, e.g. {\"xyz\": 1, \"rgb\": 0.1}; null: the "
+                        "detector's",
+        "image_score": "dlf (fused bank scores) or foreground-max (fused map over the part)",
+        "batch_size": "training batch size in samples",
+    }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -207,6 +227,7 @@ class MultiBankDetector(Detector):
         c["n_reweight"] = check_int(c["n_reweight"], "n_reweight", minimum=1)
         c["ocsvm_nu"] = check_fraction(c["ocsvm_nu"], "ocsvm_nu", inclusive_zero=False)
         c["ocsvm_max_iter"] = check_int(c["ocsvm_max_iter"], "ocsvm_max_iter", minimum=1)
+        c["device"] = check_device(c["device"])
         for key in ("num_group", "group_size"):
             if c[key] is not None:
                 c[key] = check_int(c[key], key, minimum=1)
@@ -214,7 +235,7 @@ class MultiBankDetector(Detector):
                              ("map_fusion", self.FUSIONS),
                              ("image_score", self.IMAGE_SCORES),
                              ("svm_patches", self.SVM_PATCHES),
-                             ("point_backbone", POINT_BACKBONES), ("device", DEVICES)):
+                             ("point_backbone", POINT_BACKBONES)):
             if c[key] not in choices:
                 raise InvalidInputError(f"{key}: expected one of {choices}, got {c[key]!r}")
         if c["point_weights"] is not None and c["point_backbone"] != "pointmae":
@@ -317,7 +338,8 @@ class MultiBankDetector(Detector):
             self.stats[b] = (mean, std)
             per_bank[b] = ((x - mean) / std).astype(np.float32)
             self.banks[b] = MemoryBank(coreset_ratio=self.config["coreset_ratio"],
-                                       seed=self.config["seed"]).fit(per_bank[b])
+                                       seed=self.config["seed"],
+                                       device=self.device).fit(per_bank[b])
         self._fit_fusion(per_bank, n_samples, n_patch, items, fg)
         self.fitted = True
         return self
@@ -362,11 +384,13 @@ class MultiBankDetector(Detector):
                 if keep.all():
                     sub = bank
                 elif keep.any():
-                    sub = MemoryBank(coreset_ratio=1.0).fit(bank.features[keep])
+                    sub = MemoryBank(coreset_ratio=1.0, device=bank.device).fit(
+                        bank.features[keep])
                 else:  # every kept feature came from sample i: use the other samples' all
                     rows = np.ones(n_samples * n_patch, bool)
                     rows[i * n_patch:(i + 1) * n_patch] = False
-                    sub = MemoryBank(coreset_ratio=1.0).fit(per_bank[b][rows])
+                    sub = MemoryBank(coreset_ratio=1.0, device=bank.device).fit(
+                        per_bank[b][rows])
                 feats = per_bank[b][i * n_patch:(i + 1) * n_patch]
                 pix[i, :, j], img[i, j] = self._bank_image_score(sub, feats, sample, fore)
         rows = fg.reshape(-1) if self.config["svm_patches"] == "foreground" else slice(None)
@@ -432,23 +456,81 @@ class MultiBankDetector(Detector):
         """``(image score, (H, W) map)`` of ``sample`` from its :meth:`bank_scores` output
         (``fusion``: the image fusion to use, default ``config["fusion"]``; a ``"ocsvm"`` other
         than the fitted one uses the fitted weights, i.e. weights 1 when fitted without)."""
-        fusion = fusion or self.config["fusion"]
+        amap = upsample_map(self._fused_grid(patches), sample.shape, self.config["sigma"])
+        return self._fused_score(amap, scores, sample, foreground, fusion), amap
+
+    def _fused_grid(self, patches: dict[str, np.ndarray]) -> np.ndarray:
+        """The ``(h, w) float64`` fused patch grid (``map_fusion``) of the banks' grids."""
         lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         how = self.config["map_fusion"]
         if how in Z_FUSIONS:
             stack = np.stack([patches[b].astype(np.float64) for b in self.BANKS], axis=-1)
-            fused = fuse_normalized(stack, self.z_patch, self.z_weights, how)
-        else:
-            wp = self.w_patch * lam
-            fused = sum(wp[j] * patches[b].astype(np.float64) for j, b in enumerate(self.BANKS))
-        amap = upsample_map(fused, sample.shape, self.config["sigma"])
+            return fuse_normalized(stack, self.z_patch, self.z_weights, how)
+        wp = self.w_patch * lam
+        return sum(wp[j] * patches[b].astype(np.float64) for j, b in enumerate(self.BANKS))
+
+    def _fused_score(self, amap: np.ndarray, scores: dict[str, float], sample: Any,
+                     foreground: SampleForeground | None, fusion: str | None) -> float:
+        """The image score of :meth:`fuse` from the fused ``amap`` and per-bank scores."""
+        fusion = fusion or self.config["fusion"]
+        lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, sample.xyz, foreground=foreground), amap
+            return foreground_max(amap, sample.xyz, foreground=foreground)
         vec = np.array([scores[b] for b in self.BANKS], dtype=np.float64)
         if fusion in Z_FUSIONS:
-            return float(fuse_normalized(vec, self.z_image, self.z_weights, fusion)), amap
+            return float(fuse_normalized(vec, self.z_image, self.z_weights, fusion))
         wi = self.w_image * lam
-        return float(sum(wi[j] * vec[j] for j in range(len(self.BANKS)))), amap
+        return float(sum(wi[j] * vec[j] for j in range(len(self.BANKS))))
+
+    def predict_batch(self, samples: Sequence[Any]) -> list[tuple[float, np.ndarray]]:
+        """``[predict(s) for s in samples]`` with the work batched: the RGB backbone sees the
+        batch at once (:meth:`~pcad.detectors.patches.MultimodalFeatures.batch`; the point
+        features are per sample), the networks transform the batch in one call on CUDA, each
+        bank is searched for every patch of the batch in one call
+        (:meth:`~pcad.memory.MemoryBank.score_images`) and the maps are upsampled and blurred
+        together on the device (:func:`~pcad.detectors.base.upsample_maps`). On the CPU the
+        results equal :meth:`predict`'s bitwise (the networks run per sample there, as the
+        backbone does: a batched matrix product may round differently); on CUDA the blur is
+        float32 on the device (about 1e-6 relative to scipy's)."""
+        items = list(samples)
+        if not items:
+            return []
+        self._require_fit()
+        for s in items:
+            self.check_sample(s, "test sample")
+        dev, size = self.device, self.config["image_size"]
+        fores = [SampleForeground(s.xyz, size) for s in items]
+        # the background-plane fits of the batch on the device on CUDA (serial on the CPU)
+        prepare_foregrounds(fores, host_workers(dev, len(items)), device=dev)
+        self.features.device = dev
+        frozen = self.features.batch(items, "test sample", fores)
+        rgb = np.stack([f[0] for f in frozen])
+        pts = np.stack([f[1] for f in frozen])
+        fg = np.stack([f[2] for f in frozen])
+        self.check_width(rgb.shape[-1], self.banks["rgb"].dim, "its RGB bank (bank_rgb.npz)")
+        self.check_width(pts.shape[-1], self.banks["xyz"].dim, "its point bank (bank_xyz.npz)")
+        feats = self._transform_all(rgb, pts, fg, chunk=len(items) if dev.type == "cuda" else 1)
+        shapes = [s.shape for s in items]
+        patches: list[dict[str, np.ndarray]] = [{} for _ in items]
+        scores: list[dict[str, float]] = [{} for _ in items]
+        for b in self.BANKS:
+            self.check_width(feats[b].shape[-1], self.banks[b].dim, f"bank_{b}.npz")
+            mean, std = self.stats[b]
+            xs = [((x - mean) / std).astype(np.float32) for x in feats[b]]
+            reweighted = self.config["bank_score"] == "reweighted"
+            dists, image = self.banks[b].score_images(
+                xs, n_reweight=self.config["n_reweight"] if reweighted else None)
+            if not reweighted:
+                maps = upsample_maps([d.reshape(self.grid) for d in dists], shapes,
+                                     self.config["sigma"], dev)
+                image = [foreground_max(m, s.xyz, foreground=f)
+                         for m, s, f in zip(maps, items, fores, strict=True)]
+            for i, (d, v) in enumerate(zip(dists, image, strict=True)):
+                patches[i][b], scores[i][b] = d.reshape(self.grid).astype(np.float32), float(v)
+        amaps = upsample_maps([self._fused_grid(p) for p in patches], shapes,
+                              self.config["sigma"], dev)
+        return [(self._fused_score(a, sc, s, f, None), a)
+                for a, sc, s, f in zip(amaps, scores, items, fores, strict=True)]
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -472,7 +554,7 @@ class MultiBankDetector(Detector):
             path = folder / f"bank_{b}.npz"
             if not path.is_file():
                 raise InvalidInputError(f"{folder}: incomplete {self.name} run (no {path.name})")
-            self.banks[b] = MemoryBank.load(path)
+            self.banks[b] = MemoryBank.load(path, device=self.device)
         source = str(folder / RUN_FILE)
         stats = state.get("stats")
         if not (isinstance(stats, dict) and set(stats) == set(self.BANKS) and all(

@@ -41,7 +41,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,16 @@ import torch
 import torch.nn.functional as F
 
 from pcad.checks import check_int, check_positive
+from pcad.devices import DEVICES, check_device
 from pcad.errors import InvalidInputError
+from pcad.features.base import full_float32_convolutions
 
 __all__ = ["DEVICES", "FEATURE_DEFAULTS", "MAX_IMAGE_SIZE", "MAX_SIGMA", "PATCH_STRIDE",
            "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures", "RGBFeatures",
-           "SampleForeground",
-           "backbone_image", "check_image_size", "check_sigma", "extract_all", "foreground_max",
+           "SampleForeground", "host_workers", "parallel_map", "prepare_foregrounds",
+           "prepare_foregrounds_torch",
+           "backbone_image", "check_device", "check_image_size", "check_sigma", "extract_all",
+           "foreground_max",
            "foreground_patches", "fpfh_patches", "resolve_device"]
 
 #: every backbone's stride: one patch is 8 x 8 input pixels
@@ -64,7 +69,6 @@ MAX_IMAGE_SIZE = 4096
 #: the largest anomaly-map blur :func:`check_sigma` accepts (pixels at 224; default 4)
 MAX_SIGMA = 64.0
 POINT_BACKBONES = ("pointmae", "fpfh")
-DEVICES = ("auto", "cpu", "cuda")
 #: pixels the part's foreground is dilated by for :func:`foreground_max`
 PART_DILATE = 3
 
@@ -133,22 +137,29 @@ class GridDeviceMixin:
         return resolve_device(self.config["device"])
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: Any) -> torch.device:
     """``"auto"`` (CUDA when available: this process's ``cuda:LOCAL_RANK`` under torchrun),
-    ``"cpu"`` or ``"cuda"`` (an error without CUDA) as a :class:`torch.device`.
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a :class:`torch.device`; ``"cuda"`` or
+    ``"cuda:N"`` without CUDA, or ``N`` beyond the devices present, is a one-line error.
 
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
-    if name not in DEVICES:
-        raise InvalidInputError(f"device: expected one of {DEVICES}, got {name!r}")
+    name = check_device(name)
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        if name == "cuda":
-            raise InvalidInputError("device: 'cuda' asked for, but no CUDA device is available")
+        if name != "auto":
+            raise InvalidInputError(f"device: {name!r} asked for, but no CUDA device is "
+                                    "available (use --device cpu or auto)")
         return torch.device("cpu")
+    if name.startswith("cuda:"):
+        index, count = int(name[5:]), torch.cuda.device_count()
+        if index >= count:
+            raise InvalidInputError(f"device: {name!r} asked for, but this machine has {count} "
+                                    f"CUDA device(s) (cuda:0 to cuda:{count - 1})")
+        return torch.device("cuda", index)
     from pcad.distributed import get_context
 
     dev = get_context().device
@@ -220,6 +231,144 @@ class SampleForeground:
 
             self._parts[dilate] = binary_dilation(self.mask, iterations=dilate)
         return self._parts[dilate]
+
+
+def host_workers(device: torch.device | str, n: int) -> int:
+    """Threads for the per-sample host work of a batch of ``n`` samples computed on
+    ``device``: on CUDA up to the CPU count (16 at most: the device waits for the host), on
+    the CPU 1 (torch already uses the cores).
+
+    Example:
+        >>> host_workers("cpu", 32)
+        1
+    """
+    if torch.device(device).type != "cuda":
+        return 1
+    return max(1, min(n, os.cpu_count() or 1, 16))
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1) -> list[Any]:
+    """``[fn(x) for x in items]``, on ``workers`` threads when more than 1 (numpy, scipy and
+    torch release the GIL in their kernels); the results are the serial ones, in order.
+
+    Example:
+        >>> parallel_map(abs, [-1, 2, -3], workers=2)
+        [1, 2, 3]
+    """
+    if workers <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def prepare_foregrounds(foregrounds: Sequence[SampleForeground | None], workers: int = 1,
+                        part: bool = True, device: torch.device | str | None = None) -> None:
+    """Compute each :class:`SampleForeground`'s pieces now (:attr:`~SampleForeground.
+    resized_mask` when it has an input size, and with ``part`` its dilated full-size
+    :meth:`~SampleForeground.part`), on ``workers`` threads (:func:`parallel_map`): the
+    background-plane fits of a batch in parallel, with the serial results. None entries are
+    skipped.
+
+    ``device`` CUDA: the whole batch at once on that device instead
+    (:func:`pcad.geometry.planes_torch.foreground_masks_groups`: the resize, both plane fits
+    and the dilation in torch, no Open3D; the same masks as the numpy path, see that
+    module); a cloud that is not a finite ``(H, W, 3)`` array is left to the numpy path,
+    whose first use raises the one-line error.
+
+    Example:
+        >>> import numpy as np
+        >>> fg = SampleForeground(np.zeros((16, 16, 3), np.float32), 16)
+        >>> prepare_foregrounds([fg, None], workers=2)
+        >>> fg._resized_mask is not None and PART_DILATE in fg._parts
+        True
+    """
+    if device is not None and torch.device(device).type == "cuda":
+        prepare_foregrounds_torch(list(foregrounds), part, device)
+
+    def warm(f: SampleForeground | None) -> None:
+        if f is None:
+            return
+        if f.image_size is not None:
+            _ = f.resized_mask
+        if part:
+            f.part()
+
+    parallel_map(warm, list(foregrounds), workers)
+
+
+def prepare_foregrounds_torch(foregrounds: Sequence[SampleForeground | None], part: bool = True,
+                              device: torch.device | str = "cpu") -> None:
+    """The pieces :func:`prepare_foregrounds` computes, for the whole batch in torch on
+    ``device`` (what :func:`prepare_foregrounds` runs on CUDA; on the CPU it is slower than
+    the numpy path and only serves the tests): the clouds grouped by shape, each group
+    uploaded once; the resize, the plane fits of the resized clouds and, with ``part``, of
+    the full-size ones (one pass, :func:`pcad.geometry.planes_torch.foreground_masks_groups`)
+    and the dilation run there; the results come back in one copy per group and piece (no
+    other device-host synchronisation but ``eigh``'s error check, one per fit). Pieces
+    already computed are kept; a cloud that is not a finite ``(H, W, 3)`` array is skipped
+    (the numpy path raises its error on first use).
+
+    Example:
+        >>> import numpy as np
+        >>> yy, xx = np.mgrid[:32, :32].astype(np.float32)
+        >>> xyz = np.stack([xx * 0.01, yy * 0.01, np.ones_like(xx)], -1)
+        >>> xyz[12:20, 12:20, 2] -= 0.05
+        >>> fg = SampleForeground(xyz, 16)
+        >>> prepare_foregrounds_torch([fg, None])
+        >>> bool((fg.resized_mask == SampleForeground(xyz, 16).resized_mask).all())
+        True
+    """
+    device = torch.device(device)
+    from pcad.data.preprocess import nearest_indices
+    from pcad.geometry.planes_torch import dilate_masks, foreground_masks_groups
+
+    todo: dict[tuple[tuple[int, int], int | None], list[tuple[SampleForeground, np.ndarray]]]
+    todo = {}
+    for f in foregrounds:
+        if f is None:
+            continue
+        need_resized = f.image_size is not None and f._resized_mask is None
+        if not (need_resized or (part and PART_DILATE not in f._parts)):
+            continue
+        x = np.asarray(f.xyz)
+        if x.ndim != 3 or x.shape[2] != 3 or 0 in x.shape or x.dtype.kind not in "iuf":
+            continue  # the numpy path raises its error on first use
+        key = (x.shape[:2], f.image_size if need_resized else None)
+        todo.setdefault(key, []).append((f, np.ascontiguousarray(x, dtype=np.float32)))
+    for ((h, w), size), items in todo.items():
+        with torch.no_grad():
+            full = torch.stack([torch.from_numpy(x).to(device) for _, x in items])
+            finite = torch.isfinite(full).flatten(1).all(1)
+            full = torch.where(finite[:, None, None, None], full, torch.zeros_like(full))
+            small = None
+            if size is not None:
+                rows = torch.as_tensor(nearest_indices(h, size), device=device)
+                cols = torch.as_tensor(nearest_indices(w, size), device=device)
+                small = full[:, rows][:, :, cols].contiguous()
+            # the full-size fit only for the dilated part (as the lazy numpy path)
+            masks = foreground_masks_groups([g for g in ((full if part else None), small)
+                                             if g is not None])
+            full_masks = parts = resized = resized_masks = None
+            if part:  # one copy for both full-size masks (the first copy waits for the device)
+                both = torch.stack([masks[0], dilate_masks(masks[0], PART_DILATE)]).cpu().numpy()
+                full_masks, parts = both[0], both[1]
+            if small is not None:
+                resized, resized_masks = small.cpu().numpy(), masks[-1].cpu().numpy()
+            ok = finite.cpu().numpy()
+        for i, (f, _) in enumerate(items):
+            if not ok[i]:
+                continue  # NaN or inf: the numpy path raises its error on first use
+            if parts is not None:
+                if f._mask is None:
+                    f._mask = full_masks[i]
+                if PART_DILATE not in f._parts:
+                    f._parts[PART_DILATE] = parts[i]
+            if resized is not None and f._resized_mask is None:
+                if f._resized is None:
+                    f._resized = resized[i]
+                f._resized_mask = resized_masks[i]
 
 
 def _foreground(xyz: np.ndarray, image_size: int,
@@ -337,8 +486,8 @@ class RGBFeatures:
     """
 
     def __init__(self, backbone: str, weights: str | None, image_size: int,
-                 layers: Sequence[int] | None = None, aggregate_kernel: int | None = None
-                 ) -> None:
+                 layers: Sequence[int] | None = None, aggregate_kernel: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
         self.backbone_name, self.weights, self.image_size = backbone, weights, image_size
         #: the factory keywords beyond the defaults (none by default: plug-in backbones
         #: need not accept them)
@@ -348,8 +497,9 @@ class RGBFeatures:
         if aggregate_kernel is not None:
             self.build_kwargs["aggregate_kernel"] = int(aggregate_kernel)
         self._net = None
+        self.device = torch.device(device)
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+    def _network(self):
         from pcad.features import create_backbone
 
         if self._net is None:
@@ -362,9 +512,43 @@ class RGBFeatures:
             if getattr(self._net, "stride", PATCH_STRIDE) != PATCH_STRIDE:
                 raise InvalidInputError(f"rgb backbone {self.backbone_name!r}: stride "
                                         f"{self._net.stride}, pcad's detectors need 8")
-        with torch.no_grad():
-            f = self._net(backbone_image(rgb, self.image_size))[0]  # (C, h, w)
-        return f.permute(1, 2, 0).reshape(-1, f.shape[0]).numpy().astype(np.float32)
+        if isinstance(self._net, torch.nn.Module):  # a plug-in may be a plain callable
+            self._net.to(self.device)
+        return self._net
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.batch([rgb])[0]
+
+    def batch(self, images: Sequence[np.ndarray], chunk: int | None = None) -> np.ndarray:
+        """``(B, h * w, C) float32`` features of ``B`` images, ``chunk`` at a time through the
+        backbone on :attr:`device` (each image resized first, so sizes may differ).
+
+        ``chunk`` None: 16 on CUDA, 1 on the CPU, where batching gains little and would make
+        an image's features depend, in the last bits, on the images batched with it (a fit
+        would then differ from :meth:`__call__` per sample, and with the torchrun sharding).
+
+        Example:
+            >>> import numpy as np
+            >>> f = RGBFeatures("effnet-lite0", None, 32, layers=(4,))
+            >>> f.batch([np.zeros((40, 40, 3), np.uint8)] * 3).shape
+            (3, 16, 40)
+        """
+        net = self._network()
+        if chunk is None:
+            chunk = 16 if self.device.type == "cuda" else 1
+        chunk = max(1, int(chunk))
+        # the resizes on host threads on CUDA (the same function: the same pixels)
+        resized = parallel_map(lambda im: backbone_image(im, self.image_size), list(images),
+                               host_workers(self.device, len(images)))
+        out = []
+        for s in range(0, len(images), chunk):
+            # C order: backbone_image's arrays are transposed views, and the memory layout of
+            # the input picks the convolution's algorithm (its last bits)
+            x = np.ascontiguousarray(np.stack(resized[s:s + chunk]))
+            with torch.no_grad(), full_float32_convolutions():  # batch-independent features
+                f = net(torch.from_numpy(x).to(self.device))  # (b, C, h, w)
+            out.append(f.flatten(2).transpose(1, 2).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
 
 
 # ------------------------------------------------------------------------------ multimodal
@@ -408,9 +592,21 @@ class MultimodalFeatures:
         self.owner, self.image_size = owner, image_size
         self.point_backbone, self.point_weights = point_backbone, point_weights
         self.num_group, self.group_size = num_group, group_size
-        self.device = torch.device(device)
         self._rgb = RGBFeatures(rgb_backbone, weights, image_size)
         self._encoder = None
+        self.device = device
+
+    @property
+    def device(self) -> torch.device:
+        """Where the RGB backbone and the Point-MAE encoder run (setting it moves them)."""
+        return self._device
+
+    @device.setter
+    def device(self, value: torch.device | str) -> None:
+        self._device = torch.device(value)
+        self._rgb.device = self._device
+        if self._encoder is not None:
+            self._encoder.to(self._device)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -420,6 +616,11 @@ class MultimodalFeatures:
     def rgb(self, image: np.ndarray) -> np.ndarray:
         """``(n, C_rgb) float32`` backbone patch features of an ``(H, W, 3) uint8`` image."""
         return self._rgb(image)
+
+    def rgb_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``(B, n, C_rgb) float32``: :meth:`rgb` of several images, the backbone run on them
+        as one batch on :attr:`device` (:meth:`RGBFeatures.batch`)."""
+        return self._rgb.batch(images)
 
     def encoder(self):
         """The Point-MAE encoder (loaded on first use)."""
@@ -446,12 +647,26 @@ class MultimodalFeatures:
 
         return point_patch_features(xyz, self.image_size, self.grid, self.encoder())
 
-    def __call__(self, sample: Any, where: str = "sample",
-                 foreground: SampleForeground | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(rgb (n, C_rgb), pts (n, C_pts), fg (n,) bool)`` of ``sample`` (``foreground``:
-        its cloud's :class:`SampleForeground`, or None); a sample without foreground patch is
-        an error."""
+    def points_batch(self, clouds: Sequence[np.ndarray],
+                     foregrounds: Sequence[SampleForeground | None] | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`points` of several clouds; Point-MAE runs on them as ragged batches on
+        :attr:`device` (:func:`~pcad.features.point_grid.point_patch_features_batch`: on the
+        CPU one cloud at a time, bitwise :meth:`points`; on CUDA 16 at a time), FPFH per cloud.
+        """
+        fores = list(foregrounds) if foregrounds is not None else [None] * len(clouds)
+        if self.point_backbone == "fpfh" or len(clouds) < 2:
+            return [self.points(x, f) for x, f in zip(clouds, fores, strict=True)]
+        from pcad.features.point_grid import point_patch_features_batch
+
+        prepared = [None if f is None else (_foreground(x, self.image_size, f).resized,
+                                            f.resized_mask)
+                    for x, f in zip(clouds, fores, strict=True)]
+        return point_patch_features_batch(clouds, self.image_size, self.grid, self.encoder(),
+                                          prepared=prepared)
+
+    def _points_checked(self, sample: Any, where: str,
+                        foreground: SampleForeground | None) -> tuple[np.ndarray, np.ndarray]:
         path = getattr(sample, "path", None) or "?"
         try:
             pts, fg = self.points(sample.xyz, foreground)
@@ -463,18 +678,54 @@ class MultimodalFeatures:
             raise InvalidInputError(
                 f"{where}: detector {self.owner!r}, sample {path}: no foreground (no measured "
                 "point off the background plane), so there is no patch to align or score")
-        rgb = self.rgb(sample.rgb)
-        pts = np.ascontiguousarray(pts, dtype=np.float32).reshape(len(fg), -1)
-        if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both on the stride-8 grid
-            raise InvalidInputError(f"detector {self.owner!r}: {rgb.shape[0]} RGB patches but "
-                                    f"{pts.shape[0]} point patches")
-        return rgb, pts, fg
+        return np.ascontiguousarray(pts, dtype=np.float32).reshape(len(fg), -1), fg
+
+    def __call__(self, sample: Any, where: str = "sample",
+                 foreground: SampleForeground | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rgb (n, C_rgb), pts (n, C_pts), fg (n,) bool)`` of ``sample`` (``foreground``:
+        its cloud's :class:`SampleForeground`, or None); a sample without foreground patch is
+        an error."""
+        return self.batch([sample], where, [foreground])[0]
+
+    def batch(self, samples: Sequence[Any], where: str = "sample",
+              foregrounds: Sequence[SampleForeground | None] | None = None
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`__call__` of several samples, the RGB backbone run on them as one batch on
+        :attr:`device` (the point features are per sample)."""
+        fores = (list(foregrounds) if foregrounds is not None
+                 else [SampleForeground(s.xyz, self.image_size) for s in samples])
+        # the plane fits of the batch on the device on CUDA (serial on the CPU)
+        prepare_foregrounds(fores, host_workers(self.device, len(samples)), part=False,
+                            device=self.device)
+        points = None
+        if self.point_backbone != "fpfh" and len(samples) > 1:
+            try:  # one batch; a failure is redone per sample, for the message naming it
+                batched = self.points_batch([s.xyz for s in samples], fores)
+                points = [(np.ascontiguousarray(p, dtype=np.float32).reshape(len(f), -1),
+                           np.asarray(f, dtype=bool).reshape(-1)) for p, f in batched]
+                if not all(f.any() for _, f in points):
+                    points = None
+            except InvalidInputError:
+                points = None
+        if points is None:
+            points = [self._points_checked(s, where, f)
+                      for s, f in zip(samples, fores, strict=True)]
+        rgbs = self._rgb.batch([s.rgb for s in samples])
+        out = []
+        for rgb, (pts, fg) in zip(rgbs, points, strict=True):
+            if rgb.shape[0] != pts.shape[0]:  # pragma: no cover - both on the stride-8 grid
+                raise InvalidInputError(f"detector {self.owner!r}: {rgb.shape[0]} RGB patches "
+                                        f"but {pts.shape[0]} point patches")
+            out.append((rgb, pts, fg))
+        return out
 
 
 def extract_all(features: MultimodalFeatures, items: Sequence[Any], where: str,
-                progress: bool = False, desc: str = "features"
+                progress: bool = False, desc: str = "features", batch_size: int = 16
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of every sample, ``(rgb (N, n, C_rgb), pts (N, n, C_pts), fg (N, n))``.
+    """Features of every sample, ``(rgb (N, n, C_rgb), pts (N, n, C_pts), fg (N, n))``; on
+    CUDA the RGB backbone sees ``batch_size`` images at a time (:meth:`RGBFeatures.batch`).
 
     Each rank of a distributed run extracts its :func:`~pcad.distributed.shard` and the
     blocks are gathered in rank order: every rank gets the single-process arrays.
@@ -485,12 +736,15 @@ def extract_all(features: MultimodalFeatures, items: Sequence[Any], where: str,
 
     start, stop = dist.shard_range(len(items))
     rgbs, ptss, fgs = [], [], []
-    for s in tqdm(items[start:stop], disable=not (progress and dist.is_main()), desc=desc,
-                  unit="sample"):
-        r, p, f = features(s, where)
-        rgbs.append(r)
-        ptss.append(p)
-        fgs.append(f)
+    mine = items[start:stop]
+    with tqdm(total=len(mine), disable=not (progress and dist.is_main()), desc=desc,
+              unit="sample") as bar:
+        for lo in range(0, len(mine), batch_size):
+            for r, p, f in features.batch(mine[lo:lo + batch_size], where):
+                rgbs.append(r)
+                ptss.append(p)
+                fgs.append(f)
+            bar.update(len(mine[lo:lo + batch_size]))
     n = features.grid[0] * features.grid[1]
 
     # channel counts from the ranks that have samples (a rank may have none: more ranks

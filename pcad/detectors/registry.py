@@ -72,8 +72,12 @@ def create_detector(name: str, **config: Any) -> Detector:
     return detector_info(name).obj(**config)
 
 
-def load_detector(path: str | os.PathLike[str], expect: str | None = None) -> Detector:
+def load_detector(path: str | os.PathLike[str], expect: str | None = None,
+                  device: str | None = None) -> Detector:
     """Load a fitted detector saved by :meth:`Detector.save` in the folder ``path``.
+
+    ``device``: where it computes (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``), whatever
+    device it was trained on; None keeps the run's own option (:meth:`Detector.load`).
 
     ``expect`` checks that the run was made by that detector. Every run file is checked as it
     is read (:func:`~pcad.detectors.base.read_run_record`, the detector's ``load``): a damaged
@@ -95,4 +99,4 @@ def load_detector(path: str | os.PathLike[str], expect: str | None = None) -> De
         cls = detector_info(name).obj
     except InvalidInputError as exc:
         raise InvalidInputError(f"{folder / RUN_FILE}: {exc}") from None
-    return cls.load(folder)
+    return cls.load(folder, device=device)

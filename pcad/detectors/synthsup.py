@@ -60,6 +60,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_choice, check_int, check_positive
+from pcad.checks import check_int, check_positive
 from pcad.detectors.base import (
     MODALITY_NAMES,
     RUN_FILE,
@@ -82,11 +83,11 @@ from pcad.detectors.base import (
     upsample_map,
 )
 from pcad.detectors.patches import (
-    DEVICES,
     PATCH_STRIDE,
     GridDeviceMixin,
     RGBFeatures,
     SampleForeground,
+    check_device,
     check_image_size,
     check_sigma,
     foreground_max,
@@ -194,6 +195,17 @@ class SynthSupDetector(GridDeviceMixin, Detector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "device": "auto"}
     MODES = {"rgb+xyz": ("rgb", "xyz"), "rgb": ("rgb",)}
     LOSSES = ("focal+dice", "bce+dice", "focal")
+    option_help: ClassVar[dict[str, str]] = {
+        "mode": "auto (rgb+xyz when every training sample has xyz, else rgb), rgb+xyz or rgb",
+        "variants": "synthetic anomalies made from each good training sample",
+        "hidden": "channels of the segmentation head's convolutions",
+        "layers": "3x3 convolutions of the segmentation head",
+        "loss": "focal+dice, bce+dice or focal",
+        "batch_size": "training batch size in samples",
+        "holdout_defects": "synthetic defect types kept out of training",
+        "defect_types": "synthetic defect types trained on; null: all but the held-out ones",
+        "textures": "folder of texture images for RGB defects; null: procedural Perlin",
+    }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -215,7 +227,7 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         c["sigma"] = check_sigma(c["sigma"])
         if c["loss"] not in self.LOSSES:
             raise InvalidInputError(f"loss: expected one of {self.LOSSES}, got {c['loss']!r}")
-        check_choice(c["device"], "device", DEVICES)
+        c["device"] = check_device(c["device"])
         c["holdout_defects"] = self._name_list(c["holdout_defects"], "holdout_defects")
         if c["defect_types"] is not None:
             c["defect_types"] = self._name_list(c["defect_types"], "defect_types")
@@ -285,6 +297,7 @@ class SynthSupDetector(GridDeviceMixin, Detector):
 
     def rgb_features(self, rgb: np.ndarray) -> np.ndarray:
         """``(h * w, C_rgb) float32`` backbone patch features."""
+        self._rgb.device = self.device
         return self._rgb(rgb)
 
     def xyz_features(self, xyz: np.ndarray, foreground: SampleForeground | None = None
@@ -386,8 +399,6 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         """Fit the standardisation and the head on ``feats (N, C, h, w) float32`` and soft
         targets ``(N, S, S) uint8`` (255 = anomalous) with ``S = image_size`` (what :meth:`fit`
         does after making the variants)."""
-        from tqdm import tqdm
-
         c = self.config
         if feats.ndim != 4 or feats.shape[2:] != self.grid or len(targets) != len(feats):
             raise InvalidInputError(f"synthsup: features {feats.shape} and targets "
@@ -415,9 +426,12 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         opt = torch.optim.Adam(self.head.parameters(), lr=c["lr"])
         gen = torch.Generator().manual_seed(c["seed"])
         n, bs, size = len(x_t), c["batch_size"], c["image_size"]
-        self.history = []
-        for _ in tqdm(range(c["epochs"]), disable=not progress, desc="synthsup training",
-                      unit="epoch"):
+        from pcad.detectors.training import EpochLoop
+
+        loop = EpochLoop("synthsup training", c["epochs"], {"head": self.head,
+                         "optimizer": opt, "generator": gen},
+                         progress=progress, identity={"n_items": n, "batch_size": bs})
+        for epoch in loop:
             order = torch.randperm(n, generator=gen).to(self.device)
             total = 0.0
             for i in range(0, n, bs):
@@ -429,7 +443,8 @@ class SynthSupDetector(GridDeviceMixin, Detector):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
-            self.history.append(total / n)
+            loop.end_epoch(total / n, steps=(epoch + 1) * math.ceil(n / bs), lr=c["lr"])
+        self.history = loop.history
         self.head.eval()
         self.fitted = True
         return self

@@ -20,7 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,11 +36,36 @@ __all__ = [
     "IMAGENET_STD",
     "FeatureBackbone",
     "aggregate_feature_maps",
+    "full_float32_convolutions",
     "image_to_tensor",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@contextlib.contextmanager
+def full_float32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full float32 inside the block (``torch.backends.cudnn.allow_tf32``
+    off, restored after): torch lets them use TF32 by default, whose results depend in about
+    the third digit on the algorithm cuDNN picks for a batch size, so a sample's features
+    would change with the samples batched with it (measured on an H200: LSFA scores 1.1 %
+    apart between ``predict_batch`` and ``predict``; 0 without TF32, at the same speed; see
+    ``benchmarks/results/gpu_h200_no_tf32.json``). No effect on the CPU. Not thread-safe:
+    the flag is global to the process.
+
+    Example:
+        >>> import torch
+        >>> with full_float32_convolutions():
+        ...     torch.backends.cudnn.allow_tf32
+        False
+    """
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 def image_to_tensor(image: Any, name: str = "image") -> torch.Tensor:

@@ -26,10 +26,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import trimesh
 
 from pcad.checks import MAX_SAMPLE_POINTS, check_float_dtype, check_int, valid_pixels
 from pcad.io.atomic import atomic_group, atomic_save, atomic_write
@@ -53,6 +52,9 @@ from pcad.io.points import (
     write_labeled_txt,
     write_points,
 )
+
+if TYPE_CHECKING:  # only an annotation here: pcad.io imports without trimesh
+    import trimesh
 
 __all__ = [
     "DEFAULT_MESH_POINTS",

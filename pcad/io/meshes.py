@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import trimesh
 
 from pcad.checks import MAX_SAMPLE_POINTS, check_float_dtype, check_int
 from pcad.errors import DegenerateGeometryError, FileFormatError, InvalidInputError
@@ -28,6 +27,9 @@ from pcad.io.parsing import (
     unsupported_extension,
 )
 from pcad.io.ply import check_ply_data_size, read_ply_header
+
+if TYPE_CHECKING:  # trimesh is imported where a mesh is read, so pcad.io loads without it
+    import trimesh
 
 __all__ = ["SUPPORTED_MESH_EXTENSIONS", "read_mesh", "sample_mesh"]
 
@@ -55,6 +57,7 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
 
     Example:
         >>> import tempfile, pathlib
+        >>> import trimesh
         >>> tmp = tempfile.TemporaryDirectory()
         >>> p = pathlib.Path(tmp.name) / "box.STL"
         >>> _ = trimesh.creation.box().export(p)
@@ -71,6 +74,8 @@ def read_mesh(path: str | os.PathLike[str]) -> trimesh.Trimesh:
         check_ply_data_size(path, read_ply_header(path))
     elif ext == ".off":
         _check_off_counts(path)
+    import trimesh
+
     try:
         # process=False so NaN vertices are seen here instead of silently dropped by trimesh
         with quiet_trimesh():

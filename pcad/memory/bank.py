@@ -47,7 +47,9 @@ class MemoryBank:
         seed: seeds the coreset's projection and start index.
         memory_budget_mb: chunk budget of the coreset and of the torch search.
         backend: nearest-neighbour backend, ``"auto"``, ``"faiss"`` or ``"torch"``.
-        device: torch device for the coreset and the torch search (default: CPU).
+        device: torch device for the coreset and the torch search (default: CPU). It is not
+            saved with the bank: :meth:`load` puts the bank where its ``device`` says (a bank
+            fitted on a GPU loads on a machine without one).
 
     Attributes (after :meth:`fit`):
         features: ``(K, C) float32`` the kept features.
@@ -61,7 +63,7 @@ class MemoryBank:
         seed: int = 0,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
         backend: str = "auto",
-        device: str | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         self.coreset_ratio = check_fraction(coreset_ratio, "coreset_ratio", inclusive_zero=False)
         self.projection_dim = (None if projection_dim is None
@@ -69,7 +71,7 @@ class MemoryBank:
         self.seed = int(seed)
         self.memory_budget_mb = check_positive(memory_budget_mb, "memory_budget_mb")
         self.backend = check_choice(backend, "backend", BACKENDS)
-        self.device = device
+        self.device = None if device is None else torch.device(device)
         self.features: np.ndarray | None = None
         self.indices: np.ndarray | None = None
         self._nn: NearestNeighbours | None = None
@@ -134,6 +136,34 @@ class MemoryBank:
                                             n_reweight=n_reweight, index=nn))
         return np.sqrt(d2[:, 0]), score
 
+    def score_images(self, images: Any, n_reweight: int | None = 3
+                     ) -> tuple[list[np.ndarray], list[float]]:
+        """:meth:`score_image` of several images from one nearest-neighbour search of all
+        their patches: ``images`` is a list of ``(M_i, C)`` patch arrays; returns each image's
+        ``(M_i,)`` patch distances and re-weighted score (``n_reweight`` None: no image score,
+        an empty list; what :meth:`score` gives per image).
+
+        Example:
+            >>> import numpy as np
+            >>> bank = MemoryBank(coreset_ratio=1.0).fit(np.eye(4, dtype=np.float32))
+            >>> d, s = bank.score_images([np.eye(4, dtype=np.float32)[:2], np.zeros((3, 4))])
+            >>> [x.shape for x in d], len(s)
+            ([(2,), (3,)], 2)
+        """
+        nn = self._require_fit()
+        arrays = [np.asarray(x, dtype=np.float32) for x in images]
+        if not arrays:
+            return [], []
+        d2, idx = nn.query(np.concatenate(arrays), 1)
+        bounds = np.cumsum([0] + [len(x) for x in arrays])
+        dists = [np.sqrt(d2[lo:hi, 0]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        if n_reweight is None:
+            return dists, []
+        scores = [float(patchcore_image_score(x, d2[lo:hi], idx[lo:hi], nn.bank,
+                                              n_reweight=n_reweight, index=nn))
+                  for x, lo, hi in zip(arrays, bounds[:-1], bounds[1:], strict=True)]
+        return dists, scores
+
     # ------------------------------------------------------------------ persistence
 
     def config(self) -> dict[str, Any]:
@@ -148,8 +178,9 @@ class MemoryBank:
         from pcad.io.atomic import atomic_save
 
         self._require_fit()
+        # the device is where this process computes, not a property of the bank
         meta = json.dumps({"format": "pcad.MemoryBank", "version": FORMAT_VERSION,
-                           "config": self.config()})
+                           "config": {**self.config(), "device": None}})
 
         def writer(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the name
@@ -161,7 +192,8 @@ class MemoryBank:
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> MemoryBank:
         """Read a bank written by :meth:`save`; ``overrides`` replace saved config values
-        (e.g. ``backend="torch"``, ``device="cuda"``).
+        (e.g. ``backend="torch"``, ``device="cuda"``). A device saved by an older pcad is
+        ignored: the bank goes on ``device`` (default: the CPU).
 
         Raises:
             FileNotFoundError: no file at ``path``.
@@ -195,7 +227,7 @@ class MemoryBank:
                                   f"indices {idx.shape}")
         if not np.isfinite(feats).all():
             raise FileFormatError(f"{p}: the bank's features hold NaN or infinite values")
-        config = meta["config"]
+        config = {**meta["config"], "device": None}
         try:  # the saved values alone (an override's error is the caller's)
             cls(**{k: v for k, v in config.items() if k not in overrides})
         except InvalidInputError as exc:

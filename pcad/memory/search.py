@@ -83,11 +83,17 @@ class NearestNeighbours:
             the CPU, else torch).
         device: torch backend only: where to search (default CPU).
         memory_budget_mb: torch backend: bound on the ``(chunk, K)`` distance block.
+        refine: torch backend: where the exact distances of the found neighbours are
+            computed: ``"host"`` (numpy, float32 differences summed by ``einsum``), ``"device"``
+            (torch on ``device``, with the search: no gather of the neighbours' features on
+            the CPU; equal to the host's within float32 rounding) or ``"auto"`` (the device
+            on CUDA, else the host).
     """
 
     def __init__(self, bank: Any, backend: str = "auto", device: str | torch.device | None = None,
-                 memory_budget_mb: float = 256.0) -> None:
+                 memory_budget_mb: float = 256.0, refine: str = "auto") -> None:
         check_choice(backend, "backend", BACKENDS)
+        check_choice(refine, "refine", ("auto", "host", "device"))
         self.bank = _as_2d_float32(bank, "bank")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.memory_budget_mb = check_positive(memory_budget_mb, "memory_budget_mb")
@@ -97,6 +103,8 @@ class NearestNeighbours:
             raise ModuleNotFoundError("backend='faiss': the faiss package is not installed "
                                       "(pip install faiss-cpu), use backend='torch'")
         self.backend = backend
+        self.refine_on_device = backend == "torch" and (
+            refine == "device" or (refine == "auto" and self.device.type == "cuda"))
         if backend == "faiss":
             import faiss
 
@@ -130,9 +138,31 @@ class NearestNeighbours:
         if self.backend == "faiss":
             _, idx = self._index.search(q, k)
             idx = idx.astype(np.int64)
+        elif self.refine_on_device:
+            return self._query_device(q, k)
         else:
             idx = self._query_torch(q, k)
         return self._refine(q, idx)
+
+    def _query_device(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search and exact distances on the device, chunk by chunk of queries."""
+        m = q.shape[0]
+        rows = max(1, int(self.memory_budget_mb * 2**20
+                          // (8 * len(self) + 4 * self.dim * (k + 1))))
+        d_out = np.empty((m, k), np.float32)
+        i_out = np.empty((m, k), np.int64)
+        for s in range(0, m, rows):
+            qt = torch.from_numpy(q[s:s + rows]).to(self.device)
+            d2 = torch.addmm(self._bank_sq[None], qt, self._bank_t.T, alpha=-2.0)
+            _, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            diff = self._bank_t[idx] - qt[:, None, :]
+            exact = (diff * diff).sum(-1)
+            if k > 1:
+                exact, order = torch.sort(exact, dim=1, stable=True)
+                idx = torch.gather(idx, 1, order)
+            d_out[s:s + rows] = exact.cpu().numpy()
+            i_out[s:s + rows] = idx.cpu().numpy()
+        return d_out, i_out
 
     def _refine(self, q: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact squared distances of the found neighbours, rows re-sorted by them."""

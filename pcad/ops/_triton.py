@@ -332,13 +332,15 @@ def knn_triton(q: torch.Tensor, p: torch.Tensor, k: int, q_len: torch.Tensor,
                num_warps: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, M, 3)`` queries, ``(B, N, 3)`` points (same dtype) -> ``(B, M, k)`` squared
     distances ascending and int64 indices, ties to the lower index, ``inf`` / ``-1`` padding
-    (the contract of :func:`pcad.ops.knn`). ``bq`` queries and ``bp`` points per tile."""
+    (the contract of :func:`pcad.ops.knn`). ``bq`` queries and ``bp`` points per tile; ``bq``
+    None: 16 rows for ``k <= 32``, else 4 rows with one warp (``num_warps`` ignored)."""
     (batch, rows), size, dev = q.shape[:2], p.shape[1], q.device
     out_d, out_i = empty_neighbours(batch, rows, k, q.dtype, dev)
     if rows == 0 or size == 0:
         return out_d, out_i
     kp = triton.next_power_of_2(k)
-    bq = bq or (16 if kp <= 32 else 8)  # H200 sweep: small tiles, fewer rows per insertion
+    if bq is None:  # H200 sweep (benchmarks/results): few rows per program, more so for big k
+        bq, num_warps = (16, num_warps) if kp <= 32 else (4, 1)
     grid = (triton.cdiv(rows, bq), batch)
     _launcher(_knn_kernel, dev, num_warps)(grid, q.contiguous(), p.contiguous(), q_len.to(dev),
                                 p_len.to(dev), out_d, out_i, rows, size, k, BQ=bq, BP=bp, KP=kp)
