@@ -71,6 +71,7 @@ import tifffile
 from pcad.checks import check_out_folder, valid_pixels
 from pcad.errors import InvalidInputError, PcadWarning
 from pcad.io import atomic_save, atomic_write
+from pcad.io.atomic import remove_path
 
 if TYPE_CHECKING:
     from pcad.data import MVTec3DDataset
@@ -140,13 +141,32 @@ def run_category(run: str | os.PathLike[str]) -> str | None:
     return cat if isinstance(cat, str) else None
 
 
+def run_categories(run: str | os.PathLike[str]) -> list[str] | None:
+    """The categories a run was trained on (``train.json``'s ``categories``, several for a
+    unified multi-class run; ``[category]`` for a record that has only that); None without a
+    readable record."""
+    try:
+        record = json.loads((Path(run) / "train.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    cats = record.get("categories")
+    if isinstance(cats, list) and cats and all(isinstance(c, str) for c in cats):
+        return cats
+    cat = record.get("category")
+    return [cat] if isinstance(cat, str) else None
+
+
 def warn_category_mismatch(run: str | os.PathLike[str], category: str,
                            action: str = "evaluated on") -> None:
-    """A :class:`~pcad.errors.PcadWarning` when ``run`` was trained on a category other than
-    ``category`` (a gear run scored on cookie: the scores say nothing about either); ``action``
-    words the use (``pcad predict``: ``"applied to"``)."""
-    trained = run_category(run)
-    if trained is not None and trained != category:
+    """A :class:`~pcad.errors.PcadWarning` when ``run`` was trained on categories that do not
+    include ``category`` (a gear run scored on cookie: the scores say nothing about either;
+    a unified run evaluated on one of its categories is silent); ``action`` words the use
+    (``pcad predict``: ``"applied to"``)."""
+    cats = run_categories(run)
+    if cats is not None and category not in cats:
+        trained = cats[0] if len(cats) == 1 else ", ".join(cats)
         warnings.warn(PcadWarning(
             f"{run}: a run trained on category {trained!r}, {action} {category!r}; a "
             "detector scores deviations from the part it was trained on, so these results "
@@ -178,11 +198,20 @@ def check_training_set(samples: list[Any]) -> None:
             f"(0, 0, 0)): {_listing(empty)}; their point features are empty"), stacklevel=3)
 
 
-def train(data: str | os.PathLike[str], category: str, detector: str,
+def train(data: str | os.PathLike[str], category: str | list[str] | tuple[str, ...],
+          detector: str,
           out: str | os.PathLike[str], config: dict[str, Any] | None = None,
           progress: bool = True, false_alarm_rate: float | None = None,
           overwrite: bool | None = None, resume: bool = False):
     """Fit ``detector`` on the category's ``train/good`` samples and save it to ``out``.
+
+    ``category`` a list (or tuple) of names, or ``["all"]``: one unified (multi-class) model
+    fitted on the training samples of all those categories together
+    (:func:`pcad.multiclass.resolve_categories`: a missing name is an error listing what
+    exists), calibrated on the ``validation/good`` samples of all of them; ``train.json``
+    records them under ``categories`` (``category`` is null for several). Categories of
+    different image sizes are resized to the model's input size, said once (a
+    :class:`~pcad.errors.PcadWarning`).
 
     Training lifecycle (:mod:`pcad.detectors.training`): a detector that trains networks
     (cfm, lsfa, m3dm, synthsup) writes ``out/train_log.csv`` (one row per epoch) and
@@ -236,9 +265,14 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
         raise InvalidInputError(f"detector {detector!r} does not support distributed training "
                                 f"(world size {ctx.world_size}); run it in one process, "
                                 "without torchrun")
-    train_set = open_split(data, category, "train", det)
-    identity = {"detector": detector, "config": det.config, "category": category,
-                "data_root": str(Path(data).resolve()), "n_train": len(train_set)}
+    from pcad.multiclass import resolve_categories, warn_mixed_sizes
+
+    cats = [category] if isinstance(category, str) else resolve_categories(data, category)
+    splits = [open_split(data, c, "train", det) for c in cats]
+    n_train = sum(len(s) for s in splits)
+    identity = {"detector": detector, "config": det.config,
+                "category": cats[0] if len(cats) == 1 else cats,
+                "data_root": str(Path(data).resolve()), "n_train": n_train}
     if resume:  # before the long work: a checkpoint of this run is there
         check_resume(out, identity)
     final, target = out, out
@@ -247,35 +281,39 @@ def train(data: str | os.PathLike[str], category: str, detector: str,
     if ctx.rank == 0:
         warn_incomplete_dataset(data)
     t0 = time.perf_counter()
-    items = list(train_set)  # what every detector's fit does first: read each sample once
+    per_cat = [list(s) for s in splits]  # what every fit does first: read each sample once
+    items = [x for part in per_cat for x in part]
     if ctx.rank == 0:
         check_training_set(items)
+        if len(cats) > 1:
+            warn_mixed_sizes(dict(zip(cats, per_cat, strict=True)), det.config)
     try:
         with training_session(target, identity, resume=resume):
             det.fit(items, progress=progress and ctx.rank == 0)
         if ctx.rank == 0:
-            _save_run(det, data, category, detector, target, len(train_set), t0,
+            _save_run(det, data, cats, detector, target, n_train, t0,
                       false_alarm_rate, progress)
             if target != final:
                 _replace_folder(target, final)
     except BaseException:
         if target != final:
-            _remove(target)
+            remove_path(target)
         raise
     dist.barrier()
     return det
 
 
-def _save_run(det: Any, data: str | os.PathLike[str], category: str, detector: str, out: Path,
+def _save_run(det: Any, data: str | os.PathLike[str], cats: list[str], detector: str, out: Path,
               n_train: int, t0: float, false_alarm_rate: float | None, progress: bool) -> None:
     """Calibrate, save the detector and ``train.json`` into ``out``, drop the checkpoint."""
     from pcad import distributed as dist
     from pcad.detectors.training import CHECKPOINT_FILE
 
     ctx = dist.get_context()
-    calibration = _calibrate(det, data, category, false_alarm_rate, progress)
+    calibration = _calibrate(det, data, cats, false_alarm_rate, progress)
     det.save(out)
-    record = {"data_root": str(Path(data).resolve()), "category": category,
+    record = {"data_root": str(Path(data).resolve()),
+              "category": cats[0] if len(cats) == 1 else None, "categories": cats,
               "detector": detector, "n_train": n_train,
               "fit_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
               "world_size": ctx.world_size,
@@ -293,20 +331,26 @@ def _stage_sibling(final: Path) -> Path:
                                  dir=final.parent))
 
 
-def _calibrate(det: Any, data: str | os.PathLike[str], category: str,
+def _calibrate(det: Any, data: str | os.PathLike[str], cats: list[str],
                false_alarm_rate: float | None, progress: bool):
-    """The run's :class:`~pcad.calibration.Calibration` on ``validation/good``, or None (with
-    a warning) when the category has no validation split or no good sample there."""
+    """The run's :class:`~pcad.calibration.Calibration` on the ``validation/good`` samples of
+    the categories ``cats``, or None (with a warning) when none has a validation split or a
+    good sample there."""
+    import itertools
+
     from pcad.calibration import DEFAULT_FALSE_ALARM_RATE, calibrate_detector
 
     rate = DEFAULT_FALSE_ALARM_RATE if false_alarm_rate is None else false_alarm_rate
     cal = None
-    if (Path(data) / category / "validation").is_dir():
-        cal = calibrate_detector(det, open_split(data, category, "validation", det), rate,
+    splits = [open_split(data, c, "validation", det) for c in cats
+              if (Path(data) / c / "validation").is_dir()]
+    if splits:
+        cal = calibrate_detector(det, itertools.chain.from_iterable(splits), rate,
                                  progress=progress)
     if cal is None:
+        where = Path(data) / cats[0] if len(cats) == 1 else f"{Path(data)} ({', '.join(cats)})"
         warnings.warn(PcadWarning(
-            f"{Path(data) / category}: no validation/good samples, so no decision threshold "
+            f"{where}: no validation/good samples, so no decision threshold "
             "is recorded (pcad predict reports raw scores and no ok/defect decision; make the "
             "dataset with a validation split, e.g. pcad make-dataset --validation N)"),
             stacklevel=3)
@@ -481,15 +525,9 @@ def _replace_folder(staged: Path, final: Path) -> None:
         os.replace(final, old)
     shutil.move(os.fspath(staged), os.fspath(final))
     if old is not None:
-        _remove(old)
+        remove_path(old)
 
 
-def _remove(path: Path) -> None:
-    """Delete a file, link or folder tree; nothing when it does not exist."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
 
 
 def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.PathLike[str],
@@ -537,7 +575,7 @@ def evaluate_run(data: str | os.PathLike[str], category: str, run: str | os.Path
     finally:
         for folder in (stage, maps_stage):
             if folder is not None:
-                _remove(folder)
+                remove_path(folder)
         if created and not done:  # a failed evaluation into a new folder leaves none
             with contextlib.suppress(OSError):
                 out.rmdir()
@@ -553,7 +591,7 @@ def _commit(stage: Path, out: Path, maps_stage: Path | None, maps_final: Path,
     if maps_stage is not None and maps_stage.is_dir():
         _replace_folder(maps_stage, maps_final)
     elif maps_stage is not None or drop_maps:
-        _remove(maps_final)
+        remove_path(maps_final)
     os.replace(stage / "scores.csv", out / "scores.csv")
     os.replace(stage / "metrics.json", out / "metrics.json")
 

@@ -549,8 +549,9 @@ def test_cli_eval_text_summary(data, runs, tmp_path, capsys):
     status, out, err = cli(capsys, "eval", "--data", data, "--category", "plate_holes",
                            "--run", runs["fpfh"], "--out", tmp_path / "res", "--quiet")
     assert status == 0, err
-    assert out.count("\n") == 1
+    assert out.count("\n") == 2  # the summary, then ViTAD's metrics and mAD
     assert out.startswith("plate_holes: I-AUROC ") and "AUPRO@0.3" in out
+    assert "I-F1-max" in out.splitlines()[1] and "mAD" in out.splitlines()[1]
     assert str(tmp_path / "res" / "metrics.json") in out
 
 

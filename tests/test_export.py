@@ -4,8 +4,6 @@ detectors that cannot be exported get a one-line error naming them."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from pathlib import Path
 
@@ -14,12 +12,12 @@ import pytest
 import torch
 
 from pcad.calibration import read_calibration
-from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
 from pcad.detectors import load_detector
 from pcad.detectors.patches import SampleForeground, fpfh_patches
 from pcad.engine import train
 from pcad.export import load_export, sample_inputs
+from tests.helpers import run_pcad
 
 CATEGORY = "gear"
 SIZE = 64
@@ -27,11 +25,6 @@ SIZE = 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def data(tmp_path_factory, tiny_dataset) -> Path:
 def test_export_gives_the_runs_scores_and_maps(data, tmp_path, detector):
     run = tmp_path / "run"
     train(data, CATEGORY, detector, run, {"image_size": SIZE}, progress=False)
-    status, out, err = run_cli(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
+    status, out, err = run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
     assert status == 0 and err == "" and "exported" in out
     module, info = load_export(tmp_path / "m.pt")
     assert info["detector"] == detector and info["config"]["image_size"] == SIZE
@@ -88,7 +81,7 @@ def test_export_of_networks_and_banks_gives_the_runs_scores(data3, tmp_path, det
     equal ``predict``'s within 1e-4 relative, the point features passed in by pcad."""
     run = tmp_path / "run"
     train(data3, CATEGORY, detector, run, {"image_size": SIZE, **options}, progress=False)
-    status, out, err = run_cli(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
+    status, out, err = run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
     assert status == 0 and err == "" and "exported" in out
     module, info = load_export(tmp_path / "m.pt")
     assert info["detector"] == detector and info["calibration"] == read_calibration(
@@ -116,7 +109,7 @@ def test_export_refuses_reweighted_bank_scores_in_one_line(data3, tmp_path):
     run = tmp_path / "run"
     train(data3, CATEGORY, "lsfa", run, {"image_size": SIZE, "epochs": 0,
                                           "bank_score": "reweighted"}, progress=False)
-    status, _, err = run_cli(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
+    status, _, err = run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "bank_score 'reweighted'" in err and not (tmp_path / "m.pt").exists()
 
@@ -124,7 +117,7 @@ def test_export_refuses_reweighted_bank_scores_in_one_line(data3, tmp_path):
 def test_export_refuses_other_detectors_in_one_line(data, tmp_path):
     run = tmp_path / "run"
     train(data, CATEGORY, "fpfh", run, {"image_size": SIZE}, progress=False)
-    status, _, err = run_cli(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
+    status, _, err = run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "'fpfh' cannot be exported yet" in err and "patchcore-rgb" in err
     assert not (tmp_path / "m.pt").exists()
@@ -136,6 +129,6 @@ def test_export_without_calibration_stores_nan(tmp_path_factory, tiny_dataset, t
     run = tmp_path / "run"
     with pytest.warns(UserWarning, match="no decision threshold"):
         train(data, CATEGORY, "patchcore-rgb", run, {"image_size": SIZE}, progress=False)
-    assert run_cli(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])[0] == 0
+    assert run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])[0] == 0
     module, info = load_export(tmp_path / "m.pt")
     assert info["calibration"] is None and math.isnan(module.threshold)

@@ -8,7 +8,6 @@ another exception, and ``pcad eval`` / ``pcad sensitivity`` print one line.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import pickle
@@ -33,6 +32,7 @@ from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.features.checkpoint import load_checkpoint
 from pcad.memory import MemoryBank
 from synth.dataset import DatasetConfig, generate
+from tests.helpers import run_pcad
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -123,10 +123,7 @@ class Payload:
 
 
 def cli(*argv: str | Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
+    return run_pcad(argv)
 
 
 def assert_one_line(status: int, err: str, expected: int, *words: str) -> str:

@@ -3,9 +3,7 @@ counts at the run's threshold, and bad inputs."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import warnings
 from pathlib import Path
@@ -19,13 +17,13 @@ from pcad.calibration import (
     confusion_at_threshold,
     read_calibration,
 )
-from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
 from pcad.detectors import load_detector
 from pcad.engine import train
 from pcad.errors import InvalidInputError, PcadWarning
 from pcad.io import read_rgb, write_rgb, write_xyz_tiff
 from pcad.predict import collect_scans
+from tests.helpers import run_pcad
 
 CATEGORY = "gear"
 DETECTOR = "patchcore-rgb"
@@ -33,11 +31,6 @@ DETECTOR = "patchcore-rgb"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +95,12 @@ def test_train_records_threshold_at_quantile_of_validation_scores(data, run):
 
 
 def test_train_cli_prints_threshold_and_checks_rate(data, tmp_path):
-    status, out, _ = run_cli(["train", "--data", str(data), "--category", CATEGORY,
+    status, out, _ = run_pcad(["train", "--data", str(data), "--category", CATEGORY,
                               "--detector", DETECTOR, "--out", str(tmp_path / "r"), "-o",
                               "image_size=64", "--quiet"])
     assert status == 0
     assert "threshold" in out and "1% false-alarm rate on 4 good validation" in out
-    status, _, err = run_cli(["train", "--data", str(data), "--category", CATEGORY,
+    status, _, err = run_pcad(["train", "--data", str(data), "--category", CATEGORY,
                               "--detector", DETECTOR, "--out", str(tmp_path / "r2"),
                               "--false-alarm-rate", "1.5", "--quiet"])
     assert status == 2 and "false_alarm_rate" in err and not (tmp_path / "r2").exists()
@@ -121,7 +114,7 @@ def test_no_validation_split_warns_and_predict_reports_raw_scores(tmp_path_facto
         train(data, CATEGORY, DETECTOR, tmp_path / "run", {"image_size": 64}, progress=False)
     assert json.loads((tmp_path / "run" / "train.json").read_text())["calibration"] is None
     assert read_calibration(tmp_path / "run") is None
-    status, out, _ = run_cli(["predict", "--run", str(tmp_path / "run"),
+    status, out, _ = run_pcad(["predict", "--run", str(tmp_path / "run"),
                               str(data / CATEGORY / "test"), "-o", str(tmp_path / "p"),
                               "--quiet"])
     assert status == 0 and "no calibrated threshold" in out
@@ -145,7 +138,7 @@ def test_confusion_counts_by_hand():
 
 
 def test_eval_reports_confusion_at_run_threshold(data, run, tmp_path):
-    status, out, _ = run_cli(["eval", "--data", str(data), "--category", CATEGORY, "--run",
+    status, out, _ = run_pcad(["eval", "--data", str(data), "--category", CATEGORY, "--run",
                               str(run), "--out", str(tmp_path / "ev"), "--quiet"])
     assert status == 0 and "at the run's threshold" in out and "TP " in out
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -172,7 +165,7 @@ def test_predict_on_split_folder_and_files(data, run, tmp_path):
     copy = tmp_path / "copy" / "dent" / "rgb" / "000.png"  # another scan of the same name
     copy.parent.mkdir(parents=True)
     copy.write_bytes((test_dir / "dent" / "rgb" / "000.png").read_bytes())
-    status, out, err = run_cli(["predict", "--run", str(run), str(test_dir), str(again),
+    status, out, err = run_pcad(["predict", "--run", str(run), str(test_dir), str(again),
                                 str(copy), "-o", str(tmp_path / "p"), "--quiet"])
     assert status == 0, err
     summary = json.loads((tmp_path / "p" / "predictions.json").read_text())
@@ -218,47 +211,47 @@ def test_collect_scans_pairs_files_beside_each_other(tmp_path):
 def test_predict_bad_inputs_write_nothing(data, run, tmp_path):
     test_dir = data / CATEGORY / "test" / "good"
     out = tmp_path / "p"
-    status, _, err = run_cli(["predict", "--run", str(run), str(tmp_path / "missing"),
+    status, _, err = run_pcad(["predict", "--run", str(run), str(tmp_path / "missing"),
                               "-o", str(out), "--quiet"])
     assert status == 2 and "missing: no such file or folder" in err and not out.exists()
     (tmp_path / "notes.txt").write_text("x")
-    status, _, err = run_cli(["predict", "--run", str(run), str(tmp_path / "notes.txt"),
+    status, _, err = run_pcad(["predict", "--run", str(run), str(tmp_path / "notes.txt"),
                               "-o", str(out), "--quiet"])
     assert status == 2 and "notes.txt: not a scan file" in err and not out.exists()
     # a corrupt image after good ones: one line naming it, nothing written
     bad = tmp_path / "bad" / "zz.png"
     bad.parent.mkdir()
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    status, _, err = run_cli(["predict", "--run", str(run), str(test_dir), str(bad), "-o",
+    status, _, err = run_pcad(["predict", "--run", str(run), str(test_dir), str(bad), "-o",
                               str(out), "--quiet"])
     assert status == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     # an existing results folder stays as it was
-    assert run_cli(["predict", "--run", str(run), str(test_dir), "-o", str(out),
+    assert run_pcad(["predict", "--run", str(run), str(test_dir), "-o", str(out),
                     "--quiet"])[0] == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        status, _, err = run_cli(["predict", "--run", str(run), str(bad), "-o", str(out),
+        status, _, err = run_pcad(["predict", "--run", str(run), str(bad), "-o", str(out),
                                   "--quiet", "--overwrite"])
     assert status == 2 and str(bad) in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    status, _, err = run_cli(["predict", "--run", str(run), str(test_dir), "-o", str(out),
+    status, _, err = run_pcad(["predict", "--run", str(run), str(test_dir), "-o", str(out),
                               "--quiet"])  # the overwrite policy: a non-empty -o is refused
     assert status == 2 and "--overwrite" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    status, _, err = run_cli(["predict", "--run", str(tmp_path), str(test_dir), "-o",
+    status, _, err = run_pcad(["predict", "--run", str(tmp_path), str(test_dir), "-o",
                               str(tmp_path / "q"), "--quiet"])
     assert status == 2 and "not a detector run" in err
 
 
 def test_predict_warns_on_category_mismatch_and_takes_device(data, run, tmp_path):
     good = data / CATEGORY / "test" / "good"
-    status, _, err = run_cli(["predict", "--run", str(run), str(good), "-o",
+    status, _, err = run_pcad(["predict", "--run", str(run), str(good), "-o",
                               str(tmp_path / "p"), "--quiet", "--category", "cookie",
                               "--device", "cpu"])
     assert status == 0 and "pcad: warning:" in err and "'cookie'" in err
     with pytest.raises(SystemExit) as exc:  # argparse refuses the spelling
-        run_cli(["predict", "--run", str(run), str(good), "-o", str(tmp_path / "q"),
+        run_pcad(["predict", "--run", str(run), str(good), "-o", str(tmp_path / "q"),
                  "--device", "tpu"])
     assert exc.value.code == 2 and not (tmp_path / "q").exists()

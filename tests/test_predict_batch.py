@@ -31,16 +31,12 @@ CONFIGS: dict[str, list[dict]] = {
     "lsfa": [{"epochs": 1}],
     "cfm": [{"epochs": 1}, {"epochs": 1, "image_score": "max"}],
     "synthsup": [{"epochs": 1, "variants": 1}],
+    "vitad": [{"epochs": 1}, {"epochs": 1, "modality": "both", "image_score": "max"}],
 }
 CASES = [(name, i) for name in sorted(CONFIGS) for i in range(len(CONFIGS[name]))]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

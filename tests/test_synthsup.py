@@ -303,9 +303,10 @@ def test_cli_eval_reports_holdout_and_seen(cli_run, data, tmp_path, capsys):
                            cli_run, "--out", tmp_path / "res", "--quiet")
     assert status == 0, err
     lines = out.splitlines()
-    assert len(lines) == 3 and lines[0].startswith(f"{CATEGORY}: I-AUROC ")
-    assert lines[1].strip().startswith("held-out [crack]: I-AUROC")
-    assert lines[2].strip().startswith("seen [dent]: I-AUROC")
+    assert len(lines) == 4 and lines[0].startswith(f"{CATEGORY}: I-AUROC ")
+    assert "mAD" in lines[1]  # ViTAD's metrics
+    assert lines[2].strip().startswith("held-out [crack]: I-AUROC")
+    assert lines[3].strip().startswith("seen [dent]: I-AUROC")
     m = json.loads((tmp_path / "res" / "metrics.json").read_text())
     assert set(m["per_defect"]) == {"crack", "dent"}
     assert m["per_defect"]["crack"]["n"] == 2 and set(m["per_defect"]["crack"]["aupro"]) == {"0.3"}

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pcad.errors import InvalidInputError
+from pcad.io.atomic import remove_path
 
 __all__ = ["add_overwrite_flag", "check_out", "is_nonempty", "replacing"]
 
@@ -101,10 +102,10 @@ def replacing(final: str | os.PathLike[str], overwrite: bool, what: str = "outpu
         try:
             yield final
         except BaseException:
-            _remove(final)
+            remove_path(final)
             os.replace(old, final)
             raise
-        _remove(old)
+        remove_path(old)
         return
     stage = _sibling(final, ".tmp")
     try:
@@ -120,11 +121,4 @@ def replacing(final: str | os.PathLike[str], overwrite: bool, what: str = "outpu
         final.unlink()
     os.replace(stage, final)
     if old is not None:
-        _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
+        remove_path(old)

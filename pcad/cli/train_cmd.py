@@ -90,7 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
     from pcad.cli.device_arg import apply_device
 
     apply_device(config, args)  # --device overrides -o device=
-    train(args.data, args.category, args.detector, args.out, config, progress=not args.quiet,
+    target = chosen_categories(args)
+    train(args.data, target, args.detector, args.out, config, progress=not args.quiet,
           false_alarm_rate=args.false_alarm_rate, overwrite=args.overwrite,
           resume=args.resume)
     from pcad.distributed import get_context
@@ -98,9 +99,12 @@ def run_train(args: argparse.Namespace) -> int:
     ctx = get_context()  # under torchrun (pcad.distributed) rank 0 alone reports
     if ctx.rank == 0:
         from pcad.calibration import read_calibration
+        from pcad.engine import run_categories
 
         workers = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""
-        print(f"trained {args.detector} on {args.category}{workers}; run saved to {args.out}")
+        what = args.category if isinstance(target, str) else \
+            ", ".join(run_categories(args.out) or target)
+        print(f"trained {args.detector} on {what}{workers}; run saved to {args.out}")
         cal = read_calibration(args.out)
         if cal is not None:
             print(f"threshold {cal.threshold:.6g} (raw score; normalized 0.5) for a "
@@ -109,10 +113,37 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_categories(args: argparse.Namespace) -> str | list[str]:
+    """``--category NAME`` (a string) or ``--categories all|A B ...`` (a list); one of them,
+    not both (an InvalidInputError otherwise)."""
+    from pcad.errors import InvalidInputError
+
+    one, many = getattr(args, "category", None), getattr(args, "categories", None)
+    if (one is None) == (many is None):
+        raise InvalidInputError("give --category NAME (one category) or --categories "
+                                "all|NAME ... (one unified model), not " +
+                                ("both" if one is not None else "neither"))
+    return one if one is not None else list(many)
+
+
+def vitad_line(m: dict) -> str:
+    """ViTAD's metrics of a metrics object as one line (``n/a`` where one is missing)."""
+    from pcad.metrics import VITAD_METRICS
+
+    def f(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
+    return "  ".join(f"{label} {f(m.get(key))}" for key, label in VITAD_METRICS) + \
+        f"  mAD {f(m.get('mad'))}"
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from pcad.cli.outputs import replacing
     from pcad.engine import evaluate_run
 
+    target_cats = chosen_categories(args)
+    if not isinstance(target_cats, str):
+        return _run_eval_categories(args, target_cats)
     with replacing(args.out, args.overwrite) as target:  # the old results kept until complete
         m = evaluate_run(args.data, args.category, args.run, target, progress=not args.quiet,
                          device=args.device)
@@ -122,6 +153,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{args.category}: I-AUROC {m['i_auroc']:.3f}  P-AUROC {m['p_auroc']:.3f}  "
               f"AUPRO@0.3 {m['aupro']['0.3']:.3f}  ({m['n_test']} samples, "
               f"{m['latency_ms_per_sample']:.0f} ms/sample); wrote {args.out}/metrics.json")
+        print(f"  {vitad_line(m)}")
         if m.get("at_threshold"):  # a run with a calibrated threshold
             c = m["at_threshold"]
 
@@ -133,6 +165,26 @@ def run_eval(args: argparse.Namespace) -> int:
                   f"{pct(c['recall'])}")
         if "holdout" in m:  # a run trained with --holdout-defects
             print(f"  {_split_line('held-out', m['holdout'])}\n  {_split_line('seen', m['seen'])}")
+    return 0
+
+
+def _run_eval_categories(args: argparse.Namespace, categories: list[str]) -> int:
+    """``pcad eval --categories``: every category with the run's one model; the means on top."""
+    from pcad.cli.outputs import replacing
+    from pcad.multiclass import evaluate_categories, resolve_categories
+
+    resolve_categories(args.data, categories)  # a missing name: an error before any folder
+    with replacing(args.out, args.overwrite) as target:
+        m = evaluate_categories(args.data, categories, args.run, target,
+                                progress=not args.quiet, device=args.device)
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    width = max(len(c) for c in [*m["categories"], "mean"])
+    for cat, block in m["per_category"].items():
+        print(f"{cat:<{width}}  {vitad_line(block)}  ({block['n_test']} samples)")
+    print(f"{'mean':<{width}}  {vitad_line(m)}  ({m['n_test']} samples); wrote "
+          f"{args.out}/metrics.json")
     return 0
 
 
@@ -148,7 +200,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        f"it ({', '.join(DISTRIBUTED_DETECTORS)}; not the others); rank 0 writes "
                        "the run.")
     p.add_argument("--data", required=True, help="dataset root (MVTec 3D-AD layout)")
-    p.add_argument("--category", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--category", help="the category to train on (this or --categories)")
+    which.add_argument("--categories", nargs="+", metavar="NAME",
+                       help="train one unified model on several categories: all, or names")
     p.add_argument("--detector", default="btf", choices=DETECTORS)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--rgb-backbone", help="effnet-lite0 (default) or timm:NAME/torchvision:NAME")
@@ -179,7 +234,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("eval", help="evaluate a run on a category's test set")
     e.add_argument("--data", required=True)
-    e.add_argument("--category", required=True)
+    which = e.add_mutually_exclusive_group()
+    which.add_argument("--category", help="the category to evaluate (this or --categories)")
+    which.add_argument("--categories", nargs="+", metavar="NAME",
+                       help="evaluate each of these categories (all, or names) with the run's "
+                            "one model: per-category metrics and their means")
     e.add_argument("--run", required=True, help="run folder written by pcad train")
     e.add_argument("--out", required=True, help="results folder")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")

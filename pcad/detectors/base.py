@@ -367,10 +367,18 @@ class Detector:
             >>> create_detector("fpfh").predict_batch([])
             []
         """
+        return [self.predict(s) for s in self.batch_items(samples, check=False)]
+
+    def batch_items(self, samples: Sequence[Any], check: bool = True) -> list[Any]:
+        """The samples of a :meth:`predict_batch` call as a list, after the checks
+        :meth:`predict` makes (a fitted detector; with ``check`` each sample's modalities,
+        :meth:`check_sample`); ``[]`` for none, without the fit check."""
         items = list(samples)
         if items:
             self._require_fit()
-        return [self.predict(s) for s in items]
+            for s in items if check else ():
+                self.check_sample(s, "test sample")
+        return items
 
     def _require_fit(self) -> None:
         if not self.fitted:

@@ -492,12 +492,9 @@ class MultiBankDetector(Detector):
         results equal :meth:`predict`'s bitwise (the networks run per sample there, as the
         backbone does: a batched matrix product may round differently); on CUDA the blur is
         float32 on the device (about 1e-6 relative to scipy's)."""
-        items = list(samples)
+        items = self.batch_items(samples)
         if not items:
             return []
-        self._require_fit()
-        for s in items:
-            self.check_sample(s, "test sample")
         dev, size = self.device, self.config["image_size"]
         fores = [SampleForeground(s.xyz, size) for s in items]
         # the background-plane fits of the batch on the device on CUDA (serial on the CPU)

@@ -217,12 +217,9 @@ class PatchMemoryDetector(Detector):
         upsample_maps`). On the CPU the results equal :meth:`predict`'s bitwise; on CUDA the
         blur is float32 on the device (about 1e-6 relative to scipy's) and the backbone
         batches may change the features' last bits."""
-        items = list(samples)
+        items = self.batch_items(samples)
         if not items:
             return []
-        self._require_fit()
-        for s in items:
-            self.check_sample(s, "test sample")
         size = self.config["image_size"]
         fores = [None if getattr(s, "xyz", None) is None else SampleForeground(s.xyz, size)
                  for s in items]

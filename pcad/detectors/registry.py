@@ -9,7 +9,7 @@ Registering a name that another class holds raises, unless ``overwrite=True``.
 Example:
     >>> from pcad.detectors import create_detector, detector_info, list_detectors
     >>> list_detectors()
-    ['btf', 'cfm', 'fpfh', 'lsfa', 'm3dm', 'patchcore-rgb', 'synthsup']
+    ['btf', 'cfm', 'fpfh', 'lsfa', 'm3dm', 'patchcore-rgb', 'synthsup', 'vitad']
     >>> create_detector("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
     0.05
     >>> detector_info("btf").obj.modalities

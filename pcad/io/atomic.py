@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -40,7 +41,7 @@ from typing import IO, Any
 from pcad.io.lock import host_id, process_alive
 
 __all__ = ["atomic_group", "atomic_save", "atomic_write", "is_stale_temp", "is_temp_name",
-           "stale_temps", "temp_owner"]
+           "remove_path", "stale_temps", "temp_owner"]
 
 _MODES = ("w", "wt", "wb")
 #: ``.<name>.<pid>-<host>.<random>.tmp[<ext>]`` (the random part is tempfile's: [a-z0-9_])
@@ -92,6 +93,25 @@ def _fsync_dir(directory: Path) -> None:
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def remove_path(path: str | os.PathLike[str]) -> None:
+    """Delete a file, link or folder tree (a link itself, never what it points to); nothing
+    when it does not exist.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> d = Path(tempfile.mkdtemp()) / "x"
+        >>> (d / "y").mkdir(parents=True)
+        >>> remove_path(d); remove_path(d); d.exists()
+        False
+    """
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
 
 
 def _temp_beside(final: Path, suffix: str) -> Path:

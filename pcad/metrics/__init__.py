@@ -1,4 +1,5 @@
-"""Evaluation metrics: I-AUROC, P-AUROC, exact AUPRO (official MVTec procedure), F1-max, AP.
+"""Evaluation metrics: I-AUROC, P-AUROC, exact AUPRO (official MVTec procedure), F1-max, AP,
+and ViTAD's set with its mean mAD (:mod:`pcad.metrics.vitad`).
 
 All metrics are exact and tie-aware: every distinct score is a threshold (``score >= t`` is
 anomalous) and tied scores switch together. Pixel metrics pool all pixels of all test images
@@ -32,9 +33,11 @@ from pcad.metrics.evaluate import evaluate
 from pcad.metrics.pixel_curve import EIGHT_CONNECTED, PixelCurve, PixelRanking, pixel_curve
 from pcad.metrics.pro import DEFAULT_LIMITS, aupro, aupro_at, pro_curve
 from pcad.metrics.ranking import ranked_counts, trapezoid
+from pcad.metrics.vitad import VITAD_METRICS, mad, mean_metrics, vitad_metrics
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "VITAD_METRICS",
     "EIGHT_CONNECTED",
     "PixelCurve",
     "PixelRanking",
@@ -46,6 +49,8 @@ __all__ = [
     "f1_max",
     "flatten_pixels",
     "image_auroc",
+    "mad",
+    "mean_metrics",
     "pixel_auroc",
     "pixel_average_precision",
     "pixel_curve",
@@ -53,4 +58,5 @@ __all__ = [
     "pro_curve",
     "ranked_counts",
     "trapezoid",
+    "vitad_metrics",
 ]

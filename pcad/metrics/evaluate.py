@@ -27,6 +27,7 @@ from pcad.metrics.classification import (
 from pcad.metrics.pixel_curve import PixelRanking, pixel_curve_unchecked
 from pcad.metrics.pro import DEFAULT_LIMITS, aupro_from_curve, limit_key, pro_from_pixel_curve
 from pcad.metrics.ranking import ranked_counts
+from pcad.metrics.vitad import VITAD_AUPRO_LIMIT, vitad_metrics
 
 
 def evaluate(
@@ -61,7 +62,10 @@ def evaluate(
         A JSON-serializable dict: ``i_auroc``, ``p_auroc`` (floats), ``aupro``
         (``{"0.3": ..., ...}``), ``f1_max_image``, ``f1_threshold_image``, ``f1_max_pixel``,
         ``f1_threshold_pixel``, ``ap_image``, ``ap_pixel`` (floats), ``n_test``,
-        ``n_anomalous`` (images), ``n_regions``, ``n_anomalous_pixels``, ``n_normal_pixels``.
+        ``n_anomalous`` (images), ``n_regions``, ``n_anomalous_pixels``, ``n_normal_pixels``;
+        and ViTAD's set (:mod:`pcad.metrics.vitad`): ``i_ap``, ``i_f1_max``, ``p_ap``,
+        ``p_f1_max``, ``aupro_0.3`` (AUPRO at FPR 0.3 whatever ``limits`` holds) and ``mad``
+        (their mean with ``i_auroc`` and ``p_auroc``).
 
     Raises:
         InvalidInputError: bad shapes or lengths, NaN, empty inputs, a limit outside (0, 1],
@@ -108,7 +112,7 @@ def evaluate(
         )
     else:
         curve = ranking.curve()
-    fprs, pros = pro_from_pixel_curve(curve, max_fpr=max(checked_limits))
+    fprs, pros = pro_from_pixel_curve(curve, max_fpr=max(*checked_limits, VITAD_AUPRO_LIMIT))
     f1_pixel, f1_thr_pixel = f1_max_from_counts(
         curve.thresholds, curve.tps, curve.fps, curve.n_pos
     )
@@ -126,4 +130,6 @@ def evaluate(
             "n_normal_pixels": curve.n_neg,
         }
     )
+    aupro_vitad = aupro_from_curve(fprs, pros, VITAD_AUPRO_LIMIT)  # ViTAD's set, and mAD
+    out.update(vitad_metrics({**out, "aupro": {limit_key(VITAD_AUPRO_LIMIT): aupro_vitad}}))
     return out
