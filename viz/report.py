@@ -81,7 +81,7 @@ SCORE_COLUMNS = ("path", "category", "defect", "label", "score")
 TABLE_COLUMNS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("AUPRO", ""),
                  ("f1_max_image", "F1-max (image)"), ("ap_image", "AP (image)"),
                  ("f1_max_pixel", "F1-max (pixel)"), ("ap_pixel", "AP (pixel)"),
-                 ("n_test", "test images"), ("n_anomalous", "anomalous"))
+                 ("mad", "mAD"), ("n_test", "test images"), ("n_anomalous", "anomalous"))
 DATA_ROOT_KEYS = ("data_root", "dataset", "data", "root", "dataset_root")
 
 
@@ -197,7 +197,7 @@ def _load_folder_of_runs(root: Path, subs: list[Path]) -> Run:
     metrics: dict[str, Any] = {}
     if len(cats) > 1:
         mean: dict[str, Any] = {}
-        for key in ("i_auroc", "p_auroc", "f1_max_image", "ap_image"):
+        for key in ("i_auroc", "p_auroc", "f1_max_image", "ap_image", "mad"):
             vals = [m.get(key) for m in cats.values()]
             if all(isinstance(v, (int, float)) for v in vals):
                 mean[key] = float(np.mean(vals))
