@@ -179,7 +179,7 @@ def test_list_detectors():
     assert names == sorted(names)
     # the memory-bank detectors (other modules may register more, e.g. "cfm")
     assert [n for n in names if n in DETECTORS] == ["btf", "fpfh", "patchcore-rgb"]
-    assert list_detectors("p*") == ["patchcore-rgb"]
+    assert list_detectors("patch*") == ["patchcore-rgb"]
     assert list_detectors("nothing*") == []
     for name in DETECTORS:
         assert detector_info(name).obj.name == name

@@ -154,7 +154,7 @@ def test_registering_a_taken_name_raises_unless_overwrite():
 
 
 def test_registry_api():
-    assert list_detectors("p*") == ["patchcore-rgb"]
+    assert list_detectors("patch*") == ["patchcore-rgb"]
     entry = detector_info("cfm")
     assert entry.name == "cfm" and issubclass(entry.obj, Detector)
     assert entry.description.startswith("Crossmodal Feature Mapping")

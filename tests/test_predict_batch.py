@@ -32,6 +32,9 @@ CONFIGS: dict[str, list[dict]] = {
     "cfm": [{"epochs": 1}, {"epochs": 1, "image_score": "max"}],
     "synthsup": [{"epochs": 1, "variants": 1}],
     "vitad": [{"epochs": 1}, {"epochs": 1, "modality": "both", "image_score": "max"}],
+    "prototypes-ot": [{"iters": 2}, {"iters": 2, "modality": "xyz", "solver": "sinkhorn"}],
+    "uniad": [{"epochs": 1}, {"epochs": 1, "modality": "xyz", "image_score": "max"}],
+    "pbas": [{"epochs": 1}, {"epochs": 1, "modality": "rgb", "image_score": "max"}],
 }
 CASES = [(name, i) for name in sorted(CONFIGS) for i in range(len(CONFIGS[name]))]
 

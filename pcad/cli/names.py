@@ -13,8 +13,8 @@ Example:
 from __future__ import annotations
 
 #: :func:`pcad.detectors.list_detectors`
-DETECTORS: tuple[str, ...] = ("btf", "cfm", "fpfh", "lsfa", "m3dm", "patchcore-rgb",
-                              "synthsup", "vitad")
+DETECTORS: tuple[str, ...] = ("btf", "cfm", "fpfh", "lsfa", "m3dm", "patchcore-rgb", "pbas",
+                              "prototypes-ot", "synthsup", "uniad", "vitad")
 #: the detectors whose class has ``supports_distributed`` (train data-parallel under torchrun)
 DISTRIBUTED_DETECTORS: tuple[str, ...] = ("btf", "cfm", "fpfh", "lsfa", "m3dm", "patchcore-rgb")
 #: :func:`synth.defects.list_defects` with ``kind="geometric"``

@@ -310,11 +310,12 @@ class ViTADDetector(GridDeviceMixin, Detector):
         try:
             pts, fg = self._features.points(sample.xyz, foreground)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: detector 'vitad', sample {path}: {exc}") from None
+            raise InvalidInputError(f"{where}: detector {self.name!r}, sample {path}: "
+                                    f"{exc}") from None
         fg = np.asarray(fg, dtype=bool).reshape(-1)
         if not fg.any():
             raise InvalidInputError(
-                f"{where}: detector 'vitad', sample {path}: no foreground (no measured point "
+                f"{where}: detector {self.name!r}, sample {path}: no foreground (no measured point "
                 "off the background plane), so there is no patch to score")
         return np.ascontiguousarray(pts, dtype=np.float32).reshape(len(fg), -1), fg
 
@@ -348,7 +349,7 @@ class ViTADDetector(GridDeviceMixin, Detector):
         n_img, n_tok, width = tokens.shape
         th, tw = self.token_grid
         if n_tok != th * tw or sum(levels) != width:
-            raise InvalidInputError(f"detector 'vitad': tokens {tokens.shape} do not fit the "
+            raise InvalidInputError(f"detector {self.name!r}: tokens {tokens.shape} do not fit the "
                                     f"{self.token_grid} token grid and levels {list(levels)}")
         flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
         self.stats = {"mean": flat.mean(0).float(),

@@ -1,0 +1,384 @@
+"""``pbas``: Progressive Boundary-guided Anomaly Synthesis (PBAS), feature-level anomaly
+synthesis without auxiliary textures, on pcad's frozen patch features.
+
+PBAS adapts frozen patch features with a small adaptor, makes the adapted normal features
+compact around a centre (Approximate Boundary Learning), synthesizes anomalous features
+outside the hypersphere of the normal ones, directed by it and at several distances (Anomaly
+Feature Synthesis), and trains a binary discriminator between normal and synthesized features
+that refines the boundary (Refined Boundary Optimization). At inference a patch costs one
+adaptor and one discriminator pass: no memory bank, no nearest-neighbour search.
+
+What pcad does (and where it departs from the paper):
+
+- **Frozen patch features**, one per patch of the ``image_size / 8`` square grid, from
+  :class:`~pcad.detectors.patches.MultimodalFeatures`, computed once per training sample and
+  standardised per channel with the training patches' mean / std (saved with the run).
+  ``modality``: ``"auto"`` (default) is ``"both"`` when every training sample has a cloud,
+  else ``"rgb"``; ``"rgb"`` the RGB backbone's patch features; ``"xyz"`` the point features
+  (``point_backbone`` ``fpfh`` or ``pointmae``); ``"both"`` the two concatenated per patch.
+  With point features only the patches on the part train and score (0 elsewhere).
+- **Adaptor** (the paper's feature adaptor): ``Linear(C, hidden) - LeakyReLU -
+  Linear(hidden, dim)``.
+- **Approximate Boundary Learning**: the centre ``c`` is the mean of the adapted normal
+  features of the freshly initialised adaptor (the paper's feature alignment for the
+  centre's initialisation) and stays fixed; the radius ``r`` is the ``radius_quantile`` of
+  their distances to ``c`` (pcad's choice: the adaptor's output scale is arbitrary, so the
+  radius is measured rather than set). The centre constraint is the hinge
+  ``mean(relu(|a - c| - r)^2) / r^2``, weight ``center_weight``: it pulls adapted normal
+  features inside the hypersphere (no collapse onto ``c``: features already inside are left
+  alone).
+- **Anomaly Feature Synthesis**: each adapted normal feature ``a`` of a batch gives one
+  synthetic feature ``c + u * (max(|a - c|, r) + r * s * (1 + U))``: ``u`` is the direction
+  away from the centre, ``(a - c) / |a - c|`` plus Gaussian jitter of relative size
+  ``direction_jitter`` (renormalised), ``s`` one of ``n_scales`` scales
+  ``min_scale * 2^k`` drawn uniformly per feature, ``U ~ U(0, 1)``. The paper's progressive
+  schedule of the synthesis distance is replaced by these fixed scales.
+- **Refined Boundary Optimization**: an MLP discriminator ``Linear(dim, hidden) -
+  LeakyReLU - Linear(hidden, 1)`` (an anomaly logit) trained jointly with the adaptor by
+  binary cross-entropy, normal 0 and synthetic 1; the synthetic features are made from the
+  adapted ones without gradient (the adaptor learns from the normal term and the centre
+  constraint). Loss = BCE(normal) + BCE(synthetic) + ``center_weight`` x centre constraint.
+- **Training**: :func:`~pcad.detectors.training.run_training` in batches of ``batch_size``
+  training images (all their patches; AdamW, warm-up + cosine; live loss, ``train_log.csv``
+  and ``--resume`` through :class:`~pcad.detectors.training.EpochLoop`; the synthesis
+  generator is in the checkpoint). Initialisation, shuffling and synthesis are seeded: the
+  same seed gives the same weights and scores on one device.
+- **Map**: ``softplus(logit) = -log(1 - p)`` per patch (monotone in the discriminator's
+  anomaly probability ``p`` and not saturating at 1), upsampled and blurred as the other
+  detectors (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224).
+- **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over
+  the part when the sample has a cloud (the whole map for an RGB-only sample); ``"max"``.
+- **torchrun**: not supported (``supports_distributed`` False): training is seconds.
+
+Example:
+    >>> from pcad.detectors import create_detector
+    >>> det = create_detector("pbas", image_size=64, modality="both")
+    >>> det.modalities, det.grid, det.scales
+    (('rgb', 'xyz'), (8, 8), (0.5, 1.0, 2.0))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcad.checks import check_choice, check_fraction, check_int, check_positive
+from pcad.detectors.base import (
+    RUN_FILE,
+    Detector,
+    check_run_stats,
+    load_run_module,
+    read_run_file,
+    run_dims,
+    upsample_map,
+)
+from pcad.detectors.patches import (
+    GridDeviceMixin,
+    MultimodalFeatures,
+    SampleForeground,
+    check_device,
+    check_image_size,
+    check_sigma,
+    foreground_max,
+)
+from pcad.detectors.registry import register_detector
+from pcad.errors import InvalidInputError
+
+STATE_FILE = "pbas.pt"
+MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
+#: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
+MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb", "xyz")}
+#: the largest adaptor / discriminator width (an edited run could otherwise ask for gigabytes)
+MAX_WIDTH = 8192
+
+
+class PBASNet(nn.Module):
+    """Adaptor + discriminator, with the fixed hypersphere (``center (dim,)``, ``radius ()``
+    buffers).
+
+    ``adapt``: ``(m, C)`` features to ``(m, dim)``; ``forward``: ``(m, C)`` to ``(m,)`` anomaly
+    logits; ``synthesize``: anomalous features outside the hypersphere.
+
+    Example:
+        >>> import torch
+        >>> net = PBASNet(6, hidden=8, dim=4)
+        >>> net.init_sphere(torch.randn(10, 6), 0.9)
+        >>> net(torch.randn(3, 6)).shape, net.center.shape
+        (torch.Size([3]), torch.Size([4]))
+        >>> a = net.adapt(torch.randn(5, 6)).detach()
+        >>> s = net.synthesize(a, (0.5, 1.0), 0.1, torch.Generator().manual_seed(0))
+        >>> bool(((s - net.center).norm(dim=1) > net.radius).all())
+        True
+    """
+
+    def __init__(self, width: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.adaptor = nn.Sequential(nn.Linear(width, hidden), nn.LeakyReLU(0.2),
+                                     nn.Linear(hidden, dim))
+        self.discriminator = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2),
+                                           nn.Linear(hidden, 1))
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("radius", torch.ones(()))
+
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adaptor(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(self.adaptor(x))[:, 0]
+
+    @torch.no_grad()
+    def init_sphere(self, x: torch.Tensor, quantile: float) -> None:
+        """Centre = mean of the adapted ``(m, C)`` normal features; radius = the ``quantile``
+        of their distances to it (feature alignment of the centre's initialisation)."""
+        a = self.adapt(x).double()
+        center = a.mean(0)
+        dist = (a - center).norm(dim=1)
+        self.center.copy_(center.float())
+        self.radius.copy_(torch.quantile(dist, quantile).clamp_min(1e-6).float())
+
+    def center_loss(self, a: torch.Tensor) -> torch.Tensor:
+        """The centre constraint: ``mean(relu(|a - c| - r)^2) / r^2``."""
+        r = self.radius
+        return (F.relu((a - self.center).norm(dim=1) - r) ** 2).mean() / (r * r)
+
+    @torch.no_grad()
+    def synthesize(self, a: torch.Tensor, scales: tuple[float, ...], jitter: float,
+                   gen: torch.Generator) -> torch.Tensor:
+        """``(m, dim)`` anomalous features from adapted normal ones ``a (m, dim)``: pushed
+        along their direction away from the centre (with relative Gaussian ``jitter``) to a
+        distance ``max(|a - c|, r) + r * s * (1 + U(0, 1))``, ``s`` drawn from ``scales``."""
+        m = a.shape[0]
+        d = a - self.center
+        norm = d.norm(dim=1, keepdim=True)
+        u = d / norm.clamp_min(1e-12)
+        noise = torch.randn(a.shape, generator=gen).to(a.device)
+        u = F.normalize(u + jitter * noise / max(a.shape[1], 1) ** 0.5, dim=1)
+        pick = torch.randint(len(scales), (m,), generator=gen)
+        s = torch.tensor(scales, dtype=a.dtype)[pick].to(a.device)
+        extra = self.radius * s * (1.0 + torch.rand(m, generator=gen).to(a.device))
+        dist = norm[:, 0].clamp_min(self.radius) + extra
+        return self.center + u * dist[:, None]
+
+
+@register_detector("pbas")
+class PBASDetector(GridDeviceMixin, Detector):
+    """PBAS: adaptor + hypersphere + synthesized anomalies + discriminator (see the module)."""
+
+    modalities = ("rgb",)
+    #: no torchrun: training takes seconds (see the module)
+    supports_distributed = False
+    defaults = {"image_size": 224, "modality": "auto", "hidden": 256, "dim": 128,
+                "epochs": 60, "lr": 3e-3, "batch_size": 2, "weight_decay": 1e-4,
+                "warmup_epochs": 1, "center_weight": 1.0, "radius_quantile": 0.9,
+                "n_scales": 3, "min_scale": 0.5, "direction_jitter": 0.5, "seed": 0,
+                "sigma": 4.0, "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
+                "weights": None, "point_backbone": "fpfh", "point_weights": None,
+                "num_group": None, "group_size": None, "device": "auto"}
+    SCORES = ("foreground-max", "max")
+    option_help: ClassVar[dict[str, str]] = {
+        "modality": "patch features: rgb (backbone patches), xyz (point patches), both "
+                    "(concatenated per patch) or auto (both when the training samples have "
+                    "clouds, else rgb)",
+        "hidden": "hidden width of the adaptor and of the discriminator MLPs",
+        "dim": "width of the adapted features (the hypersphere's space)",
+        "batch_size": "training batch size in images (all their patches)",
+        "center_weight": "weight of the centre constraint (Approximate Boundary Learning)",
+        "radius_quantile": "hypersphere radius: this quantile of the initial adapted normal "
+                           "features' distances to the centre",
+        "n_scales": "synthesis scales min_scale * 2^k, k < n_scales (distances beyond the "
+                    "radius, in radii)",
+        "min_scale": "smallest synthesis scale, in radii beyond the radius",
+        "direction_jitter": "relative Gaussian jitter of the synthesis direction (0: straight "
+                            "away from the centre)",
+        "image_score": "foreground-max (map maximum over the part; whole map without a cloud) "
+                       "or max (whole map)",
+    }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c = self.config
+        c["image_size"] = size = check_image_size(c["image_size"])
+        c["modality"] = check_choice(c["modality"], "modality", MODALITY_CHOICES)
+        c["hidden"] = check_int(c["hidden"], "hidden", minimum=1, maximum=MAX_WIDTH)
+        c["dim"] = check_int(c["dim"], "dim", minimum=1, maximum=MAX_WIDTH)
+        c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
+        c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)
+        c["lr"] = check_positive(c["lr"], "lr")
+        c["weight_decay"] = check_positive(c["weight_decay"], "weight_decay", allow_zero=True)
+        c["warmup_epochs"] = check_positive(c["warmup_epochs"], "warmup_epochs",
+                                            allow_zero=True)
+        c["center_weight"] = check_positive(c["center_weight"], "center_weight",
+                                            allow_zero=True)
+        c["radius_quantile"] = check_fraction(c["radius_quantile"], "radius_quantile",
+                                              inclusive_zero=False)
+        c["n_scales"] = check_int(c["n_scales"], "n_scales", minimum=1, maximum=8)
+        c["min_scale"] = check_positive(c["min_scale"], "min_scale")
+        if c["min_scale"] > 16:
+            raise InvalidInputError(f"min_scale: must be <= 16 radii, got {c['min_scale']:g}")
+        c["direction_jitter"] = check_positive(c["direction_jitter"], "direction_jitter",
+                                               allow_zero=True)
+        c["seed"] = check_int(c["seed"], "seed", minimum=0)
+        c["sigma"] = check_sigma(c["sigma"])
+        c["image_score"] = check_choice(c["image_score"], "image_score", self.SCORES)
+        c["device"] = check_device(c["device"])
+        self.modalities = MODALITIES[c["modality"]]
+        self._features = MultimodalFeatures(
+            "pbas", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
+            c["point_weights"], c["num_group"], c["group_size"], device="cpu")
+        self.net: PBASNet | None = None
+        self.stats: dict[str, torch.Tensor] = {}
+        self.history: list[float] = []
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """The synthesis scales, in radii beyond the radius: ``min_scale * 2^k``."""
+        return tuple(self.config["min_scale"] * 2.0 ** k for k in range(self.config["n_scales"]))
+
+    @property
+    def dataset_modality(self) -> str:
+        """What :func:`pcad.engine.open_split` reads: every modality the dataset has while
+        ``modality`` is ``"auto"``, else the modality's inputs."""
+        return "auto" if self.config["modality"] == "auto" else "+".join(self.modalities)
+
+    # --- features -------------------------------------------------------------------------
+
+    def patches(self, sample: Any, foreground: SampleForeground | None = None,
+                where: str = "test sample") -> tuple[np.ndarray, np.ndarray | None]:
+        """``(features (n, C) float32, fg (n,) bool or None)`` of ``sample`` on the patch grid
+        for ``modality`` (``fg``: the point features' foreground patches; None for
+        ``"rgb"``)."""
+        self._features.device = self.device
+        mode = self.config["modality"]
+        if mode == "auto":
+            mode = "both" if getattr(sample, "xyz", None) is not None else "rgb"
+        if mode == "rgb":
+            return self._features.rgb(sample.rgb), None
+        if foreground is None:
+            foreground = SampleForeground(sample.xyz, self.config["image_size"])
+        if mode == "xyz":
+            pts, fg = self._features._points_checked(sample, where, foreground)
+            return pts, fg
+        rgb, pts, fg = self._features(sample, where, foreground)
+        return np.concatenate([rgb, pts], axis=1), np.asarray(fg, dtype=bool).reshape(-1)
+
+    def _standardise(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return (t - self.stats["mean"].to(self.device)) / self.stats["std"].to(self.device)
+
+    # --- fit / predict --------------------------------------------------------------------
+
+    def fit(self, samples, progress: bool = False) -> PBASDetector:
+        from tqdm import tqdm
+
+        items = self._train_list(samples)
+        if self.config["modality"] == "auto":  # the run records what it chose
+            has_xyz = all(getattr(x, "xyz", None) is not None for x in items)
+            self.config["modality"] = "both" if has_xyz else "rgb"
+            self.modalities = MODALITIES[self.config["modality"]]
+        rows = []
+        for s in tqdm(items, disable=not progress, desc="pbas features", unit="sample"):
+            feats, fg = self.patches(s, where="training set")
+            rows.append(feats if fg is None else feats[fg])
+        return self.fit_patches(rows, progress=progress)
+
+    def fit_patches(self, rows: list[np.ndarray], progress: bool = False) -> PBASDetector:
+        """Fit the standardisation, the hypersphere, the adaptor and the discriminator on the
+        normal patch features of each training image, ``(m_i, C)`` each (batches of
+        ``batch_size`` images)."""
+        from pcad.detectors.training import run_training
+
+        c = self.config
+        if not rows or any(r.ndim != 2 or r.shape[1] != rows[0].shape[1] for r in rows) \
+                or sum(len(r) for r in rows) < 2:
+            raise InvalidInputError("detector 'pbas': expected (m_i, C) patch features per "
+                                    "training image, two patches or more in all")
+        feats = np.concatenate(rows)
+        width = feats.shape[1]
+        bounds = np.cumsum([0] + [len(r) for r in rows])
+        flat = torch.from_numpy(feats.astype(np.float64))
+        self.stats = {"mean": flat.mean(0).float(),
+                      "std": flat.std(0).nan_to_num(1.0).clamp_min(1e-6).float()}
+        x = self._standardise(feats)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            self.net = PBASNet(width, c["hidden"], c["dim"])
+        self.net.to(self.device)
+        self.net.init_sphere(x, c["radius_quantile"])
+        gen = torch.Generator().manual_seed(c["seed"] + 1)
+        scales, jitter = self.scales, c["direction_jitter"]
+        cw = c["center_weight"]
+
+        def step_loss(model: nn.Module, epoch: int, step: int,
+                      idx: torch.Tensor) -> torch.Tensor:
+            net = getattr(model, "module", model)
+            pick = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in idx.tolist()])
+            a = net.adapt(x[torch.from_numpy(pick).to(self.device)])
+            fake = net.synthesize(a.detach(), scales, jitter, gen)
+            logits = net.discriminator(torch.cat([a, fake]))[:, 0]
+            target = torch.cat([torch.zeros(len(a)), torch.ones(len(fake))]).to(logits.device)
+            return (2 * F.binary_cross_entropy_with_logits(logits, target)
+                    + cw * net.center_loss(a))
+
+        self.history = run_training(
+            self.net, len(rows), step_loss, epochs=c["epochs"], batch_size=c["batch_size"],
+            lr=c["lr"], weight_decay=c["weight_decay"], warmup_epochs=c["warmup_epochs"],
+            seed=c["seed"], progress=progress, desc="pbas training",
+            extra_state={"synthesis": gen})
+        self.net.eval()
+        self.fitted = True
+        return self
+
+    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
+                     ) -> np.ndarray:
+        """``(h, w) float32`` on the patch grid: ``softplus`` of the discriminator's anomaly
+        logit per patch (0 off the part with point features)."""
+        self._require_fit()
+        feats, fg = self.patches(sample, foreground)
+        self.check_width(feats.shape[1], self.stats["mean"].numel(),
+                         f"its networks ({STATE_FILE})")
+        with torch.no_grad():
+            s = F.softplus(self.net(self._standardise(feats)))
+        scores = s.cpu().numpy().astype(np.float32)
+        if fg is not None:
+            scores[~fg] = 0.0
+        return scores.reshape(self.grid)
+
+    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
+        self._require_fit()
+        self.check_sample(sample, "test sample")
+        xyz = getattr(sample, "xyz", None)
+        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
+        amap = upsample_map(self.patch_scores(sample, fore if "xyz" in self.modalities
+                                              else None),
+                            sample.shape, self.config["sigma"])
+        if self.config["image_score"] == "foreground-max":
+            return foreground_max(amap, xyz, foreground=fore), amap
+        return float(amap.max()), amap
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _save_state(self, folder: Path) -> None:
+        from pcad.io import atomic_save
+
+        state = {"net": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
+        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _state_record(self) -> dict[str, Any]:
+        return {"width": int(self.stats["mean"].numel()), "history": self.history}
+
+    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
+        path = folder / STATE_FILE
+        (width,) = run_dims(state, ("width",), str(folder / RUN_FILE))
+        c = self.config
+        saved = read_run_file(folder, STATE_FILE, "pbas", ("net", "stats"))
+        self.net = load_run_module(lambda: PBASNet(width, c["hidden"], c["dim"]),
+                                   saved["net"], f"{path} ['net']")
+        self.net.to(self.device).eval()
+        self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
+        self.history = [float(x) for x in state.get("history", [])]
