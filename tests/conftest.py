@@ -85,3 +85,43 @@ def tiny_dataset():
     """The factory :func:`_tiny_dataset` (``tiny_dataset(tmp_path_factory, name, category,
     **config) -> root``), for the modules' own dataset fixtures."""
     return _tiny_dataset
+
+
+#: the small training of each modality detector fitted on :func:`plate_bumps` (with
+#: ``modality="both"``, 64 px): what their quality floors were measured with
+PLATE_BUMPS_FIT: dict[str, dict] = {"vitad": {"epochs": 20}, "uniad": {"epochs": 20},
+                                    "pbas": {}, "prototypes-ot": {}}
+
+
+@pytest.fixture(scope="session")
+def plate_bumps(tmp_path_factory) -> Path:
+    """64 x 64 plates: 6 train, 4 good + 4 bump test samples (the modality detectors' data)."""
+    return _tiny_dataset(tmp_path_factory, "plate_bumps", "plate", train=6, test_good=4,
+                         test_defect=4, defects=("bump",))
+
+
+@pytest.fixture(scope="session")
+def plate_bumps_test(plate_bumps) -> list:
+    """The test samples of :func:`plate_bumps` (RGB and clouds)."""
+    from pcad.data import MVTec3DDataset
+
+    return list(MVTec3DDataset(plate_bumps, "plate", "test", modality="rgb+xyz"))
+
+
+@pytest.fixture(scope="session")
+def plate_bumps_fit(plate_bumps):
+    """``fitted(name)``: detector ``name`` fitted once per session on :func:`plate_bumps`
+    (RGB + FPFH patches, :data:`PLATE_BUMPS_FIT`)."""
+    from pcad.detectors import create_detector
+    from pcad.engine import open_split
+
+    cache: dict = {}
+
+    def fitted(name: str):
+        if name not in cache:
+            det = create_detector(name, image_size=64, modality="both", device="cpu",
+                                  **PLATE_BUMPS_FIT[name])
+            cache[name] = det.fit(list(open_split(plate_bumps, "plate", "train", det)))
+        return cache[name]
+
+    return fitted

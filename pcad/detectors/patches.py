@@ -665,7 +665,7 @@ class MultimodalFeatures:
         return point_patch_features_batch(clouds, self.image_size, self.grid, self.encoder(),
                                           prepared=prepared)
 
-    def _points_checked(self, sample: Any, where: str,
+    def points_checked(self, sample: Any, where: str,
                         foreground: SampleForeground | None) -> tuple[np.ndarray, np.ndarray]:
         path = getattr(sample, "path", None) or "?"
         try:
@@ -709,7 +709,7 @@ class MultimodalFeatures:
             except InvalidInputError:
                 points = None
         if points is None:
-            points = [self._points_checked(s, where, f)
+            points = [self.points_checked(s, where, f)
                       for s, f in zip(samples, fores, strict=True)]
         rgbs = self._rgb.batch([s.rgb for s in samples])
         out = []

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_choice, check_fraction, check_int, check_positive
+from pcad.checks import check_fraction, check_int, check_positive
 from pcad.detectors.base import (
     RUN_FILE,
     Detector,
@@ -75,24 +75,16 @@ from pcad.detectors.base import (
     load_run_module,
     read_run_file,
     run_dims,
-    upsample_map,
 )
 from pcad.detectors.patches import (
     GridDeviceMixin,
-    MultimodalFeatures,
     SampleForeground,
-    check_device,
-    check_image_size,
-    check_sigma,
-    foreground_max,
 )
 from pcad.detectors.registry import register_detector
+from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "pbas.pt"
-MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
-#: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
-MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb", "xyz")}
 #: the largest adaptor / discriminator width (an edited run could otherwise ask for gigabytes)
 MAX_WIDTH = 8192
 
@@ -166,7 +158,7 @@ class PBASNet(nn.Module):
 
 
 @register_detector("pbas")
-class PBASDetector(GridDeviceMixin, Detector):
+class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     """PBAS: adaptor + hypersphere + synthesized anomalies + discriminator (see the module)."""
 
     modalities = ("rgb",)
@@ -195,23 +187,16 @@ class PBASDetector(GridDeviceMixin, Detector):
         "min_scale": "smallest synthesis scale, in radii beyond the radius",
         "direction_jitter": "relative Gaussian jitter of the synthesis direction (0: straight "
                             "away from the centre)",
-        "image_score": "foreground-max (map maximum over the part; whole map without a cloud) "
-                       "or max (whole map)",
+        "image_score": IMAGE_SCORE_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        c["image_size"] = size = check_image_size(c["image_size"])
-        c["modality"] = check_choice(c["modality"], "modality", MODALITY_CHOICES)
+        self.check_modality_options()
         c["hidden"] = check_int(c["hidden"], "hidden", minimum=1, maximum=MAX_WIDTH)
         c["dim"] = check_int(c["dim"], "dim", minimum=1, maximum=MAX_WIDTH)
-        c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
-        c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)
-        c["lr"] = check_positive(c["lr"], "lr")
-        c["weight_decay"] = check_positive(c["weight_decay"], "weight_decay", allow_zero=True)
-        c["warmup_epochs"] = check_positive(c["warmup_epochs"], "warmup_epochs",
-                                            allow_zero=True)
+        self.check_training_options()
         c["center_weight"] = check_positive(c["center_weight"], "center_weight",
                                             allow_zero=True)
         c["radius_quantile"] = check_fraction(c["radius_quantile"], "radius_quantile",
@@ -222,14 +207,6 @@ class PBASDetector(GridDeviceMixin, Detector):
             raise InvalidInputError(f"min_scale: must be <= 16 radii, got {c['min_scale']:g}")
         c["direction_jitter"] = check_positive(c["direction_jitter"], "direction_jitter",
                                                allow_zero=True)
-        c["seed"] = check_int(c["seed"], "seed", minimum=0)
-        c["sigma"] = check_sigma(c["sigma"])
-        c["image_score"] = check_choice(c["image_score"], "image_score", self.SCORES)
-        c["device"] = check_device(c["device"])
-        self.modalities = MODALITIES[c["modality"]]
-        self._features = MultimodalFeatures(
-            "pbas", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
-            c["point_weights"], c["num_group"], c["group_size"], device="cpu")
         self.net: PBASNet | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
@@ -239,32 +216,14 @@ class PBASDetector(GridDeviceMixin, Detector):
         """The synthesis scales, in radii beyond the radius: ``min_scale * 2^k``."""
         return tuple(self.config["min_scale"] * 2.0 ** k for k in range(self.config["n_scales"]))
 
-    @property
-    def dataset_modality(self) -> str:
-        """What :func:`pcad.engine.open_split` reads: every modality the dataset has while
-        ``modality`` is ``"auto"``, else the modality's inputs."""
-        return "auto" if self.config["modality"] == "auto" else "+".join(self.modalities)
-
     # --- features -------------------------------------------------------------------------
 
     def patches(self, sample: Any, foreground: SampleForeground | None = None,
                 where: str = "test sample") -> tuple[np.ndarray, np.ndarray | None]:
         """``(features (n, C) float32, fg (n,) bool or None)`` of ``sample`` on the patch grid
-        for ``modality`` (``fg``: the point features' foreground patches; None for
-        ``"rgb"``)."""
-        self._features.device = self.device
-        mode = self.config["modality"]
-        if mode == "auto":
-            mode = "both" if getattr(sample, "xyz", None) is not None else "rgb"
-        if mode == "rgb":
-            return self._features.rgb(sample.rgb), None
-        if foreground is None:
-            foreground = SampleForeground(sample.xyz, self.config["image_size"])
-        if mode == "xyz":
-            pts, fg = self._features._points_checked(sample, where, foreground)
-            return pts, fg
-        rgb, pts, fg = self._features(sample, where, foreground)
-        return np.concatenate([rgb, pts], axis=1), np.asarray(fg, dtype=bool).reshape(-1)
+        for ``modality`` (:meth:`~pcad.detectors.tokens.ModalityPatchesMixin.
+        modality_features`)."""
+        return self.modality_features(sample, foreground, where)
 
     def _standardise(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -276,10 +235,7 @@ class PBASDetector(GridDeviceMixin, Detector):
         from tqdm import tqdm
 
         items = self._train_list(samples)
-        if self.config["modality"] == "auto":  # the run records what it chose
-            has_xyz = all(getattr(x, "xyz", None) is not None for x in items)
-            self.config["modality"] = "both" if has_xyz else "rgb"
-            self.modalities = MODALITIES[self.config["modality"]]
+        self.resolve_modality(items)  # "auto" becomes what the data has
         rows = []
         for s in tqdm(items, disable=not progress, desc="pbas features", unit="sample"):
             feats, fg = self.patches(s, where="training set")
@@ -343,22 +299,7 @@ class PBASDetector(GridDeviceMixin, Detector):
                          f"its networks ({STATE_FILE})")
         with torch.no_grad():
             s = F.softplus(self.net(self._standardise(feats)))
-        scores = s.cpu().numpy().astype(np.float32)
-        if fg is not None:
-            scores[~fg] = 0.0
-        return scores.reshape(self.grid)
-
-    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
-        self._require_fit()
-        self.check_sample(sample, "test sample")
-        xyz = getattr(sample, "xyz", None)
-        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
-        amap = upsample_map(self.patch_scores(sample, fore if "xyz" in self.modalities
-                                              else None),
-                            sample.shape, self.config["sigma"])
-        if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, xyz, foreground=fore), amap
-        return float(amap.max()), amap
+        return patch_grid(s, fg, self.grid)
 
     # --- persistence ----------------------------------------------------------------------
 

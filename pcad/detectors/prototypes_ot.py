@@ -56,23 +56,16 @@ import numpy as np
 import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
-from pcad.detectors.base import Detector, check_run_stats, read_run_file, upsample_map
+from pcad.detectors.base import Detector, check_run_stats, read_run_file
 from pcad.detectors.patches import (
     GridDeviceMixin,
-    MultimodalFeatures,
     SampleForeground,
-    check_device,
-    check_image_size,
-    check_sigma,
-    foreground_max,
 )
 from pcad.detectors.registry import register_detector
+from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "prototypes.pt"
-MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
-#: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
-MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb", "xyz")}
 SOLVERS = ("emd", "sinkhorn")
 #: Sinkhorn iterations at most, and the marginal error it stops at (the costs are scaled to
 #: a maximum of 1, so the kernel exp(-cost / reg) stays above 1e-9 for reg >= 0.05)
@@ -171,7 +164,7 @@ def ot_prototypes(x: np.ndarray, k: int, iters: int, reg: float,
 
 
 @register_detector("prototypes-ot")
-class PrototypesOTDetector(GridDeviceMixin, Detector):
+class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     """Local and global prototypes learned with optimal transport; transport-cost maps (see
     the module)."""
 
@@ -199,15 +192,13 @@ class PrototypesOTDetector(GridDeviceMixin, Detector):
         "reg": "entropic regularisation of the Sinkhorn plans (relative to the cost's maximum)",
         "solver": "test-time transport: emd (exact, ot.emd) or sinkhorn (ot.sinkhorn)",
         "max_patches": "training patches drawn (seeded) for the global prototypes",
-        "image_score": "foreground-max (map maximum over the part; whole map without a cloud) "
-                       "or max (whole map)",
+        "image_score": IMAGE_SCORE_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        c["image_size"] = size = check_image_size(c["image_size"])
-        c["modality"] = check_choice(c["modality"], "modality", MODALITY_CHOICES)
+        size = self.check_modality_options()
         c["k"] = check_int(c["k"], "k", minimum=1, maximum=4096)
         c["local_k"] = check_int(c["local_k"], "local_k", minimum=1, maximum=256)
         c["cell"] = check_int(c["cell"], "cell", minimum=1, maximum=64)
@@ -220,14 +211,6 @@ class PrototypesOTDetector(GridDeviceMixin, Detector):
         c["reg"] = check_positive(c["reg"], "reg")
         c["solver"] = check_choice(c["solver"], "solver", SOLVERS)
         c["max_patches"] = check_int(c["max_patches"], "max_patches", minimum=1)
-        c["seed"] = check_int(c["seed"], "seed", minimum=0)
-        c["sigma"] = check_sigma(c["sigma"])
-        c["image_score"] = check_choice(c["image_score"], "image_score", self.SCORES)
-        c["device"] = check_device(c["device"])
-        self.modalities = MODALITIES[c["modality"]]
-        self._features = MultimodalFeatures(
-            "prototypes-ot", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
-            c["point_weights"], c["num_group"], c["group_size"], device="cpu")
         self.state: dict[str, torch.Tensor] = {}
 
     # --- geometry -------------------------------------------------------------------------
@@ -256,29 +239,11 @@ class PrototypesOTDetector(GridDeviceMixin, Detector):
 
     # --- features -------------------------------------------------------------------------
 
-    @property
-    def dataset_modality(self) -> str:
-        """What :func:`pcad.engine.open_split` reads: every modality the dataset has while
-        ``modality`` is ``"auto"``, else the modality's inputs."""
-        return "auto" if self.config["modality"] == "auto" else "+".join(self.modalities)
-
     def tokens(self, sample: Any, foreground: SampleForeground | None = None,
                where: str = "test sample") -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens (n, C) float32, fg (n,) bool or None)`` of ``sample`` for ``modality``
-        (``fg``: the point features' foreground patches; None for ``"rgb"``)."""
-        self._features.device = self.device
-        mode = self.config["modality"]
-        if mode == "auto":
-            mode = "both" if getattr(sample, "xyz", None) is not None else "rgb"
-        if mode == "rgb":
-            return self._features.rgb(sample.rgb), None
-        if foreground is None:
-            foreground = SampleForeground(sample.xyz, self.config["image_size"])
-        if mode == "xyz":
-            pts, fg = self._features._points_checked(sample, where, foreground)
-            return pts, fg
-        rgb, pts, fg = self._features(sample, where, foreground)
-        return np.concatenate([rgb, pts], axis=1), fg
+        (:meth:`~pcad.detectors.tokens.ModalityPatchesMixin.modality_features`)."""
+        return self.modality_features(sample, foreground, where)
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         mean = self.state["mean"].numpy().astype(np.float64)
@@ -291,10 +256,7 @@ class PrototypesOTDetector(GridDeviceMixin, Detector):
         from tqdm import tqdm
 
         items = self._train_list(samples)
-        if self.config["modality"] == "auto":
-            has_xyz = all(getattr(x, "xyz", None) is not None for x in items)
-            self.config["modality"] = "both" if has_xyz else "rgb"
-            self.modalities = MODALITIES[self.config["modality"]]
+        self.resolve_modality(items)  # "auto" becomes what the data has
         toks = [self.tokens(s, where="training set")[0]
                 for s in tqdm(items, disable=not progress, desc="prototypes-ot features",
                               unit="sample")]
@@ -358,22 +320,7 @@ class PrototypesOTDetector(GridDeviceMixin, Detector):
         feat_glob = np.sqrt(ot.dist(z, self.state["global_protos"].numpy())) / scale
         glob = transport_costs(feat_glob, c["solver"], c["reg"])
         scores = ((1 - c["mix"]) * local + c["mix"] * glob).astype(np.float32)
-        scores = np.maximum(scores, 0.0)
-        if fg is not None:
-            scores[~fg] = 0.0
-        return scores.reshape(self.grid)
-
-    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
-        self._require_fit()
-        self.check_sample(sample, "test sample")
-        xyz = getattr(sample, "xyz", None)
-        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
-        amap = upsample_map(self.patch_scores(sample, fore if "xyz" in self.modalities
-                                              else None),
-                            sample.shape, self.config["sigma"])
-        if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, xyz, foreground=fore), amap
-        return float(amap.max()), amap
+        return patch_grid(np.maximum(scores, 0.0), fg, self.grid)
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -53,7 +53,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,17 +60,9 @@ import torch
 from torch import nn
 
 from pcad.checks import check_int, check_positive
-from pcad.detectors.base import (
-    RUN_FILE,
-    check_run_stats,
-    load_run_module,
-    read_run_file,
-    run_dims,
-)
-from pcad.detectors.patches import SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.vitad import ViTADDetector
-from pcad.errors import FileFormatError, InvalidInputError
+from pcad.errors import InvalidInputError
 
 STATE_FILE = "uniad.pt"
 #: the largest neighbour mask (a 28 x 28 token grid at 448 px, pool 2, takes 27)
@@ -252,7 +243,6 @@ class UniADDetector(ViTADDetector):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        self._features.owner = self.name
         c["neighbor_mask"] = k = check_int(c["neighbor_mask"], "neighbor_mask", minimum=0,
                                            maximum=MAX_NEIGHBOR)
         if k % 2 == 0 and k:
@@ -269,6 +259,9 @@ class UniADDetector(ViTADDetector):
         smaller than the token grid (every token keeps tokens to attend to)."""
         side = self.token_grid[0]
         return min(self.config["neighbor_mask"], side - 1 - side % 2 if side > 1 else 0)
+
+    state_file = STATE_FILE
+    network_word = "transformer"
 
     def _network(self, levels: Sequence[int]) -> UniADTransformer:
         c = self.config
@@ -317,43 +310,3 @@ class UniADDetector(ViTADDetector):
         self.decoder.eval()
         self.fitted = True
         return self
-
-    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
-                     ) -> np.ndarray:
-        """``(h, w) float32`` on the :attr:`token_grid`: the L2 reconstruction error per
-        token (0 off the part with point features)."""
-        self._require_fit()
-        toks, fg, _ = self.tokens(sample, foreground)
-        self.check_width(toks.shape[1], self.stats["mean"].numel(),
-                         f"its transformer ({STATE_FILE})")
-        with torch.no_grad():
-            d = self.decoder.distances(self._standardise(toks)[None])[0]
-        scores = d.cpu().numpy().astype(np.float32)
-        if fg is not None:
-            scores[~fg] = 0.0
-        return scores.reshape(self.token_grid)
-
-    # --- persistence ----------------------------------------------------------------------
-
-    def _save_state(self, folder: Path) -> None:
-        from pcad.io import atomic_save
-
-        state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
-                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
-        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
-
-    def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
-        path = folder / STATE_FILE
-        levels = state.get("levels")
-        if not isinstance(levels, list) or not levels or len(levels) > 8:
-            raise FileFormatError(f"{folder / RUN_FILE}: 'state.levels' must be a list of 1 "
-                                  f"to 8 channel counts, got {levels!r:.80}")
-        levels = run_dims({f"level{i}": v for i, v in enumerate(levels)},
-                          tuple(f"level{i}" for i in range(len(levels))), str(folder / RUN_FILE))
-        saved = read_run_file(folder, STATE_FILE, "uniad", ("decoder", "stats"))
-        self.decoder = load_run_module(lambda: self._network(levels), saved["decoder"],
-                                       f"{path} ['decoder']")
-        self.decoder.to(self.device).eval()
-        width = sum(levels)
-        self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
-        self.history = [float(x) for x in state.get("history", [])]

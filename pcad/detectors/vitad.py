@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_choice, check_int, check_positive
+from pcad.checks import check_int, check_positive
 from pcad.detectors.base import (
     RUN_FILE,
     Detector,
@@ -72,24 +72,16 @@ from pcad.detectors.base import (
     load_run_module,
     read_run_file,
     run_dims,
-    upsample_map,
 )
 from pcad.detectors.patches import (
     GridDeviceMixin,
-    MultimodalFeatures,
     SampleForeground,
-    check_device,
-    check_image_size,
-    check_sigma,
-    foreground_max,
 )
 from pcad.detectors.registry import register_detector
+from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "vitad.pt"
-MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
-#: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
-MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb", "xyz")}
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
 
@@ -179,12 +171,15 @@ class ViTADDecoder(nn.Module):
 
 
 @register_detector("vitad")
-class ViTADDetector(GridDeviceMixin, Detector):
+class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     """ViTAD: a plain ViT decoder reconstructing frozen patch tokens (see the module)."""
 
     modalities = ("rgb",)
     #: no torchrun: the RGB token cache is not sharded over ranks (see the module)
     supports_distributed = False
+    #: the run file of the network and its stats; the network's name in messages
+    state_file: ClassVar[str] = STATE_FILE
+    network_word: ClassVar[str] = "decoder"
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 128, "depth": 3,
                 "heads": 4,
                 "mlp_ratio": 4.0, "epochs": 40, "lr": 1e-3, "batch_size": 8,
@@ -204,15 +199,13 @@ class ViTADDetector(GridDeviceMixin, Detector):
         "heads": "attention heads per decoder block",
         "mlp_ratio": "hidden width of the decoder MLPs as a multiple of dim",
         "batch_size": "training batch size in images",
-        "image_score": "foreground-max (map maximum over the part; whole map without a cloud) "
-                       "or max (whole map)",
+        "image_score": IMAGE_SCORE_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
-        c["image_size"] = size = check_image_size(c["image_size"])
-        c["modality"] = check_choice(c["modality"], "modality", MODALITY_CHOICES)
+        size = self.check_modality_options()
         c["pool"] = check_int(c["pool"], "pool", minimum=1, maximum=8)
         if (size // 8) % c["pool"]:
             raise InvalidInputError(f"pool: image_size / 8 ({size // 8}) must be a multiple of "
@@ -226,21 +219,7 @@ class ViTADDetector(GridDeviceMixin, Detector):
         c["mlp_ratio"] = check_positive(c["mlp_ratio"], "mlp_ratio")
         if c["mlp_ratio"] > 16:
             raise InvalidInputError(f"mlp_ratio: must be <= 16, got {c['mlp_ratio']:g}")
-        c["epochs"] = check_int(c["epochs"], "epochs", minimum=1)
-        c["batch_size"] = check_int(c["batch_size"], "batch_size", minimum=1)
-        c["lr"] = check_positive(c["lr"], "lr")
-        c["weight_decay"] = check_positive(c["weight_decay"], "weight_decay", allow_zero=True)
-        c["warmup_epochs"] = check_positive(c["warmup_epochs"], "warmup_epochs",
-                                            allow_zero=True)
-        c["seed"] = check_int(c["seed"], "seed", minimum=0)
-        c["sigma"] = check_sigma(c["sigma"])
-        c["image_score"] = check_choice(c["image_score"], "image_score", self.SCORES)
-        c["device"] = check_device(c["device"])
-        # what a sample must have ("auto": an image; the cloud is used when there is one)
-        self.modalities = MODALITIES[c["modality"]]
-        self._features = MultimodalFeatures(
-            "vitad", size, c["rgb_backbone"], c["weights"], c["point_backbone"],
-            c["point_weights"], c["num_group"], c["group_size"], device="cpu")
+        self.check_training_options()
         self.decoder: ViTADDecoder | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
@@ -277,47 +256,17 @@ class ViTADDetector(GridDeviceMixin, Detector):
                 return split
         return [width]
 
-    @property
-    def dataset_modality(self) -> str:
-        """What :func:`pcad.engine.open_split` reads: every modality the dataset has while
-        ``modality`` is ``"auto"``, else the modality's inputs."""
-        return "auto" if self.config["modality"] == "auto" else "+".join(self.modalities)
-
     def tokens(self, sample: Any, foreground: SampleForeground | None = None,
                where: str = "test sample") -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """``(tokens (n, C) float32, fg (n,) bool or None, level widths)`` of ``sample``: the
         encoder's patch tokens for ``modality`` (``fg``: the point features' foreground
         patches; None for ``"rgb"``)."""
-        self._features.device = self.device  # resolved on use: a run loads anywhere
-        mode = self.config["modality"]
-        if mode == "auto":  # fit resolves it; fit_tokens callers get the per-sample rule
-            mode = "both" if getattr(sample, "xyz", None) is not None else "rgb"
-        if mode == "rgb":
-            rgb = self._features.rgb(sample.rgb)
-            return (*self._pooled(rgb, None), self.rgb_levels(rgb.shape[1]))
-        if foreground is None:
-            foreground = SampleForeground(sample.xyz, self.config["image_size"])
-        if mode == "xyz":
-            pts, fg = self._points(sample, where, foreground)
-            return (*self._pooled(pts, fg), [pts.shape[1]])
-        rgb, pts, fg = self._features(sample, where, foreground)
-        return (*self._pooled(np.concatenate([rgb, pts], axis=1), fg),
-                [*self.rgb_levels(rgb.shape[1]), pts.shape[1]])
-
-    def _points(self, sample: Any, where: str, foreground: SampleForeground
-                ) -> tuple[np.ndarray, np.ndarray]:
-        path = getattr(sample, "path", None) or "?"
-        try:
-            pts, fg = self._features.points(sample.xyz, foreground)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: detector {self.name!r}, sample {path}: "
-                                    f"{exc}") from None
-        fg = np.asarray(fg, dtype=bool).reshape(-1)
-        if not fg.any():
-            raise InvalidInputError(
-                f"{where}: detector {self.name!r}, sample {path}: no foreground (no measured point "
-                "off the background plane), so there is no patch to score")
-        return np.ascontiguousarray(pts, dtype=np.float32).reshape(len(fg), -1), fg
+        rgb, pts, fg = self.modality_parts(sample, foreground, where)
+        levels = [*([] if rgb is None else self.rgb_levels(rgb.shape[1])),
+                  *([] if pts is None else [pts.shape[1]])]
+        feats = [f for f in (rgb, pts) if f is not None]
+        return (*self._pooled(feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1),
+                              fg), levels)
 
     def _standardise(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -329,10 +278,7 @@ class ViTADDetector(GridDeviceMixin, Detector):
         from tqdm import tqdm
 
         items = self._train_list(samples)
-        if self.config["modality"] == "auto":  # the run records what it chose
-            has_xyz = all(getattr(x, "xyz", None) is not None for x in items)
-            self.config["modality"] = "both" if has_xyz else "rgb"
-            self.modalities = MODALITIES[self.config["modality"]]
+        self.resolve_modality(items)  # "auto" becomes what the data has
         toks, levels = [], None
         for s in tqdm(items, disable=not progress, desc="vitad features", unit="sample"):
             t, _, levels = self.tokens(s, where="training set")
@@ -357,8 +303,7 @@ class ViTADDetector(GridDeviceMixin, Detector):
         x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c["seed"])
-            self.decoder = ViTADDecoder(levels, n_tok, c["dim"], c["depth"], c["heads"],
-                                        c["mlp_ratio"])
+            self.decoder = self._network(levels)
         self.decoder.to(self.device)
 
         def step_loss(model: nn.Module, epoch: int, step: int,
@@ -384,25 +329,10 @@ class ViTADDetector(GridDeviceMixin, Detector):
         self._require_fit()
         toks, fg, _ = self.tokens(sample, foreground)
         self.check_width(toks.shape[1], self.stats["mean"].numel(),
-                         f"its decoder ({STATE_FILE})")
+                         f"its {self.network_word} ({self.state_file})")
         with torch.no_grad():
             d = self.decoder.distances(self._standardise(toks)[None])[0]
-        scores = d.cpu().numpy().astype(np.float32)
-        if fg is not None:
-            scores[~fg] = 0.0
-        return scores.reshape(self.token_grid)
-
-    def predict(self, sample: Any) -> tuple[float, np.ndarray]:
-        self._require_fit()
-        self.check_sample(sample, "test sample")
-        xyz = getattr(sample, "xyz", None)
-        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
-        amap = upsample_map(self.patch_scores(sample, fore if "xyz" in self.modalities
-                                              else None),
-                            sample.shape, self.config["sigma"])
-        if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, xyz, foreground=fore), amap
-        return float(amap.max()), amap
+        return patch_grid(d, fg, self.token_grid)
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -411,25 +341,28 @@ class ViTADDetector(GridDeviceMixin, Detector):
 
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()}}
-        atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+        atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
         return {"levels": list(self.decoder.level_dims), "history": self.history}
 
+    def _network(self, levels: Sequence[int]) -> nn.Module:
+        """The (untrained) network for tokens of ``levels`` channel widths."""
+        c = self.config
+        return ViTADDecoder(levels, self.token_grid[0] * self.token_grid[1], c["dim"],
+                            c["depth"], c["heads"], c["mlp_ratio"])
+
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
-        path = folder / STATE_FILE
+        path = folder / self.state_file
         levels = state.get("levels")
         if not isinstance(levels, list) or not levels or len(levels) > 8:
             raise FileFormatError(f"{folder / RUN_FILE}: 'state.levels' must be a list of 1 "
                                   f"to 8 channel counts, got {levels!r:.80}")
         levels = run_dims({f"level{i}": v for i, v in enumerate(levels)},
                           tuple(f"level{i}" for i in range(len(levels))), str(folder / RUN_FILE))
-        c = self.config
-        saved = read_run_file(folder, STATE_FILE, "vitad", ("decoder", "stats"))
-        n_tok = self.token_grid[0] * self.token_grid[1]
-        self.decoder = load_run_module(
-            lambda: ViTADDecoder(levels, n_tok, c["dim"], c["depth"], c["heads"],
-                                 c["mlp_ratio"]), saved["decoder"], f"{path} ['decoder']")
+        saved = read_run_file(folder, self.state_file, self.name, ("decoder", "stats"))
+        self.decoder = load_run_module(lambda: self._network(levels), saved["decoder"],
+                                       f"{path} ['decoder']")
         self.decoder.to(self.device).eval()
         width = sum(levels)
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
