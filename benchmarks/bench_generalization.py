@@ -8,9 +8,10 @@ mesh a category (what ``pcad make-dataset --objects FILE...`` does), the default
 set, 224 x 224, seeds 0, 1 and 2. ``--quick``: the first two meshes, seed 0, 128 x 128, 8
 training samples, 1 validation, 3 good and 2 of each defect type (a smoke test).
 
-Every registered detector (:func:`pcad.detectors.list_detectors`; ``PCAD_BENCH_DETECTORS=btf,m3dm``
-restricts them) runs with its default options, fitted per category and evaluated through the
-engine (:func:`pcad.engine.train`, :func:`pcad.engine.evaluate_run`, no maps written), in this
+Every registered detector (:func:`pcad.detectors.list_detectors`;
+``PCAD_BENCH_DETECTORS=btf,m3dm`` restricts them, ``PCAD_BENCH_SEEDS=0,1`` the seeds) runs with
+its default options, fitted per category and evaluated through the engine
+(:func:`pcad.engine.train`, :func:`pcad.engine.evaluate_run`, no maps written), in this
 process with one torch thread. Each (detector, mesh, seed) gives I-AUROC, P-AUROC and AUPRO@0.3
 overall and per defect type (the engine's :func:`~pcad.engine.defect_breakdown`), fit seconds,
 inference ms/sample and, for detectors with several memory banks
@@ -21,8 +22,10 @@ Rows (:func:`aggregate`): per detector and mesh, every metric's mean over seeds 
 spread (``std``: sample standard deviation, 0 for one seed; ``min``, ``max``; ``per_seed``);
 per detector, the mean over meshes (``mesh`` = ``"mean"``) of the per-mesh means, with
 ``seed_std`` (mean of the per-mesh seed std) and the worst and best mesh (``min``, ``max``).
-A run that fails gives an ``error`` row and the others go on. Without the meshes folder (CI
-clones have no ``../shared``) the module returns one ``skipped`` row.
+A run that fails gives an ``error`` row and the others go on. ``PCAD_BENCH_RUNS=FILE.jsonl``
+keeps every finished run as one JSON line and skips the runs already there, so an interrupted
+benchmark resumes where it stopped (a seed whose runs are all done is not rendered again).
+Without the meshes folder (CI clones have no ``../shared``) the module returns one ``skipped`` row.
 
 The README table (:func:`render_table`):
 ``python benchmarks/bench_generalization.py --table benchmarks/generalization.json``.
@@ -85,6 +88,36 @@ def selected_detectors() -> list[str]:
     if unknown:
         raise ValueError(f"PCAD_BENCH_DETECTORS: unknown detector(s) {unknown}; known: {names}")
     return wanted
+
+
+def selected_seeds(default: tuple[int, ...]) -> tuple[int, ...]:
+    """``default``, or the seeds in ``$PCAD_BENCH_SEEDS`` (comma list of integers)."""
+    only = os.environ.get("PCAD_BENCH_SEEDS")
+    if not only:
+        return default
+    try:
+        return tuple(int(s) for s in only.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"PCAD_BENCH_SEEDS: expected integers separated by commas, got {only!r}")\
+            from None
+
+
+def load_runs(path: Path | None) -> list[dict[str, Any]]:
+    """The runs kept in the JSON-lines file ``path`` (``[]`` when it is None or absent); a
+    truncated last line (an interrupted write) is ignored.
+
+    >>> load_runs(None)
+    []
+    """
+    if path is None or not path.is_file():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return runs
 
 
 def skip_row(reason: str) -> dict:
@@ -293,11 +326,16 @@ def run(quick: bool) -> list[dict]:
         files = files[:2]
     detectors = selected_detectors()
     counts = QUICK if quick else FULL
-    seeds = SEEDS[:1] if quick else SEEDS
+    seeds = selected_seeds(SEEDS[:1] if quick else SEEDS)
     cats = categories_from([str(f) for f in files], None)
-    runs: list[dict[str, Any]] = []
+    log = Path(os.environ["PCAD_BENCH_RUNS"]) if os.environ.get("PCAD_BENCH_RUNS") else None
+    wanted = {(d, c.name, s) for d in detectors for c in cats for s in seeds}
+    runs = [r for r in load_runs(log) if (r["detector"], r["mesh"], r["seed"]) in wanted]
+    done = {(r["detector"], r["mesh"], r["seed"]) for r in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
+            if all((d, c.name, seed) in done for d in detectors for c in cats):
+                continue
             data = Path(tmp) / f"data-{seed}"
             cfg = DatasetConfig(categories=cats, seed=seed, **counts)
             t0 = time.perf_counter()
@@ -307,6 +345,8 @@ def run(quick: bool) -> list[dict]:
             torch.set_num_threads(1)
             for det in detectors:
                 for cat in cats:
+                    if (det, cat.name, seed) in done:
+                        continue
                     work = Path(tmp) / "work" / f"{det}-{cat.name}-{seed}"
                     r: dict[str, Any] = {"detector": det, "mesh": cat.name, "seed": seed}
                     t0 = time.perf_counter()
@@ -320,6 +360,9 @@ def run(quick: bool) -> list[dict]:
                           f"I-AUROC {r.get('metrics', {}).get('i_auroc')} "
                           f"({time.perf_counter() - t0:.0f} s)", flush=True)
                     runs.append(r)
+                    if log is not None:
+                        with log.open("a") as f:
+                            f.write(json.dumps(r) + "\n")
     rows = aggregate(runs)
     rows.append({"benchmark": BENCH, "case": "setting", "value": None, "unit": "",
                  "reference": None, "ratio": None, "meshes": [c.name for c in cats],

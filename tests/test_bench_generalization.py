@@ -129,3 +129,42 @@ def test_detector_selection(bg, monkeypatch):
     monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf,nope")
     with pytest.raises(ValueError, match="nope"):
         bg.selected_detectors()
+
+
+def test_runs_log_resumes_without_rendering(bg, tmp_path, monkeypatch):
+    import trimesh
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    for name in ("a_box", "b_box"):
+        trimesh.creation.box(extents=(1.0, 2.0, 3.0)).export(meshes / f"{name}.stl")
+    log = tmp_path / "runs.jsonl"
+    kept = [{"detector": "btf", "mesh": m, "seed": 0,
+             "metrics": {"i_auroc": v, "p_auroc": 0.9, "aupro": 0.8}}
+            for m, v in (("a_box", 0.6), ("b_box", 0.8))]
+    other = {"detector": "fpfh", "mesh": "a_box", "seed": 0, "metrics": {"i_auroc": 0.1}}
+    log.write_text("".join(json.dumps(r) + "\n" for r in [*kept, other]) + '{"detector": "bt')
+    assert bg.load_runs(log) == [*kept, other]  # the cut last line is ignored
+    monkeypatch.setenv("PCAD_MESHES", str(meshes))
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf")
+    monkeypatch.setenv("PCAD_BENCH_RUNS", str(log))
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a seed whose runs are all logged was rendered again")
+
+    monkeypatch.setattr("synth.dataset.generate", no_rendering)
+    rows = bg.run(quick=True)
+    assert _row(rows, "btf", "mean", "i_auroc")["value"] == pytest.approx(0.7)
+    assert not [r for r in rows if r.get("detector") == "fpfh"]  # not selected: left out
+    setting = next(r for r in rows if r.get("case") == "setting")
+    assert setting["seeds"] == [0] and setting["runs"] == kept
+
+
+def test_seed_selection(bg, monkeypatch):
+    monkeypatch.delenv("PCAD_BENCH_SEEDS", raising=False)
+    assert bg.selected_seeds((0, 1, 2)) == (0, 1, 2)
+    monkeypatch.setenv("PCAD_BENCH_SEEDS", "2, 0")
+    assert bg.selected_seeds((0, 1, 2)) == (2, 0)
+    monkeypatch.setenv("PCAD_BENCH_SEEDS", "1,x")
+    with pytest.raises(ValueError, match="PCAD_BENCH_SEEDS"):
+        bg.selected_seeds((0,))

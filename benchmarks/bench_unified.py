@@ -1,0 +1,246 @@
+"""Unified (multi-class) detectors against per-category ones: ViTAD's eight metrics, fit time,
+inference time and peak memory (issue 14, Must 7).
+
+Workload: the demo dataset (the seven default built-in categories as ``pcad demo`` makes them:
+30 good training samples, 1 validation, 6 good and 3 of each default defect type in the test
+set; 224 x 224; seed 0) and, where the shared meshes folder exists (``../shared/data/meshes``
+or ``$PCAD_MESHES``), a dataset rendered from every mesh in it with the same counts. Each
+selected detector is fitted two ways on each dataset:
+
+- ``per category``: one model per category (``pcad train --category C``), evaluated on its own
+  category;
+- ``unified``: one model on every category's training samples (``pcad train --categories
+  all``), evaluated on each category (:func:`pcad.multiclass.evaluate_categories`).
+
+Detectors: ``vitad``, ``uniad`` and ``onenip`` (those registered), beside ``btf`` and
+``patchcore-rgb`` in the same run (``PCAD_BENCH_DETECTORS=vitad,btf`` restricts them;
+``PCAD_BENCH_SETS=demo`` the datasets). Every (detector, dataset, setting) runs in its own
+child process with one torch thread, so that its peak resident memory (the child's
+``ru_maxrss``) is its own. ``--quick``: two categories, 64 x 64, 6 training samples, 2 good and
+1 of each defect type per category, the demo set only (a smoke test).
+
+Rows: per (detector, dataset, setting) the mean over categories of I-AUROC, I-AP, I-F1-max,
+P-AUROC, P-AP, P-F1-max, AUPRO@0.3 and mAD (``per_category`` holds each category's), fit
+seconds (all categories), inference ms/sample and peak RSS; per (detector, dataset) the
+difference ``unified - per category`` of mAD and I-AUROC. The README table:
+``python benchmarks/bench_unified.py --table FILE.json`` (a ``benchmarks/run.py`` output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = "unified"
+#: the detectors compared (those not registered are left out)
+DETECTORS = ("vitad", "uniad", "onenip", "btf", "patchcore-rgb")
+SETTINGS = ("per category", "unified")
+#: ViTAD's eight metrics, as keys of a metrics.json block, and their labels
+METRICS = (("i_auroc", "I-AUROC"), ("i_ap", "I-AP"), ("i_f1_max", "I-F1-max"),
+           ("p_auroc", "P-AUROC"), ("p_ap", "P-AP"), ("p_f1_max", "P-F1-max"),
+           ("aupro_0.3", "AUPRO@0.3"), ("mad", "mAD"))
+FULL = {"train": 30, "validation": 1, "test_good": 6, "test_defect": 3, "size": (224, 224)}
+QUICK = {"train": 6, "validation": 1, "test_good": 2, "test_defect": 1, "size": (64, 64)}
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from pcad.engine import evaluate_run, train
+from pcad.multiclass import evaluate_categories
+data, det, work, cats, setting = (sys.argv[1], sys.argv[2], Path(sys.argv[3]),
+                                  sys.argv[4].split(","), sys.argv[5])
+t0 = time.perf_counter()
+blocks = {}
+if setting == "unified":
+    train(data, cats, det, work / "run", {}, progress=False)
+    fit_s = time.perf_counter() - t0
+    top = evaluate_categories(data, cats, work / "run", work / "eval", progress=False,
+                              write_maps=False)
+    blocks = top["per_category"]
+else:
+    fit_s = 0.0
+    for c in cats:
+        t0 = time.perf_counter()
+        train(data, c, det, work / "run" / c, {}, progress=False)
+        fit_s += time.perf_counter() - t0
+        blocks[c] = evaluate_run(data, c, work / "run" / c, work / "eval" / c, progress=False,
+                                 write_maps=False)
+out = {"fit_s": fit_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+       "per_category": {c: {**{k: b.get(k) for k in ("i_auroc", "i_ap", "i_f1_max", "p_auroc",
+                                                     "p_ap", "p_f1_max", "aupro_0.3", "mad")},
+                            "infer_ms": b["latency_ms_per_sample"]} for c, b in blocks.items()}}
+print(json.dumps(out))
+"""
+
+
+def selected(names: tuple[str, ...], env: str, known: list[str]) -> list[str]:
+    """``names`` that are in ``known``, or those in ``$env`` (comma list; unknown ones raise).
+
+    >>> selected(("a", "b", "z"), "PCAD_NO_SUCH_VARIABLE", ["a", "b"])
+    ['a', 'b']
+    """
+    only = os.environ.get(env)
+    if not only:
+        return [n for n in names if n in known]
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"{env}: unknown name(s) {unknown}; known: {known}")
+    return wanted
+
+
+def _mean(values: list[float | None]) -> float | None:
+    v = [float(x) for x in values if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """Means over categories of a child's ``per_category`` metrics (and ``infer_ms``).
+
+    >>> r = summarize({"per_category": {"a": {"mad": 0.8, "infer_ms": 10.0},
+    ...                                 "b": {"mad": 0.6, "infer_ms": 30.0}}})
+    >>> round(r["mad"], 3), r["infer_ms"], r["i_auroc"]
+    (0.7, 20.0, None)
+    """
+    per = result["per_category"]
+    keys = [k for k, _ in METRICS] + ["infer_ms"]
+    return {k: _mean([m.get(k) for m in per.values()]) for k in keys}
+
+
+def rows_for(det: str, dataset: str, setting: str, result: dict[str, Any]) -> list[dict]:
+    """The rows of one child's result: one per metric (means over categories) plus fit time,
+    inference time and peak RSS."""
+    means = summarize(result)
+    bench = f"{BENCH} {det} [{dataset}, {setting}]"
+    base = {"reference": None, "ratio": None, "detector": det, "dataset": dataset,
+            "setting": setting}
+    rows = [{"benchmark": bench, "case": label, "value": means[key], "unit": "", **base,
+             "metric": key,
+             "per_category": {c: m.get(key) for c, m in result["per_category"].items()}}
+            for key, label in METRICS]
+    rows += [{"benchmark": bench, "case": "fit (all categories)", "value": result["fit_s"],
+              "unit": "s", **base, "metric": "fit_s"},
+             {"benchmark": bench, "case": "inference", "value": means["infer_ms"],
+              "unit": "ms/sample", **base, "metric": "infer_ms"},
+             {"benchmark": bench, "case": "peak RSS", "value": result["peak_rss_mb"],
+              "unit": "MB", **base, "metric": "peak_rss_mb"}]
+    return rows
+
+
+def gaps(rows: list[dict]) -> list[dict]:
+    """Per (detector, dataset): ``unified - per category`` of mAD and I-AUROC.
+
+    >>> rs = [{"detector": "d", "dataset": "demo", "setting": s, "metric": "mad", "value": v}
+    ...       for s, v in (("per category", 0.9), ("unified", 0.85))]
+    >>> [(r["case"], round(r["value"], 3)) for r in gaps(rs)]
+    [('unified - per category mAD', -0.05)]
+    """
+    idx = {(r["detector"], r["dataset"], r["setting"], r["metric"]): r["value"] for r in rows
+           if "setting" in r}
+    out = []
+    for det, dataset in dict.fromkeys((d, s) for d, s, _, _ in idx):
+        for key, label in (("mad", "mAD"), ("i_auroc", "I-AUROC")):
+            per = idx.get((det, dataset, "per category", key))
+            uni = idx.get((det, dataset, "unified", key))
+            if per is not None and uni is not None:
+                out.append({"benchmark": f"{BENCH} {det} [{dataset}]",
+                            "case": f"unified - per category {label}", "value": uni - per,
+                            "unit": "", "reference": None, "ratio": None, "detector": det,
+                            "dataset": dataset, "metric": f"gap_{key}"})
+    return out
+
+
+def _datasets(root: Path, quick: bool) -> dict[str, tuple[str, list[str]]]:
+    from synth.dataset import DEFAULT_CATEGORIES, DatasetConfig, categories_from, generate
+
+    counts = QUICK if quick else FULL
+    sets = {"demo": list(DEFAULT_CATEGORIES)[:2] if quick else list(DEFAULT_CATEGORIES)}
+    meshes = Path(os.environ.get("PCAD_MESHES") or ROOT.parent / "shared" / "data" / "meshes")
+    files = sorted(p for p in meshes.glob("*") if p.suffix.lower() in (".stl", ".ply", ".obj",
+                                                                      ".off"))
+    if files and not quick:
+        sets["meshes"] = [str(f) for f in files]
+    wanted = selected(tuple(sets), "PCAD_BENCH_SETS", list(sets))
+    out = {}
+    for name in wanted:
+        cats = categories_from(sets[name], None) if name == "meshes" else sets[name]
+        cfg = DatasetConfig(categories=tuple(cats), seed=0, **counts)
+        generate(cfg, root / name, workers=2, progress=False)
+        out[name] = (str(root / name), [getattr(c, "name", c) for c in cats])
+    return out
+
+
+def run(quick: bool) -> list[dict]:
+    from pcad.detectors import list_detectors
+
+    dets = selected(DETECTORS, "PCAD_BENCH_DETECTORS", list_detectors())
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset, (data, cats) in _datasets(Path(tmp) / "data", quick).items():
+            for det in dets:
+                for setting in SETTINGS:
+                    work = Path(tmp) / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
+                    proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work),
+                                           ",".join(cats), setting],
+                                          capture_output=True, text=True, cwd=ROOT)
+                    if proc.returncode != 0:
+                        rows.append({"benchmark": f"{BENCH} {det} [{dataset}, {setting}]",
+                                     "case": "error", "value": None, "unit": "",
+                                     "reference": None, "ratio": None,
+                                     "error": proc.stderr[-3000:]})
+                        print(f"  unified: {det} {dataset} {setting} failed:\n"
+                              f"{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
+                        continue
+                    result = json.loads(proc.stdout.strip().splitlines()[-1])
+                    new = rows_for(det, dataset, setting, result)
+                    print(f"  unified: {det} {dataset} {setting}: mAD "
+                          f"{new[-4]['value']:.3f}, fit {result['fit_s']:.0f} s", flush=True)
+                    rows += new
+    return rows + gaps(rows)
+
+
+def render_table(rows: list[dict]) -> str:
+    """The README table: one line per (detector, dataset, setting) with the eight metrics,
+    fit s, ms/sample and peak RSS.
+
+    >>> rs = rows_for("d", "demo", "unified", {"fit_s": 3.0, "peak_rss_mb": 100.0,
+    ...     "per_category": {"a": {**{k: 0.5 for k, _ in METRICS}, "infer_ms": 12.0}}})
+    >>> render_table(rs).splitlines()[2].split(" | ")[-6:]
+    ['0.500', '0.500', '0.500', '3', '12', '100 |']
+    """
+    idx = {(r["detector"], r["dataset"], r["setting"], r["metric"]): r["value"] for r in rows
+           if "setting" in r and "metric" in r}
+    head = ["detector", "dataset", "setting"] + [label for _, label in METRICS] + [
+        "fit s", "ms/sample", "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key3 in dict.fromkeys((d, s, t) for d, s, t, _ in idx):
+        def cell(key: str, fmt: str, key3: tuple = key3) -> str:
+            v = idx.get((*key3, key))
+            return "-" if v is None else format(v, fmt)
+        cells = ([*key3] + [cell(k, ".3f") for k, _ in METRICS]
+                 + [cell("fit_s", ".0f"), cell("infer_ms", ".0f"), cell("peak_rss_mb", ".0f")])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, required=True,
+                        help="JSON file written by benchmarks/run.py: print its README table")
+    args = parser.parse_args(argv)
+    payload = json.loads(args.table.read_text())
+    print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

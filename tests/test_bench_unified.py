@@ -1,0 +1,82 @@
+"""benchmarks/bench_unified.py: the child script on a tiny dataset (both settings), the rows,
+the unified - per-category gaps and the README table on fabricated results."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bu():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield importlib.import_module("bench_unified")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def _result(mad_a: float, mad_b: float, fit: float = 2.0) -> dict:
+    def block(mad: float, ms: float) -> dict:
+        return {**{k: 0.5 for k, _ in (("i_auroc", 0), ("i_ap", 0), ("i_f1_max", 0),
+                                        ("p_auroc", 0), ("p_ap", 0), ("p_f1_max", 0),
+                                        ("aupro_0.3", 0))}, "mad": mad, "infer_ms": ms}
+
+    return {"fit_s": fit, "peak_rss_mb": 321.0,
+            "per_category": {"a": block(mad_a, 10.0), "b": block(mad_b, 30.0)}}
+
+
+@pytest.mark.parametrize("setting", ["per category", "unified"])
+def test_child_runs_both_settings(bu, plate_bumps, tmp_path, setting):
+    proc = subprocess.run([sys.executable, "-c", bu.CHILD, str(plate_bumps), "patchcore-rgb",
+                           str(tmp_path / "w"), "plate", setting],
+                          capture_output=True, text=True, cwd=bu.ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(out["per_category"]) == ["plate"]
+    block = out["per_category"]["plate"]
+    assert {k for k, _ in bu.METRICS} | {"infer_ms"} == set(block)
+    assert 0.0 <= block["i_auroc"] <= 1.0 and block["infer_ms"] > 0
+    mean7 = sum(block[k] for k, _ in bu.METRICS if k != "mad") / 7
+    assert block["mad"] == pytest.approx(mean7)  # mAD: the mean of the seven
+    assert out["fit_s"] > 0 and out["peak_rss_mb"] > 50
+
+
+def test_rows_gaps_and_table(bu, tmp_path, capsys):
+    rows = bu.rows_for("d", "demo", "per category", _result(0.8, 0.6, fit=5.0))
+    rows += bu.rows_for("d", "demo", "unified", _result(0.7, 0.6, fit=3.0))
+    mad = [r for r in rows if r["metric"] == "mad"]
+    assert [r["value"] for r in mad] == [pytest.approx(0.7), pytest.approx(0.65)]
+    assert mad[0]["per_category"] == {"a": 0.8, "b": 0.6}
+    infer = next(r for r in rows if r["metric"] == "infer_ms")
+    assert infer["value"] == pytest.approx(20.0) and infer["unit"] == "ms/sample"
+    gap = bu.gaps(rows)
+    assert [(r["case"], round(r["value"], 6)) for r in gap] == [
+        ("unified - per category mAD", -0.05), ("unified - per category I-AUROC", 0.0)]
+    table = bu.render_table(rows + gap).splitlines()
+    assert table[0].startswith("| detector | dataset | setting | I-AUROC |")
+    assert table[2].startswith("| d | demo | per category | 0.500 |")
+    assert table[3].endswith("| 0.650 | 3 | 20 | 321 |")
+    assert len(table) == 4  # the gap rows are not table lines
+    path = tmp_path / "u.json"
+    path.write_text(json.dumps({"rows": rows}))
+    assert bu.main(["--table", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == bu.render_table(rows)
+
+
+def test_selection(bu, monkeypatch):
+    monkeypatch.delenv("PCAD_BENCH_DETECTORS", raising=False)
+    assert bu.selected(("vitad", "nope"), "PCAD_BENCH_DETECTORS", ["vitad", "btf"]) == ["vitad"]
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf, vitad")
+    assert bu.selected(bu.DETECTORS, "PCAD_BENCH_DETECTORS", ["vitad", "btf"]) == ["btf",
+                                                                                   "vitad"]
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf,zzz")
+    with pytest.raises(ValueError, match="zzz"):
+        bu.selected(bu.DETECTORS, "PCAD_BENCH_DETECTORS", ["btf"])
