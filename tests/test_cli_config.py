@@ -154,6 +154,9 @@ def test_static_names_match_registries():
     assert names.INJECT_DEFAULT_DEFECTS == tuple(InjectConfig.defects)
     assert names.SUPERVISION_DEFECTS == tuple(DEFECT_TYPES)
     assert (names.DATASET_MAX_SIDE, names.DATASET_MAX_POINTS) == (MAX_SIDE, MAX_POINTS)
+    from synth.render.conditions import CONDITIONS
+
+    assert names.DATASET_CONDITIONS == CONDITIONS
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["synth", "--help"]])

@@ -23,6 +23,9 @@ def _make(args: argparse.Namespace) -> int:
 
         if args.objects or args.format != "mvtec3d":
             raise InvalidInputError("--from-mvtec3d: takes no --objects and writes mvtec3d only")
+        if args.conditions != "standard":
+            raise InvalidInputError("--from-mvtec3d: takes no --conditions (it renders "
+                                    "nothing)")
         if args.sensor or args.defect_range:
             raise InvalidInputError("--from-mvtec3d: takes no --sensor or --defect-range (it "
                                     "renders nothing and applies each defect's defaults)")
@@ -45,7 +48,8 @@ def _make(args: argparse.Namespace) -> int:
                                 defects=tuple(args.defects or DEFAULT_DEFECTS),
                                 size=tuple(args.size), seed=args.seed, format=args.format,
                                 variation=args.variation, points=args.points,
-                                sensor=sensor_cfg, defect_ranges=ranges)
+                                sensor=sensor_cfg, defect_ranges=ranges,
+                                conditions=args.conditions)
         except InvalidInputError as exc:
             msg = str(exc)
             for internal, flag in (("sensor.", "--sensor "),
@@ -68,6 +72,7 @@ def _make(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from pcad.cli.defect_flags import defect_range_help, sensor_help
     from pcad.cli.names import (
+        DATASET_CONDITIONS,
         DATASET_DEFAULT_DEFECTS,
         DATASET_MAX_POINTS,
         DATASET_MAX_SIDE,
@@ -102,6 +107,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variation", type=float, default=0.03,
                    help="dimension tolerance of the built-in parts (fraction)")
+    p.add_argument("--conditions", default="standard",
+                   metavar="{" + ",".join(DATASET_CONDITIONS) + "}",
+                   help="acquisition conditions of the test samples: 'standard' (the "
+                   "renderer's own pose, light and mat jitter, as train and validation) or "
+                   "'strong' (a robustness split: tilt 0-18 deg, shift +-12%% of the view, "
+                   "distance x0.8-1.1, light elevation 55+-30 deg and intensity 0.85+-0.35, "
+                   "exposure x0.6-1.6, gain x1-2.5, a mat of its own per sample: colour, "
+                   "texture contrast, height); train and validation stay standard")
     p.add_argument("--points", type=int, default=16384,
                    help="points per training prototype (real3d format; at most "
                    f"{DATASET_MAX_POINTS})")

@@ -13,8 +13,9 @@ Example:
 from __future__ import annotations
 
 #: :func:`pcad.detectors.list_detectors`
-DETECTORS: tuple[str, ...] = ("btf", "cfm", "fpfh", "lsfa", "m3dm", "patchcore-rgb", "pbas",
-                              "prototypes-ot", "synthsup", "uniad", "vitad")
+DETECTORS: tuple[str, ...] = ("btf", "cfm", "fader", "fpfh", "hetnet", "lsfa", "m3dm", "onenip",
+                              "patchcore-rgb", "pbas", "prototypes-ot", "synthsup", "uniad",
+                              "vitad")
 #: the detectors whose class has ``supports_distributed`` (train data-parallel under torchrun)
 DISTRIBUTED_DETECTORS: tuple[str, ...] = ("btf", "cfm", "fpfh", "lsfa", "m3dm", "patchcore-rgb")
 #: :func:`synth.defects.list_defects` with ``kind="geometric"``
@@ -29,7 +30,9 @@ DATASET_DEFAULT_DEFECTS: tuple[str, ...] = ("bump", "dent", "crack", "hole", "co
 INJECT_DEFAULT_DEFECTS: tuple[str, ...] = ("bump", "dent", "crack", "hole")
 #: :data:`synth.supervision.DEFECT_TYPES`: synthsup's synthetic defect types
 SUPERVISION_DEFECTS: tuple[str, ...] = ("bump", "dent", "crack", "hole", "perlin", "texture",
-                                        "colour")
+                                        "colour", "graft", "scratch", "blur")
+#: :data:`synth.render.conditions.CONDITIONS`: ``make-dataset --conditions``
+DATASET_CONDITIONS: tuple[str, ...] = ("standard", "strong")
 #: :data:`synth.dataset.config.MAX_SIDE`
 DATASET_MAX_SIDE = 4096
 #: :data:`synth.dataset.config.MAX_POINTS`

@@ -24,6 +24,7 @@ import numpy as np
 from pcad.checks import check_choice, check_int, check_positive
 from pcad.errors import InvalidInputError
 from synth.objects import MAX_VARIATION, list_objects
+from synth.render.conditions import CONDITIONS, Conditions, conditions_for
 from synth.render.render import SensorConfig, render_defects
 
 GENERATOR_VERSION = "1"
@@ -125,6 +126,16 @@ class DatasetConfig:
     ``[8, MAX_SIDE]``, ``points`` in ``[10, MAX_POINTS]``, ``variation`` at most
     :data:`synth.objects.MAX_VARIATION`, at most ``MAX_SAMPLES`` samples in all.
 
+    ``conditions`` (:data:`synth.render.conditions.CONDITIONS`): ``"standard"`` renders every
+    split with the renderer's own pose, light and mat jitter; ``"strong"`` renders the test
+    splits (good and defective) under the wider ranges of
+    :data:`synth.render.conditions.STRONG` (tilt 0-18 deg, shift +-12 % of the view, distance
+    x 0.8-1.1, light elevation 55 +- 30 deg, intensity 0.85 +- 0.35, ambient 0.25 +- 0.12,
+    exposure x 0.6-1.6, sensor gain x 1-2.5, a mat of its own per sample: brightness
+    x 0.6-1.5, tint x 0.8-1.25 per channel, contrast 0.10-0.45, lowered by 0-0.1 x the part's
+    diagonal) while train and validation stay standard, byte for byte. A standard dataset's
+    ``dataset.json`` has no ``conditions`` key (the same bytes as before the option existed).
+
     Example:
         >>> DatasetConfig(size=(100000, 100000))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -146,6 +157,7 @@ class DatasetConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     defect_ranges: dict[str, dict[str, tuple[float, float]]] = field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEFECT_RANGES.items()})
+    conditions: str = "standard"
 
     def __post_init__(self) -> None:
         cats = tuple(c if isinstance(c, Category) else Category(c) for c in self.categories)
@@ -162,6 +174,7 @@ class DatasetConfig:
             raise InvalidInputError(f"--variation: must be <= {MAX_VARIATION}, "
                                     f"got {self.variation}")
         check_choice(self.format, "--format", FORMATS)
+        check_choice(self.conditions, "--conditions", CONDITIONS)
         allowed = render_defects()
         for d in self.defects:
             if d not in allowed:
@@ -195,6 +208,11 @@ class DatasetConfig:
                        for name in sorted(self.defect_ranges[kind])}
                 for kind in sorted(self.defect_ranges)}
 
+    def conditions_of(self, split: str) -> Conditions:
+        """The acquisition conditions of ``split``: ``conditions`` for the test splits,
+        standard for train and validation."""
+        return conditions_for(self.conditions if split.startswith("test") else "standard")
+
     def splits(self) -> list[tuple[str, int]]:
         """``(split, count)`` in writing order."""
         out = [("train/good", self.train), ("validation/good", self.validation),
@@ -213,4 +231,6 @@ class DatasetConfig:
         d["defects"] = list(self.defects)
         d["defect_ranges"] = {k: {n: list(b) for n, b in v.items()}
                               for k, v in self.defect_ranges.items()}
+        if self.conditions == "standard":  # the record of every dataset made before the option
+            del d["conditions"]
         return d

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from pcad.checks import check_int
-from pcad.errors import DegenerateGeometryError
+from pcad.errors import DegenerateGeometryError, InvalidInputError
 from pcad.io import atomic_write
 from synth.dataset.config import GENERATOR_VERSION, DatasetConfig, SampleTask
-from synth.dataset.output import claim_record, locked_output
+from synth.dataset.output import claim_record, has_samples, locked_output, read_record
 from synth.dataset.sample import (
     make_sample,
     remove_stale_temps,
@@ -63,8 +63,20 @@ def _dataset_record(cfg: DatasetConfig, complete: bool, counts: dict[str, Any]) 
 def prepare_root(root: Path, cfg: DatasetConfig) -> None:
     """Check that the existing, locked folder ``root`` is empty, holds this very dataset or no
     sample yet (:func:`synth.dataset.output.claim_record`); write ``dataset.json`` and the
-    camera calibration. Raises InvalidInputError when the folder holds something else."""
+    camera calibration. Raises InvalidInputError when the folder holds something else, with
+    a one-line error naming both values when only ``--conditions`` differs."""
     cam = Camera.for_size(*cfg.size).to_json() if cfg.format == "mvtec3d" else None
+    old = read_record(root)
+    if old is not None and isinstance(old.get("config"), dict) and has_samples(root):
+        mine = cfg.to_json()
+        theirs = dict(old["config"])
+        was = theirs.pop("conditions", "standard")
+        if was != cfg.conditions and {k: v for k, v in mine.items() if k != "conditions"} \
+                == theirs:
+            raise InvalidInputError(
+                f"{root}: holds a dataset made with --conditions {was}; this run asks for "
+                f"--conditions {cfg.conditions}: resume with --conditions {was}, or choose "
+                "another --out")
     claim_record(root, cfg.to_json(), _dataset_record(cfg, False, {}))
     if cam is not None:
         for cat in cfg.categories:

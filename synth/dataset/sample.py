@@ -78,13 +78,14 @@ class Sample:
 def render_task(task: SampleTask, cfg: DatasetConfig, mesh: trimesh.Trimesh, look: dict,
                 seed: int):
     """Render the task's part with ``seed`` exactly as :func:`make_sample` does (one attempt):
-    the category's background mat and this seed's defect sizes."""
+    the category's background mat, this seed's defect sizes and the split's conditions."""
     return render_sample(mesh, Camera.for_size(*cfg.size), seed, task.defect,
                          sensor=cfg.sensor,
                          background_seed=sample_seed(cfg.seed, task.category.name,
                                                      "background", 0),
                          colour=look["albedo"], material=look["kind"],
-                         params_by_type=cfg.draw_params(seed))
+                         params_by_type=cfg.draw_params(seed),
+                         conditions=cfg.conditions_of(task.split))
 
 
 def make_sample(task: SampleTask, cfg: DatasetConfig) -> Sample:

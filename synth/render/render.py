@@ -37,6 +37,7 @@ from synth.defects import create_defect, list_defects, register_defect
 from synth.field import normalize01, perlin_field
 from synth.regions import falloff, irregular_radius
 from synth.render.camera import Camera
+from synth.render.conditions import Conditions
 from synth.render.scene import (
     OBJECT,
     PLANE,
@@ -47,7 +48,14 @@ from synth.render.scene import (
     occluded_from,
     place_object,
 )
-from synth.render.shading import Lighting, albedo, background_albedo, shade, to_uint8
+from synth.render.shading import (
+    MAT_COLOUR,
+    Lighting,
+    albedo,
+    background_albedo,
+    shade,
+    to_uint8,
+)
 
 CONTAMINATION = "contamination"
 RGB_DEFECTS = (CONTAMINATION,)
@@ -212,7 +220,8 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
                       0.6, 0.6, 0.62), material: str = "metal",
                   texture: np.ndarray | None = None,
                   background_seed: int | None = None,
-                  params_by_type: dict[str, dict[str, Any]] | None = None) -> RenderedSample:
+                  params_by_type: dict[str, dict[str, Any]] | None = None,
+                  conditions: Conditions | None = None) -> RenderedSample:
     """Render the part ``mesh`` (object frame, any units) as one dataset sample.
 
     Args:
@@ -226,6 +235,9 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
             applied, ``combined`` included); ``defect_params`` override them.
         background_seed: seed of the background mat's texture (one per category in a dataset,
             as a real station's mat); drawn from ``seed`` when None.
+        conditions: the ranges of pose, light, exposure and mat
+            (:mod:`synth.render.conditions`); None or standard: the renderer's own jitter,
+            byte for byte. Other conditions add ``meta["conditions"]`` (the values drawn).
     """
     cfg = sensor or SensorConfig()
     if defect is not None and defect not in render_defects():
@@ -234,10 +246,17 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
     if len(mesh.faces) == 0 or float(mesh.area) <= 0:
         raise DegenerateGeometryError("mesh: empty or zero-area mesh")
     s = _streams(seed)
-    pose = place_object(mesh, camera, np.random.default_rng(s["pose"]), cfg.fill, cfg.tilt_deg)
+    cond = conditions or Conditions()
+    extra = cond.draw(seed)
     diag = float(np.linalg.norm(mesh.extents))
+    pose = place_object(mesh, camera, np.random.default_rng(s["pose"]),
+                        cfg.fill * extra["fill_scale"], cfg.tilt_deg * cond.tilt_factor,
+                        cond.shift)
+    pose.plane_z += extra["mat_drop"] * diag
     meta: dict[str, Any] = {"seed": seed, "defect": defect or "good", "pose": pose.to_json(),
                             "sensor": asdict(cfg)}
+    if not cond.is_standard:
+        meta["conditions"] = {"name": cond.name, **extra}
     geometric = defect if defect in list_defects(kind="geometric") else None
     if defect == COMBINED:
         geometric = str(np.random.default_rng(s["combined"]).choice(COMBINED_GEOMETRIC))
@@ -278,17 +297,23 @@ def render_sample(mesh: trimesh.Trimesh, camera: Camera, seed: int, defect: str 
                       texture)
     plane = hits.geometry == PLANE
     bg_seed = s["texture"] + 7 if background_seed is None else int(background_seed)
-    alb[plane] = background_albedo(pts[plane], diag * 2.0, bg_seed)
+    if extra["mat_seed"] is not None:
+        bg_seed = extra["mat_seed"]
+    mat = np.asarray(MAT_COLOUR) * extra["mat_brightness"] * np.asarray(extra["mat_tint"])
+    alb[plane] = background_albedo(pts[plane], diag * 2.0, bg_seed, mat, extra["mat_contrast"])
     if defect in (*RGB_DEFECTS, COMBINED):
         w, stain, info = _stain(pts_obj, diag, np.random.default_rng(s["stain"]), s["stain"])
         alb[obj] = alb[obj] * (1.0 - w[:, None]) + stain[None, :] * w[:, None]
         stain_map[obj] = w
         gt[obj] |= w >= info["gt_threshold"] * info["blend"]
         meta["contamination"] = info
-    light = Lighting.sample(np.random.default_rng(s["light"]), cfg.light_jitter)
+    light = Lighting.sample(np.random.default_rng(s["light"]), cfg.light_jitter,
+                            cond.light_elevation_deg, cond.light_intensity, cond.light_ambient)
     linear = shade(hits.geometry, hits.normal, camera.directions(), alb, light, material)
+    if extra["exposure"] != 1.0:
+        linear = np.clip(linear * extra["exposure"], 0.0, 1.0)
     sensor_rng = np.random.default_rng(s["sensor"])
-    rgb = to_uint8(linear, sensor_rng, cfg.rgb_noise)
+    rgb = to_uint8(linear, sensor_rng, cfg.rgb_noise * extra["gain"])
     meta["lighting"] = {"direction": light.direction.tolist(), "intensity": light.intensity,
                         "ambient": light.ambient}
     # --- xyz: structured-light sensor ------------------------------------------------------

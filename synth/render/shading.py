@@ -38,13 +38,16 @@ class Lighting:
     ambient: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, jitter: float = 1.0) -> Lighting:
-        """Light from the camera side: elevation 35-75 degrees, any azimuth."""
-        elev = np.radians(55.0 + jitter * rng.uniform(-20.0, 20.0))
+    def sample(cls, rng: np.random.Generator, jitter: float = 1.0, elevation_deg: float = 20.0,
+               intensity: float = 0.1, ambient: float = 0.05) -> Lighting:
+        """Light from the camera side: elevation 55 +- ``elevation_deg`` degrees (35-75 by
+        default), any azimuth, intensity 0.85 +- ``intensity``, ambient 0.25 +- ``ambient``;
+        each spread times ``jitter``."""
+        elev = np.radians(55.0 + jitter * rng.uniform(-elevation_deg, elevation_deg))
         azim = rng.uniform(0.0, 2.0 * np.pi) * jitter
         d = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), -np.sin(elev)])
-        return cls(d, float(0.85 + jitter * rng.uniform(-0.1, 0.1)),
-                   float(0.25 + jitter * rng.uniform(-0.05, 0.05)))
+        return cls(d, float(0.85 + jitter * rng.uniform(-intensity, intensity)),
+                   float(0.25 + jitter * rng.uniform(-ambient, ambient)))
 
 
 def texture_image_albedo(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -88,11 +91,18 @@ def shade(geometry: np.ndarray, normals: np.ndarray, directions: np.ndarray,
     return np.clip(rgb, 0.0, 1.0)
 
 
-def background_albedo(points: np.ndarray, scale_len: float, seed: int) -> np.ndarray:
-    """``(N, 3)`` grey-green mat texture of the background plane."""
+#: the background mat's colour (linear RGB) and texture contrast
+MAT_COLOUR = (0.32, 0.34, 0.33)
+MAT_CONTRAST = 0.15
+
+
+def background_albedo(points: np.ndarray, scale_len: float, seed: int,
+                      colour: tuple[float, float, float] | np.ndarray = MAT_COLOUR,
+                      contrast: float = MAT_CONTRAST) -> np.ndarray:
+    """``(N, 3)`` mat texture of the background plane (grey-green by default)."""
     g = perlin_field(points[:, :2] / scale_len, 3.0, 3, 0.5, 2.0, seed=seed).astype(np.float64)
-    base = np.array([0.32, 0.34, 0.33])
-    return np.clip(base[None, :] * (1.0 + 0.15 * g[:, None] / 0.3), 0.0, 1.0)
+    base = np.asarray(colour, np.float64)
+    return np.clip(base[None, :] * (1.0 + contrast * g[:, None] / 0.3), 0.0, 1.0)
 
 
 def to_uint8(rgb: np.ndarray, rng: np.random.Generator, noise_sigma: float) -> np.ndarray:
@@ -103,4 +113,5 @@ def to_uint8(rgb: np.ndarray, rng: np.random.Generator, noise_sigma: float) -> n
     return np.clip(np.rint(srgb), 0, 255).astype(np.uint8)
 
 
-__all__ = ["MATERIALS", "PLANE", "Lighting", "albedo", "background_albedo", "shade", "to_uint8"]
+__all__ = ["MATERIALS", "MAT_COLOUR", "MAT_CONTRAST", "PLANE", "Lighting", "albedo",
+           "background_albedo", "shade", "to_uint8"]

@@ -1,0 +1,142 @@
+"""benchmarks/bench_conditions.py: aggregation and table on a hand-made case, detector
+selection, and a tiny quick run (one part, 64 px, btf) with its runs log and resume."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bc():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield importlib.import_module("bench_conditions")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def _m(i: float | None, p: float, fit: float = 10.0, ms: float = 100.0) -> dict:
+    return {"i_auroc": i, "p_auroc": p, "aupro": 0.5, "fit_s": fit, "infer_ms": ms}
+
+
+def _runs() -> list[dict]:
+    # "a": part g over seeds 0 and 1, part h over seed 0 (seed 1 failed); "b": g seed 0
+    return [
+        {"detector": "a", "part": "g", "seed": 0,
+         "metrics": {"standard": _m(0.9, 0.95), "strong": _m(0.7, 0.85, ms=120.0)}},
+        {"detector": "a", "part": "g", "seed": 1,
+         "metrics": {"standard": _m(1.0, 0.97, fit=12.0), "strong": _m(0.6, 0.93, fit=12.0)}},
+        {"detector": "a", "part": "h", "seed": 0,
+         "metrics": {"standard": _m(0.8, 0.9), "strong": _m(None, 0.9)}},
+        {"detector": "a", "part": "h", "seed": 1, "error": "Traceback\nValueError: boom"},
+        {"detector": "b", "part": "g", "seed": 0,
+         "metrics": {"standard": _m(0.5, 0.6), "strong": _m(0.55, 0.5)}},
+    ]
+
+
+def _row(rows, det, part, cond, metric):
+    found = [r for r in rows if r.get("detector") == det and r.get("part") == part
+             and r.get("conditions") == cond and r.get("metric") == metric]
+    assert len(found) == 1, (det, part, cond, metric, found)
+    return found[0]
+
+
+def test_aggregate_hand_made_case(bc):
+    rows = bc.aggregate(_runs())
+    assert _row(rows, "a", "g", "standard", "i_auroc")["value"] == pytest.approx(0.95)
+    assert _row(rows, "a", "g", "strong", "i_auroc")["value"] == pytest.approx(0.65)
+    drop = _row(rows, "a", "g", "drop", "i_auroc")  # per seed -0.2 and -0.4
+    assert drop["value"] == pytest.approx(-0.3)
+    assert drop["std"] == pytest.approx(math.sqrt(0.02))
+    assert drop["per_seed"] == {"0": pytest.approx(-0.2), "1": pytest.approx(-0.4)}
+    assert _row(rows, "a", "g", "standard", "fit_s")["value"] == pytest.approx(11.0)
+    assert _row(rows, "a", "g", "strong", "infer_ms")["unit"] == "ms/sample"
+    assert not [r for r in rows if r.get("conditions") == "drop" and r["metric"] == "fit_s"]
+    # part h: the strong I-AUROC is undefined, so is its drop; the failed seed counts nothing
+    assert _row(rows, "a", "h", "drop", "i_auroc")["value"] is None
+    assert _row(rows, "a", "h", "standard", "i_auroc")["n"] == 1
+    # mean over parts: mean of the per-part means; an undefined part does not count
+    mean = _row(rows, "a", "mean", "drop", "i_auroc")
+    assert mean["value"] == pytest.approx(-0.3) and mean["n"] == 1
+    p = _row(rows, "a", "mean", "drop", "p_auroc")  # g: -0.1, -0.04 -> -0.07; h: 0
+    assert p["value"] == pytest.approx(-0.035)
+    assert p["per_part"] == {"g": pytest.approx(-0.07), "h": pytest.approx(0.0)}
+    assert _row(rows, "b", "mean", "drop", "i_auroc")["value"] == pytest.approx(0.05)
+    err = [r for r in rows if r.get("error")]
+    assert len(err) == 1 and (err[0]["part"], err[0]["seed"]) == ("h", 1)
+    for r in rows:  # the runner's columns
+        assert {"benchmark", "case", "value", "unit", "reference", "ratio"} <= set(r)
+
+
+def test_table(bc, tmp_path, capsys):
+    rows = bc.aggregate(_runs())
+    table = bc.render_table(rows)
+    lines = table.splitlines()
+    assert lines[0].startswith("| detector | I-AUROC std | I-AUROC strong | I-AUROC drop |")
+    a = [c.strip() for c in next(x for x in lines if x.startswith("| a |")).strip("|").split("|")]
+    # I-AUROC: standard mean of g (0.95) and h (0.8); strong: g only; drop: g only
+    assert a[1:4] == ["0.875", "0.650", "-0.300"]
+    assert a[6] == "-0.035" and a[10] == "10.5" and a[11] == "100" and a[12] == "105"
+    assert "| I-AUROC drop | g | h |" in table
+    assert "| a | -0.300 | - |" in table and "| b | +0.050 | - |" in table
+    assert "error: a on h seed 1: ValueError: boom" in table
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"rows": rows + [{"benchmark": "other", "case": "x"}]}))
+    assert bc.main(["--table", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == table
+
+
+def test_detector_selection(bc, monkeypatch):
+    from pcad.detectors import list_detectors
+
+    monkeypatch.delenv("PCAD_BENCH_DETECTORS", raising=False)
+    names = list_detectors()
+    chosen = bc.selected_detectors()
+    assert chosen[:5] == ["btf", "patchcore-rgb", "synthsup", "pbas", "prototypes-ot"]
+    assert set(chosen[5:]) == {n for n in bc.OPTIONAL_DETECTORS if n in names}
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "pbas, btf")
+    assert bc.selected_detectors() == ["pbas", "btf"]
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf,nope")
+    with pytest.raises(ValueError, match="nope"):
+        bc.selected_detectors()
+
+
+def test_quick_run_logs_and_resumes(bc, tmp_path, monkeypatch):
+    monkeypatch.setattr(bc, "QUICK", {"train": 3, "validation": 1, "test_good": 2,
+                                      "test_defect": 1, "size": (64, 64)})
+    monkeypatch.setattr(bc, "PARTS", ("plate",))
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf")
+    monkeypatch.delenv("PCAD_BENCH_SEEDS", raising=False)
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("PCAD_BENCH_RUNS", str(log))
+    rows = bc.run(quick=True)
+    assert not [r for r in rows if r.get("error")], rows
+    for key in ("i_auroc", "p_auroc", "aupro"):
+        std = _row(rows, "btf", "plate", "standard", key)["value"]
+        strong = _row(rows, "btf", "plate", "strong", key)["value"]
+        assert 0.0 <= std <= 1.0 and 0.0 <= strong <= 1.0
+        assert _row(rows, "btf", "plate", "drop", key)["value"] == pytest.approx(strong - std)
+    assert _row(rows, "btf", "plate", "standard", "fit_s")["value"] > 0
+    assert _row(rows, "btf", "plate", "strong", "infer_ms")["value"] > 0
+    setting = next(r for r in rows if r.get("case") == "setting")
+    assert setting["parts"] == ["plate"] and setting["seeds"] == [0]
+    logged = bc.load_runs(log)
+    assert [(r["detector"], r["part"], r["seed"]) for r in logged] == [("btf", "plate", 0)]
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a seed whose runs are all logged was rendered again")
+
+    monkeypatch.setattr(bc, "render", no_rendering)
+    again = bc.run(quick=True)
+    assert _row(again, "btf", "plate", "drop", "i_auroc")["value"] == \
+        _row(rows, "btf", "plate", "drop", "i_auroc")["value"]
