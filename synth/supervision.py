@@ -7,8 +7,10 @@ detectors (``synthsup``).
 user can pass one to ``fit(samples, defect_source=...)``.
 
 Defect types (``DEFECT_TYPES``, in drawing order; every name is in the defect registry,
-:func:`synth.defects.list_defects`, where ``texture`` and ``colour`` are registered by this
-module with ``kind="appearance"`` and ``made_by="source"``):
+:func:`synth.defects.list_defects`, where the RGB types are registered by this module with
+``kind="appearance"`` and ``made_by="source"``). A source without ``types`` draws from
+``DEFAULT_TYPES`` (every type: each RGB addition raised synthsup's I-AUROC on the procedural
+parts, with xyz and RGB-only, benchmarks/bench_synthsup_ablation.py):
 
 - **geometric** ``bump``, ``dent``, ``crack``, ``hole``, ``perlin``: :func:`synth.apply_to_scan`
   on the part's foreground (measured pixels off the background plane, the same set as
@@ -42,9 +44,23 @@ module with ``kind="appearance"`` and ``made_by="source"``):
   hue rotation about the grey axis by 30-180 degrees, then a tint towards a random colour
   (15-40 %), so that even a grey part changes visibly.
 
+  ``graft``: the texture blend with a crop (same augmentation) of *another good image of the
+  category* (the pool given by ``texture_images`` / :meth:`DefectSource.set_texture_images`;
+  ``synthsup`` hands over its training images; an image equal to the sample is skipped; with
+  no pool, a crop of the sample itself): DRAEM's DTD textures, offline.
+
+  ``scratch`` (:func:`scratch_mask`): 1-3 thin quadratic Bezier strokes (length 15-50 % of the
+  shorter side, width 1-4 pixels at 224, scaled above), starting on the foreground, pulled
+  (weight 0.6-0.95) towards a dark (0-0.2) or a bright (0.8-1) grey; the mask is the stroke
+  pixels that changed.
+
+  ``blur``: a Gaussian blur (sigma 1.5-4 pixels at 224, scaled above) inside the Perlin mask;
+  the mask keeps the pixels whose value changed by at least ``BLUR_MIN_CHANGE`` grey levels (a
+  blur of a flat area is no defect).
+
   RGB types leave xyz unchanged (the mask is not restricted when the cloud has fewer than
   ``MIN_FOREGROUND`` foreground pixels); they need RGB, geometric types need xyz: a sample gets
-  a type its modalities allow (RGB-only data gets ``texture`` / ``colour`` only).
+  a type its modalities allow (RGB-only data gets the RGB types only).
 
 Rules:
 
@@ -61,11 +77,11 @@ Rules:
 
 Example:
     >>> import numpy as np
-    >>> from synth.supervision import DefectSource
+    >>> from synth.supervision import RGB_TYPES, DefectSource
     >>> src = DefectSource(holdout=("crack",))
     >>> rgb = np.full((64, 64, 3), 128, np.uint8)
     >>> a = src(rgb, None, np.random.default_rng(0))
-    >>> a.defect in ("texture", "colour"), a.mask.shape, bool(a.mask.any())
+    >>> a.defect in RGB_TYPES, a.mask.shape, bool(a.mask.any())
     (True, (64, 64), True)
 """
 
@@ -86,8 +102,11 @@ from synth.defects.base import defect_info, list_defects, register_defect
 #: the source's types in drawing order (a draw indexes this order): the registry's geometric
 #: types, then the appearance types registered below with ``made_by="source"``
 GEOMETRIC_TYPES = ("bump", "dent", "crack", "hole", "perlin")
-RGB_TYPES = ("texture", "colour")
+RGB_TYPES = ("texture", "colour", "graft", "scratch", "blur")
 DEFECT_TYPES = GEOMETRIC_TYPES + RGB_TYPES
+#: the types a source draws from when ``types`` is not given (chosen on the built-in
+#: procedural parts, benchmarks/bench_synthsup_ablation.py)
+DEFAULT_TYPES = DEFECT_TYPES
 TEXTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: per-call ranges of the geometric defects' sizes, fractions of the part's bbox diagonal
 #: (pcad's synthetic datasets draw from similar ranges, synth.dataset.config)
@@ -100,6 +119,8 @@ DEFAULT_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 }
 #: smallest foreground (pixels) on which geometric defects are made
 MIN_FOREGROUND = 50
+#: smallest change (grey levels, any channel) of a ``blur`` pixel in the mask
+BLUR_MIN_CHANGE = 4
 
 
 @dataclass
@@ -199,6 +220,15 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
+@register_defect("blur", kind="appearance", made_by="source",
+                 description="local Gaussian blur inside a Perlin mask (the mask keeps the "
+                 "pixels the blur visibly changes)")
+@register_defect("scratch", kind="appearance", made_by="source",
+                 description="thin cut/scratch-like strokes (Bezier curves 1-4 px wide), darker "
+                 "or brighter")
+@register_defect("graft", kind="appearance", made_by="source",
+                 description="DRAEM texture blend of a crop of another good image of the "
+                 "category inside a Perlin mask")
 @register_defect("colour", kind="appearance", made_by="source",
                  description="DRAEM-style colour change inside a Perlin mask (brightness gain, "
                  "hue rotation, tint)")
@@ -209,7 +239,7 @@ class DefectSource:
     """Callable defect generator (module docstring).
 
     Args:
-        types: defect types to draw from (default every type in :data:`DEFECT_TYPES`).
+        types: defect types to draw from (default :data:`DEFAULT_TYPES`).
         holdout: types kept out (never attempted); reported separately by ``pcad eval``.
         textures: folder of texture images (``.png`` / ``.jpg``, searched recursively) for
             ``texture``; None for procedural textures.
@@ -222,19 +252,22 @@ class DefectSource:
         max_tries: draws before giving up on a sample.
         min_pixels: smallest accepted mask.
         seed: seed of the generator used when a call passes no ``rng``.
+        texture_images: good ``(H, W, 3) uint8`` images for ``graft`` (None: crops of the
+            sample itself until :meth:`set_texture_images` sets a pool).
 
     Call: ``source(rgb, xyz, rng=None) -> SyntheticAnomaly`` with ``rgb (H, W, 3) uint8`` or
     None and ``xyz (H, W, 3) float32`` or None (at least one; same ``H, W``).
     """
 
-    def __init__(self, types: Any = DEFECT_TYPES, holdout: Any = (), textures: Any = None,
+    def __init__(self, types: Any = DEFAULT_TYPES, holdout: Any = (), textures: Any = None,
                  ranges: dict[str, dict[str, Any]] | None = None,
                  perlin_exponents: tuple[int, int] = (0, 4), threshold: float = 0.5,
                  blend: tuple[float, float] = (0.0, 0.8), shade: bool = True,
-                 max_tries: int = 20, min_pixels: int = 4, seed: int = 0) -> None:
+                 max_tries: int = 20, min_pixels: int = 4, seed: int = 0,
+                 texture_images: Any = None) -> None:
         from synth.defects import create_defect
 
-        self.types = _names(DEFECT_TYPES if types is None else types, "types")
+        self.types = _names(DEFAULT_TYPES if types is None else types, "types")
         if not self.types:
             raise InvalidInputError("types: no defect type given")
         self.holdout = _names(holdout, "holdout")
@@ -268,6 +301,8 @@ class DefectSource:
         self.textures = None if textures is None else str(textures)
         self.texture_files = self._texture_files()
         self._texture_cache: dict[str, np.ndarray] = {}
+        self.texture_images: list[np.ndarray] = []
+        self.set_texture_images(texture_images)
         self._rng = np.random.default_rng(self.seed)
         self.attempts: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -298,7 +333,8 @@ class DefectSource:
                 "n_textures": len(self.texture_files),
                 "ranges": {k: {p: list(r) for p, r in v.items()} for k, v in self.ranges.items()},
                 "perlin_exponents": list(self.perlin_exponents), "threshold": self.threshold,
-                "blend": list(self.blend), "shade": self.shade}
+                "blend": list(self.blend), "shade": self.shade,
+                "n_texture_images": len(self.texture_images)}
 
     # --- the call -------------------------------------------------------------------------
 
@@ -410,12 +446,22 @@ class DefectSource:
     def _rgb(self, name: str, rgb: np.ndarray, xyz: np.ndarray | None, fg: np.ndarray | None,
              rng: np.random.Generator) -> SyntheticAnomaly:
         h, w = rgb.shape[:2]
+        fg = fg if fg is not None and int(fg.sum()) >= MIN_FOREGROUND else None
+        if name == "scratch":
+            return self._scratch(rgb, xyz, fg, rng)
         mask = perlin_mask((h, w), rng, self.perlin_exponents, self.threshold)
-        if fg is not None and int(fg.sum()) >= MIN_FOREGROUND:
+        if fg is not None:
             mask &= fg
         img = rgb.astype(np.float64) / 255.0
-        if name == "texture":
-            tex, info = self._texture((h, w), rng)
+        if name == "blur":
+            return self._blur(rgb, xyz, mask, rng)
+        if name in ("texture", "graft"):
+            if name == "texture":
+                tex, info = self._texture((h, w), rng)
+            else:
+                src, j = self._graft_source(rgb, rng)
+                tex, info = crop_texture(src, (h, w), rng)
+                info["image"] = j
             beta = float(rng.uniform(*self.blend))
             new = (1.0 - beta) * tex + beta * img
             info["blend"] = beta
@@ -431,6 +477,43 @@ class DefectSource:
         out[mask] = _to_uint8(new[mask])
         return SyntheticAnomaly(out, None if xyz is None else xyz.copy(), mask, name, info)
 
+    @staticmethod
+    def _scratch(rgb: np.ndarray, xyz: np.ndarray | None, fg: np.ndarray | None,
+                 rng: np.random.Generator) -> SyntheticAnomaly:
+        """Thin strokes (:func:`scratch_mask`) pulled towards a dark or a bright grey."""
+        mask, info = scratch_mask(rgb.shape[:2], rng, fg)
+        if fg is not None:
+            mask &= fg
+        dark = bool(rng.random() < 0.5)
+        level = rng.uniform(0.0, 0.2) if dark else rng.uniform(0.8, 1.0)
+        alpha = float(rng.uniform(0.6, 0.95))
+        img = rgb.astype(np.float64) / 255.0
+        new = (1 - alpha) * img + alpha * level
+        out = rgb.copy()
+        out[mask] = _to_uint8(new[mask])
+        mask = mask & (out != rgb).any(axis=-1)  # a stroke on a pixel of its own colour
+        info.update({"dark": dark, "level": float(level), "weight": alpha})
+        return SyntheticAnomaly(out, None if xyz is None else xyz.copy(), mask, "scratch",
+                                info)
+
+    @staticmethod
+    def _blur(rgb: np.ndarray, xyz: np.ndarray | None, mask: np.ndarray,
+              rng: np.random.Generator) -> SyntheticAnomaly:
+        """Gaussian blur (sigma 1.5-4 pixels at 224) inside ``mask``; the mask keeps the pixels
+        whose value changes by at least ``BLUR_MIN_CHANGE`` grey levels (a blur of a flat
+        area changes nothing)."""
+        from scipy.ndimage import gaussian_filter
+
+        sigma = float(rng.uniform(1.5, 4.0) * _pixel_scale(rgb.shape[:2]))
+        img = rgb.astype(np.float64)
+        blurred = np.clip(np.round(gaussian_filter(img, (sigma, sigma, 0))), 0, 255)
+        changed = np.abs(blurred - img).max(axis=-1) >= BLUR_MIN_CHANGE
+        mask = mask & changed
+        out = rgb.copy()
+        out[mask] = blurred[mask].astype(np.uint8)
+        return SyntheticAnomaly(out, None if xyz is None else xyz.copy(), mask, "blur",
+                                {"sigma": sigma})
+
     def _texture(self, shape: tuple[int, int], rng: np.random.Generator
                  ) -> tuple[np.ndarray, dict[str, Any]]:
         if not self.texture_files:
@@ -442,15 +525,108 @@ class DefectSource:
         if key not in self._texture_cache:
             with Image.open(path) as im:
                 self._texture_cache[key] = np.asarray(im.convert("RGB"))
-        src = self._texture_cache[key]
-        th, tw = src.shape[:2]
-        side = max(1, int(round(min(th, tw) * rng.uniform(0.3, 1.0))))
-        y0, x0 = int(rng.integers(th - side + 1)), int(rng.integers(tw - side + 1))
-        crop = np.rot90(src[y0:y0 + side, x0:x0 + side], k=int(rng.integers(4)))
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        resized = Image.fromarray(np.ascontiguousarray(crop)).resize(
-            (shape[1], shape[0]), Image.Resampling.BILINEAR)
-        gamma = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-        tex = (np.asarray(resized, dtype=np.float64) / 255.0) ** gamma
-        return tex, {"texture": path.name, "gamma": gamma}
+        tex, info = crop_texture(self._texture_cache[key], shape, rng)
+        return tex, {"texture": path.name, **info}
+
+    def set_texture_images(self, images: Any) -> None:
+        """The pool of ``graft``: good ``(H, W, 3) uint8`` images of the category (``synthsup``
+        hands its training images over before making variants); None or empty: each sample
+        grafts crops of itself."""
+        pool = []
+        for im in images or ():
+            a = np.asarray(im)
+            if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+                raise InvalidInputError(f"texture images: expected (H, W, 3) uint8, got "
+                                        f"{a.dtype} {a.shape}")
+            pool.append(a)
+        self.texture_images = pool
+
+    def _graft_source(self, rgb: np.ndarray, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, int]:
+        """Another image of the pool than ``rgb`` (index, -1: ``rgb`` itself)."""
+        n = len(self.texture_images)
+        if n == 0:
+            return rgb, -1
+        j = int(rng.integers(n))
+        if n > 1 and self.texture_images[j].shape == rgb.shape and \
+                np.array_equal(self.texture_images[j], rgb):
+            j = (j + 1 + int(rng.integers(n - 1))) % n
+        return self.texture_images[j], j
+
+
+def crop_texture(src: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """DRAEM's texture augmentation of ``src (h, w, 3) uint8``: a random square crop (30-100 %
+    of the shorter side), rotated by a multiple of 90 degrees, flipped or not, resized
+    (bilinear) to ``shape`` and gamma'd (``[0.5, 2]``, log-uniform); ``(H, W, 3) float64`` in
+    ``[0, 1]`` and the JSON-ready draw.
+
+    Example:
+        >>> import numpy as np
+        >>> tex, info = crop_texture(np.zeros((20, 30, 3), np.uint8), (8, 9),
+        ...                          np.random.default_rng(0))
+        >>> tex.shape, sorted(info)
+        ((8, 9, 3), ['gamma'])
+    """
+    from PIL import Image
+
+    th, tw = src.shape[:2]
+    side = max(1, int(round(min(th, tw) * rng.uniform(0.3, 1.0))))
+    y0, x0 = int(rng.integers(th - side + 1)), int(rng.integers(tw - side + 1))
+    crop = np.rot90(src[y0:y0 + side, x0:x0 + side], k=int(rng.integers(4)))
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    resized = Image.fromarray(np.ascontiguousarray(crop)).resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR)
+    gamma = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    tex = (np.asarray(resized, dtype=np.float64) / 255.0) ** gamma
+    return tex, {"gamma": gamma}
+
+
+def _pixel_scale(shape: tuple[int, int]) -> float:
+    """Pixel sizes of ``scratch`` and ``blur`` are given at 224 pixels (the detectors' input)
+    and scaled with the shorter side above it."""
+    return max(1.0, min(shape) / 224.0)
+
+
+def scratch_mask(shape: tuple[int, int], rng: np.random.Generator,
+                 foreground: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(H, W) bool`` mask of 1-3 thin strokes (quadratic Bezier curves, length 15-50 % of the
+    shorter side, bend up to 30 % of the length, width 1-4 pixels at 224 pixels), starting on
+    ``foreground`` when given, and the draw.
+
+    Example:
+        >>> import numpy as np
+        >>> m, info = scratch_mask((64, 64), np.random.default_rng(0))
+        >>> m.shape, bool(m.any()), bool(0 < m.mean() < 0.2)
+        ((64, 64), True, True)
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = shape
+    scale = _pixel_scale(shape)
+    out = np.zeros(shape, bool)
+    strokes = []
+    starts = None if foreground is None else np.argwhere(foreground)
+    for _ in range(int(rng.integers(1, 4))):
+        if starts is not None and len(starts):
+            p0 = starts[int(rng.integers(len(starts)))][::-1].astype(np.float64)
+        else:
+            p0 = rng.uniform(0, 1, 2) * (w - 1, h - 1)
+        length = rng.uniform(0.15, 0.5) * min(h, w)
+        theta = rng.uniform(0, 2 * np.pi)
+        d = np.array([np.cos(theta), np.sin(theta)])
+        p2 = p0 + length * d
+        p1 = 0.5 * (p0 + p2) + rng.uniform(-0.3, 0.3) * length * np.array([-d[1], d[0]])
+        width = float(rng.uniform(1.0, 4.0) * scale)
+        t = np.linspace(0.0, 1.0, int(4 * length) + 2)[:, None]
+        pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+        ij = np.round(pts[:, ::-1]).astype(int)
+        ij = ij[(ij[:, 0] >= 0) & (ij[:, 0] < h) & (ij[:, 1] >= 0) & (ij[:, 1] < w)]
+        line = np.zeros(shape, bool)
+        line[ij[:, 0], ij[:, 1]] = True
+        if line.any():
+            out |= distance_transform_edt(~line) <= 0.5 * (width - 1.0) + 1e-9
+        strokes.append({"start": p0.tolist(), "end": p2.tolist(), "control": p1.tolist(),
+                        "width": width})
+    return out, {"strokes": strokes}

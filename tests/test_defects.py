@@ -44,9 +44,11 @@ def check_gt(result) -> None:
 
 def test_registry_lists_every_type():
     assert DEFECTS == ["bump", "crack", "dent", "hole", "perlin"]
-    assert list_defects(kind="appearance") == ["colour", "contamination", "texture"]
+    assert list_defects(kind="appearance") == ["blur", "colour", "contamination", "graft",
+                                               "scratch", "texture"]
     assert list_defects(kind="composite") == ["combined"]
-    assert list_defects() == sorted(DEFECTS + ["colour", "contamination", "texture", "combined"])
+    assert list_defects() == sorted(DEFECTS + ["colour", "contamination", "texture", "combined",
+                                               "graft", "scratch", "blur"])
     assert list_defects(made_by="render") == ["combined", "contamination"]
     assert list_defects("c*", kind="appearance") == ["colour", "contamination"]
     assert all(issubclass(defect_info(n).obj, Defect) for n in DEFECTS)

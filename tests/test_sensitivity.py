@@ -163,7 +163,7 @@ def test_check_strengths() -> None:
     (["--strengths", "0.01", "0.02", "0.01"], "given twice"),
     (["--strengths", "0.01", "--defects", "hole"], "no strength parameter"),
     (["--strengths", "0.01", "--defects", "dent", "hole"], "no strength parameter"),
-    (["--strengths", "0.01", "--defects", "scratch"], "unknown defect"),
+    (["--strengths", "0.01", "--defects", "smudge"], "unknown defect"),
     (["--strengths", "0.01", "--n-per-defect", "0"], "n-per-defect"),
     (["--strengths", "0.01", "--category", "gear"], "not in"),
     (["--strengths", "0.01", "--image-size", "60"], "multiple of 8"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pcad.cli.main import EXIT_ERROR, main
@@ -23,6 +24,7 @@ from pcad.engine import evaluate_run, train
 from pcad.errors import InvalidInputError, PcadError
 from pcad.features import point_mask
 from synth.supervision import (
+    DEFAULT_TYPES,
     DEFECT_TYPES,
     GEOMETRIC_TYPES,
     RGB_TYPES,
@@ -180,7 +182,7 @@ def test_modalities_decide_the_types(good):
 
 
 @pytest.mark.parametrize(("kw", "words"), [
-    ({"types": ("scratch",)}, ["'scratch'", "bump", "colour"]),
+    ({"types": ("smudge",)}, ["'smudge'", "bump", "colour", "scratch"]),
     ({"holdout": ("crak",)}, ["'crak'", "crack"]),
     ({"holdout": DEFECT_TYPES}, ["every defect type"]),
     ({"types": ("dent",), "holdout": ("dent",)}, ["every defect type"]),
@@ -219,6 +221,58 @@ def test_perlin_mask_shapes():
     assert np.array_equal(m, perlin_mask((30, 50), np.random.default_rng(0)))
     masks = [perlin_mask((64, 64), np.random.default_rng(s)) for s in range(20)]
     assert sum(m.any() for m in masks) >= 10
+
+
+@pytest.mark.parametrize("kind", ["graft", "scratch", "blur"])
+def test_new_appearance_types_masks_and_determinism(good, kind):
+    """graft / scratch / blur change RGB only inside their mask (scratch and blur: exactly the
+    mask), never xyz, and the same rng state gives the same bytes."""
+    src = DefectSource(types=(kind,))
+    for seed in range(3):
+        a = src(good.rgb, good.xyz, np.random.default_rng(seed))
+        b = DefectSource(types=(kind,))(good.rgb, good.xyz, np.random.default_rng(seed))
+        assert a.defect == kind and _same(a, b)
+        changed = (a.rgb != good.rgb).any(axis=-1)
+        assert not (changed & ~a.mask).any() and np.array_equal(a.xyz, good.xyz)
+        if kind in ("scratch", "blur"):
+            assert np.array_equal(changed, a.mask)
+        else:
+            assert changed.sum() >= 0.5 * a.mask.sum()
+    assert kind in DEFAULT_TYPES and kind in RGB_TYPES
+
+
+def test_scratch_is_thin_and_small(good):
+    from scipy.ndimage import binary_erosion
+
+    src = DefectSource(types=("scratch",))
+    for seed in range(6):
+        m = src(good.rgb, None, np.random.default_rng(seed)).mask
+        assert 0 < m.mean() < 0.06  # a few strokes of at most 4 pixels
+        # 4 pixels wide at most: two 3x3 erosions leave (almost) nothing
+        assert binary_erosion(m, np.ones((3, 3), bool), iterations=2).sum() <= 0.05 * m.sum()
+        ys, xs = np.nonzero(m)  # elongated: spans far more than its width
+        assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 8 * m.sum() / (max(np.ptp(ys), np.ptp(xs)) + 1) \
+            / 4
+
+
+def test_blur_of_a_flat_image_is_no_defect():
+    flat = np.full((48, 48, 3), 90, np.uint8)  # a blur changes nothing: no mask, no defect
+    with pytest.raises(InvalidInputError, match="no defect"):
+        DefectSource(types=("blur",), max_tries=3)(flat, None, np.random.default_rng(0))
+    a = DefectSource(types=("colour",))(flat, None, np.random.default_rng(0))
+    assert a.mask.any()
+
+
+def test_graft_takes_another_image_of_the_pool(good):
+    other = np.ascontiguousarray(good.rgb[::-1, ::-1])
+    src = DefectSource(types=("graft",), texture_images=[good.rgb, other])
+    for seed in range(8):
+        assert src(good.rgb, good.xyz, np.random.default_rng(seed)).params["image"] == 1
+    src.set_texture_images(None)  # no pool: crops of the sample itself
+    assert src(good.rgb, good.xyz, np.random.default_rng(0)).params["image"] == -1
+    assert src.describe()["n_texture_images"] == 0
+    with pytest.raises(InvalidInputError, match="uint8"):
+        src.set_texture_images([good.xyz])
 
 
 # ---------------------------------------------------------------------------- synthsup
@@ -273,7 +327,7 @@ def test_held_out_type_never_requested_and_fit_deterministic(data):
         det = create_detector("synthsup", **cfg)
         rec = Recording(DefectSource(**det.defect_source_options()))
         det.fit(samples, defect_source=rec)
-        assert rec.calls == 2 * 4
+        assert rec.calls == 2 * (4 + 1)  # and one validation anomaly per sample
         assert "crack" not in rec.made and rec.source.attempts["crack"] == 0
         assert det.defect_counts["crack"] == 0
         assert sum(det.defect_counts.values()) == 8
@@ -392,7 +446,103 @@ def test_cli_holdout_refused_for_other_detectors(data, tmp_path, capsys):
 def test_cli_unknown_holdout_type(data, tmp_path, capsys):
     status, out, err = cli(capsys, "train", "--data", data, "--category", CATEGORY,
                            "--detector", "synthsup", "--out", tmp_path / "run",
-                           "--holdout-defects", "scratch", "--quiet")
+                           "--holdout-defects", "smudge", "--quiet")
     assert status == EXIT_ERROR and out == ""
-    assert "'scratch'" in err and "crack" in err
+    assert "'smudge'" in err and "crack" in err
     assert not (tmp_path / "run" / "detector.json").exists()
+
+
+def _toy_features(n: int, seed: int, grid: tuple[int, int] = (8, 8), size: int = 64):
+    """``n`` toy feature grids (4 channels) and soft targets: odd items carry a square whose
+    channel 0 is raised (anomalous), even items are clean."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(0, 1, (n, 4, *grid)).astype(np.float32)
+    targets = np.zeros((n, size, size), np.uint8)
+    for i in range(1, n, 2):
+        y, x = rng.integers(0, grid[0] - 2, 2)
+        feats[i, 0, y:y + 2, x:x + 2] += 3.0
+        s = size // grid[0]
+        targets[i, y * s:(y + 2) * s, x * s:(x + 2) * s] = 255
+    return feats, targets
+
+
+def test_image_head_trains_and_is_saved(good, tmp_path):
+    feats, targets = _toy_features(16, 0)
+    det = create_detector("synthsup", image_size=64, hidden=8, layers=1, epochs=40, lr=1e-2,
+                          image_score="max", mode="rgb")
+    det.fit_features(feats, targets)
+    assert det.image_head is not None and det.best_epoch is None and det.val_history == []
+    x = det._standardise(feats)
+    with torch.no_grad():
+        hidden = det.head[:-1](x)
+        p = torch.sigmoid(det.image_head(hidden, det.head[-1](hidden))).numpy()
+    assert p[1::2].min() > p[0::2].max()  # the image head separates the training labels
+    # on a real sample: saved, loaded, same scores; the image score is never below the map's
+    det2 = create_detector("synthsup", **{**FAST, "epochs": 2, "variants": 1},
+                           image_score="max")
+    det2.fit([good], defect_source=DefectSource(seed=0))
+    score, amap = det2.predict(good)
+    assert score >= foreground_max_of(det2, good, amap) - 1e-7
+    assert score >= det2.image_head_score(good) - 1e-7
+    det2.save(tmp_path / "run")
+    again = load_detector(tmp_path / "run")
+    assert again.image_head is not None and again.predict(good)[0] == score
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["state"]["best_epoch"] == det2.best_epoch >= 1
+    assert len(record["state"]["val_history"]) == len(det2.history)
+    with pytest.raises(InvalidInputError, match="image_head"):
+        create_detector("synthsup", image_head=False, image_score="max")
+    with pytest.raises(InvalidInputError, match="image_score"):
+        create_detector("synthsup", image_score="mean")
+    no_head = create_detector("synthsup", image_head=False, val_variants=0, mode="rgb",
+                              image_size=64, hidden=8, layers=1, epochs=2)
+    no_head.fit_features(feats, targets)
+    with pytest.raises(InvalidInputError, match="no image head"):
+        no_head.image_head_score(good)
+
+
+def foreground_max_of(det, sample, amap) -> float:
+    from pcad.detectors.patches import foreground_max
+
+    return foreground_max(amap, sample.xyz)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    """Validation on toy anomalies: the kept weights are those of the best validation pixel AP,
+    training stops ``patience`` epochs after it, and the segmentation head is the same with or
+    without the image head (it trains on detached features)."""
+    from pcad.detectors.synthsup import pixel_average_precision
+
+    feats, targets = _toy_features(16, 0)
+    vf, vt = _toy_features(6, 1)
+    vt = vt[:, ::-1].copy()  # validation masks partly off the anomalies: AP peaks early
+    cfg = {"image_size": 64, "hidden": 8, "layers": 1, "epochs": 30, "lr": 3e-2,
+           "mode": "rgb", "patience": 3}
+    det = create_detector("synthsup", **cfg).fit_features(feats, targets, val_feats=vf,
+                                                          val_targets=vt)
+    aps = [r["pixel_ap"] for r in det.val_history]
+    assert [r["epoch"] for r in det.val_history] == list(range(1, len(aps) + 1))
+    assert det.best_epoch == int(np.argmax(aps)) + 1
+    assert len(det.history) == len(aps) == min(30, det.best_epoch + 3) < 30  # stopped early
+    x = det._standardise(vf)
+    with torch.no_grad():
+        probs = torch.sigmoid(torch.nn.functional.interpolate(
+            det.head(x), size=(64, 64), mode="bilinear", align_corners=False)[:, 0])
+    assert pixel_average_precision(probs, torch.from_numpy(vt) > 127) == aps[det.best_epoch - 1]
+    # no patience: every epoch, the best one kept
+    full = create_detector("synthsup", **{**cfg, "patience": 0}).fit_features(
+        feats, targets, val_feats=vf, val_targets=vt)
+    assert len(full.history) == 30 and full.val_history[:len(aps)] == det.val_history
+    # the image head does not change the segmentation
+    plain = create_detector("synthsup", **{**cfg, "image_head": False}).fit_features(
+        feats, targets, val_feats=vf, val_targets=vt)
+    assert plain.val_history == det.val_history
+
+
+def test_pixel_average_precision_hand_case():
+    from pcad.detectors.synthsup import pixel_average_precision
+
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.1])
+    labels = torch.tensor([True, False, True, False])
+    assert pixel_average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(pixel_average_precision(scores, labels & False))

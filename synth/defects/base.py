@@ -16,7 +16,7 @@ entry has a ``kind`` info field:
   ``perlin``), made by :func:`create_defect` and applied by every generator;
 - ``"appearance"``: an RGB-only change, registered as its generator, with ``made_by`` naming
   it: ``"render"`` (``contamination``, :func:`synth.render.render_sample`, ``pcad
-  make-dataset``) or ``"source"`` (``texture``, ``colour``,
+  make-dataset``) or ``"source"`` (``texture``, ``colour``, ``graft``, ``scratch``, ``blur``,
   :class:`synth.supervision.DefectSource`, synthsup's training defects);
 - ``"composite"``: ``combined`` (a geometric defect plus contamination, ``made_by="render"``).
 
@@ -25,7 +25,7 @@ Example:
     >>> list_defects(kind="geometric")
     ['bump', 'crack', 'dent', 'hole', 'perlin']
     >>> list_defects(kind="appearance")
-    ['colour', 'contamination', 'texture']
+    ['blur', 'colour', 'contamination', 'graft', 'scratch', 'texture']
     >>> defect_info("texture").info["made_by"]
     'source'
     >>> create_defect("dent", radius=0.1).radius
