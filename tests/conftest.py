@@ -90,7 +90,10 @@ def tiny_dataset():
 #: the small training of each modality detector fitted on :func:`plate_bumps` (with
 #: ``modality="both"``, 64 px): what their quality floors were measured with
 PLATE_BUMPS_FIT: dict[str, dict] = {"vitad": {"epochs": 20}, "uniad": {"epochs": 20},
-                                    "pbas": {}, "prototypes-ot": {}}
+                                    "pbas": {}, "prototypes-ot": {},
+                                    "onenip": {"epochs": 20, "variants": 2},
+                                    "fader": {"epochs": 20},
+                                    "hetnet": {}}
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +124,14 @@ def plate_bumps_fit(plate_bumps):
         if name not in cache:
             det = create_detector(name, image_size=64, modality="both", device="cpu",
                                   **PLATE_BUMPS_FIT[name])
-            cache[name] = det.fit(list(open_split(plate_bumps, "plate", "train", det)))
+            train = list(open_split(plate_bumps, "plate", "train", det))
+            if det.needs_defect_source:  # onenip: pcad's synthesizer, as pcad train gives it
+                from synth.supervision import DefectSource
+
+                cache[name] = det.fit(train, defect_source=DefectSource(
+                    **det.defect_source_options()))
+            else:
+                cache[name] = det.fit(train)
         return cache[name]
 
     return fitted

@@ -232,7 +232,9 @@ SMALL = {"cfm": {"epochs": 2}, "m3dm": {"epochs": 1, "batch_size": 2, "fusion": 
                   "queue_samples": 1, "global_queue": 2},
          "synthsup": {"variants": 1, "epochs": 1, "hidden": 8, "layers": 2},
          "uniad": {"epochs": 2}, "vitad": {"epochs": 2}, "pbas": {"epochs": 2},
-         "prototypes-ot": {"iters": 2}}
+         "fader": {"epochs": 2},
+         "prototypes-ot": {"iters": 2}, "onenip": {"epochs": 2, "variants": 1},
+         "hetnet": {"epochs": 2}}
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])

@@ -1,5 +1,5 @@
 """What every detector on :mod:`pcad.detectors.tokens`' modality patches must do (vitad,
-uniad, pbas, prototypes-ot): documented options, maps, a quality floor on plate bumps,
+uniad, pbas, prototypes-ot, onenip): documented options, maps, a quality floor on plate bumps,
 byte-identical save/load, determinism, RGB-only samples, ``modality="auto"`` and, for the
 trained ones, ``--resume``. Each detector's own file tests what is its own."""
 
@@ -24,8 +24,9 @@ QUALITY_FLOOR = 0.85
 
 
 def _net(name: str):
-    return lambda det: det.decoder.state_dict() if name in ("vitad", "uniad") else (
-        det.net.state_dict() if name == "pbas" else det.state)
+    return lambda det: det.decoder.state_dict() if name in ("vitad", "uniad", "onenip",
+                                                                    "fader") else (
+        det.net.state_dict() if name in ("pbas", "hetnet") else det.state)
 
 
 #: per detector: a quick training (``quick``), the one the determinism test fits (``seed``),
@@ -38,15 +39,33 @@ SPECS = {
               "resume": {"epochs": 3, "jitter_prob": 0.5}, "other": "vitad"},
     "pbas": {"quick": {"epochs": 2}, "seed": {"epochs": 4}, "resume": {"epochs": 3},
              "other": "cfm"},
+    "fader": {"quick": {"epochs": 2}, "seed": {"epochs": 3}, "resume": {"epochs": 3},
+              "other": "uniad"},
     "prototypes-ot": {"quick": {"iters": 2}, "seed": {"iters": 4}, "resume": None,
                       "other": "cfm"},
+    "onenip": {"quick": {"epochs": 2, "variants": 1}, "seed": {"epochs": 3, "variants": 1},
+               "resume": {"epochs": 3, "variants": 1}, "other": "uniad"},
+    "hetnet": {"quick": {"epochs": 2}, "seed": {"epochs": 3}, "resume": {"epochs": 3},
+               "other": "pbas"},
 }
 NAMES = sorted(SPECS)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _fit(det, samples: list):
+    """``det.fit(samples)``; a detector trained on synthetic defects (onenip) gets pcad's
+    defect source, as ``pcad train`` gives it."""
+    if det.needs_defect_source:
+        from synth.supervision import DefectSource
+
+        return det.fit(samples, defect_source=DefectSource(**det.defect_source_options()))
+    return det.fit(samples)
+
+
 def _stats(det) -> dict:
+    if det.name == "hetnet":  # per teacher: the first (the RGB backbone's) has "mean0"
+        return {"mean": det.stats["mean0"]}
     return det.state if det.name == "prototypes-ot" else det.stats
 
 
@@ -117,7 +136,7 @@ def test_save_load_round_trip(name, plate_bumps_fit, plate_bumps_test, tmp_path)
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_bytes_other_seed_differs(name, train_samples):
     cfg = {"image_size": 64, "device": "cpu", **SPECS[name]["seed"]}
-    a, b, c = (create_detector(name, seed=seed, **cfg).fit(train_samples)
+    a, b, c = (_fit(create_detector(name, seed=seed, **cfg), train_samples)
                for seed in (0, 0, 1))
     state = _net(name)
     for k, v in state(a).items():
@@ -130,7 +149,7 @@ def test_same_seed_same_bytes_other_seed_differs(name, train_samples):
 @pytest.mark.parametrize("name", NAMES)
 def test_rgb_only_sample_and_missing_modality(name, plate_bumps_fit, train_samples):
     quick = {"image_size": 64, "device": "cpu", **SPECS[name]["quick"]}
-    rgb = create_detector(name, modality="rgb", **quick).fit(train_samples)
+    rgb = _fit(create_detector(name, modality="rgb", **quick), train_samples)
     sample = dataclasses.replace(train_samples[0], xyz=None)
     score, amap = rgb.predict(sample)  # no cloud: the whole map's maximum
     assert score == pytest.approx(float(amap.max()))
@@ -145,10 +164,10 @@ def test_auto_modality_follows_the_training_samples(name, train_samples):
     """``modality="auto"`` (the default) trains on both when the samples have clouds, on RGB
     alone when they do not, and records the choice."""
     quick = {"image_size": 64, "device": "cpu", **SPECS[name]["quick"]}
-    both = create_detector(name, **quick).fit(train_samples[:3])
+    both = _fit(create_detector(name, **quick), train_samples[:3])
     assert both.config["modality"] == "both"
     rgb_only = [dataclasses.replace(s, xyz=None) for s in train_samples[:3]]
-    rgb = create_detector(name, **quick).fit(rgb_only)
+    rgb = _fit(create_detector(name, **quick), rgb_only)
     assert rgb.config["modality"] == "rgb" and _stats(rgb)["mean"].numel() == 152
     score, amap = rgb.predict(rgb_only[0])
     assert score == pytest.approx(float(amap.max()))
@@ -159,7 +178,7 @@ def test_training_log_and_resume(name, train_samples, tmp_path, monkeypatch):
     cfg = {"image_size": 64, "device": "cpu", **SPECS[name]["resume"]}
     run = {"detector": name, "config": cfg}
     with training_session(tmp_path / "whole", run):
-        whole = create_detector(name, **cfg).fit(train_samples)
+        whole = _fit(create_detector(name, **cfg), train_samples)
     assert len((tmp_path / "whole" / "train_log.csv").read_text().splitlines()) == 4
     original = EpochLoop.end_epoch
 
@@ -171,9 +190,9 @@ def test_training_log_and_resume(name, train_samples, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(EpochLoop, "end_epoch", end_epoch)
         with pytest.raises(KeyboardInterrupt), training_session(tmp_path / "cut", run):
-            create_detector(name, **cfg).fit(train_samples)
+            _fit(create_detector(name, **cfg), train_samples)
     with training_session(tmp_path / "cut", run, resume=True):
-        resumed = create_detector(name, **cfg).fit(train_samples)
+        resumed = _fit(create_detector(name, **cfg), train_samples)
     assert resumed.history == whole.history
     state = _net(name)
     for k, v in state(whole).items():

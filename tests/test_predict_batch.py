@@ -35,6 +35,12 @@ CONFIGS: dict[str, list[dict]] = {
     "prototypes-ot": [{"iters": 2}, {"iters": 2, "modality": "xyz", "solver": "sinkhorn"}],
     "uniad": [{"epochs": 1}, {"epochs": 1, "modality": "xyz", "image_score": "max"}],
     "pbas": [{"epochs": 1}, {"epochs": 1, "modality": "rgb", "image_score": "max"}],
+    "fader": [{"epochs": 1}, {"epochs": 1, "modality": "xyz", "attenuate": False,
+                              "image_score": "max"}],
+    "onenip": [{"epochs": 1, "variants": 1}, {"epochs": 1, "variants": 1, "modality": "xyz",
+                "map": "refiner", "image_score": "max"}],
+    "hetnet": [{"epochs": 1}, {"epochs": 1, "modality": "xyz", "second_teacher": "none",
+                               "image_score": "max"}],
 }
 CASES = [(name, i) for name in sorted(CONFIGS) for i in range(len(CONFIGS[name]))]
 

@@ -35,6 +35,9 @@ from pcad.detectors import vitad  # noqa: F401
 from pcad.detectors import prototypes_ot  # noqa: F401  (prototypes-ot)
 from pcad.detectors import uniad  # noqa: F401
 from pcad.detectors import pbas  # noqa: F401
+from pcad.detectors import fader  # noqa: F401
+from pcad.detectors import hetnet  # noqa: F401
+from pcad.detectors import onenip  # noqa: F401
 # isort: on
 
 __all__ = ["Detector", "create_detector", "detector_info", "list_detectors", "load_detector",

@@ -9,7 +9,7 @@ Registering a name that another class holds raises, unless ``overwrite=True``.
 Example:
     >>> from pcad.detectors import create_detector, detector_info, list_detectors
     >>> list_detectors()  # doctest: +NORMALIZE_WHITESPACE
-    ['btf', 'cfm', 'fpfh', 'lsfa', 'm3dm', 'patchcore-rgb', 'pbas',
+    ['btf', 'cfm', 'fader', 'fpfh', 'hetnet', 'lsfa', 'm3dm', 'onenip', 'patchcore-rgb', 'pbas',
      'prototypes-ot', 'synthsup', 'uniad', 'vitad']
     >>> create_detector("patchcore-rgb", coreset_ratio=0.05).config["coreset_ratio"]
     0.05

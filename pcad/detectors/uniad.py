@@ -41,6 +41,13 @@ What pcad does (and where it departs from the paper):
   blurred (:func:`~pcad.detectors.base.upsample_map`); the image score is the map's maximum
   over the part (``image_score`` ``foreground-max``, the whole map without a cloud) or over
   the whole map (``max``). UniAD takes the maximum of the average-pooled map.
+- **FADeR plug-in** (``fader``, default false): :class:`~pcad.detectors.fader.FADeR`'s two
+  MLP layers gate each token of the encoder's output before the decoder reads it (a soft
+  mask towards zero on the memory of the cross-attention), trained as in ``fader``: a
+  fraction of the (jittered) training tokens is corrupted
+  (:func:`~pcad.detectors.fader.corrupt_tokens`) and the gates learn the attenuation
+  signals (BCE, weight 1) next to the MSE. FADeR's hidden width is ``dim // 2``. False
+  leaves the network, its training and its weights file as they were.
 - **torchrun**: not supported, as vitad (the token cache is not sharded over ranks).
 
 Example:
@@ -60,6 +67,14 @@ import torch
 from torch import nn
 
 from pcad.checks import check_int, check_positive
+from pcad.detectors.fader import (
+    CORRUPT_PROB,
+    CORRUPT_SCALE,
+    FADeR,
+    attenuation_loss,
+    check_flag,
+    corrupt_tokens,
+)
 from pcad.detectors.registry import register_detector
 from pcad.detectors.vitad import ViTADDetector
 from pcad.errors import InvalidInputError
@@ -160,6 +175,8 @@ class UniADTransformer(nn.Module):
         dim, depth, heads, mlp_ratio: width, layers of the encoder and of the decoder each,
             attention heads, MLP width as a multiple of ``dim``.
         neighbor_mask: ``k`` of the ``k x k`` neighbourhood a token ignores (0: none).
+        fader_hidden: > 0: a :class:`~pcad.detectors.fader.FADeR` of this hidden width gates
+            the encoder's output tokens before the decoder (0: none).
 
     Example:
         >>> import torch
@@ -169,7 +186,8 @@ class UniADTransformer(nn.Module):
     """
 
     def __init__(self, level_dims: Sequence[int], grid: tuple[int, int], dim: int, depth: int,
-                 heads: int, mlp_ratio: float = 4.0, neighbor_mask: int = 3) -> None:
+                 heads: int, mlp_ratio: float = 4.0, neighbor_mask: int = 3,
+                 fader_hidden: int = 0) -> None:
         super().__init__()
         self.level_dims = tuple(int(d) for d in level_dims)
         width, n = sum(self.level_dims), grid[0] * grid[1]
@@ -182,15 +200,24 @@ class UniADTransformer(nn.Module):
         self.output_proj = nn.Linear(dim, width)
         self.register_buffer("mask", neighbour_mask(grid, neighbor_mask), persistent=False)
         self.use_mask = neighbor_mask > 0
+        if fader_hidden > 0:  # only then: without it the state dict is as it was
+            self.fader = FADeR(dim, fader_hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(reconstruction (B, n, C), FADeR's gates (B, n) or None)``."""
         mask = self.mask if self.use_mask else None
         h = self.input_proj(x)
         for layer in self.encoder:
             h = layer(h, self.pos, mask)
+        gate = None
+        if hasattr(self, "fader"):
+            h, gate = self.fader(h)
         for layer in self.decoder:
             h = layer(h, self.pos, mask)
-        return self.output_proj(h)
+        return self.output_proj(h), gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)[0]
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, n)``: the L2 norm of each token's reconstruction error."""
@@ -222,7 +249,7 @@ class UniADDetector(ViTADDetector):
     supports_distributed = False
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "jitter_scale": 20.0,
-                "jitter_prob": 1.0, "epochs": 40, "lr": 1e-3, "batch_size": 8,
+                "jitter_prob": 1.0, "fader": False, "epochs": 40, "lr": 1e-3, "batch_size": 8,
                 "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0, "sigma": 4.0,
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
@@ -238,6 +265,8 @@ class UniADDetector(ViTADDetector):
         "jitter_scale": "training noise per token: N(0, 1) * |token| / channels * this "
                         "(UniAD's 20; 0: none)",
         "jitter_prob": "probability that a training batch is jittered",
+        "fader": "true: FADeR's two attenuation MLP layers (pcad.detectors.fader) gate the "
+                 "encoder's tokens before the decoder",
     }
 
     def __init__(self, **config: Any) -> None:
@@ -251,6 +280,7 @@ class UniADDetector(ViTADDetector):
         c["jitter_prob"] = check_positive(c["jitter_prob"], "jitter_prob", allow_zero=True)
         if c["jitter_prob"] > 1:
             raise InvalidInputError(f"jitter_prob: must be in [0, 1], got {c['jitter_prob']:g}")
+        c["fader"] = check_flag(c["fader"], "fader")
         self.decoder: UniADTransformer | None = None
 
     @property
@@ -266,7 +296,8 @@ class UniADDetector(ViTADDetector):
     def _network(self, levels: Sequence[int]) -> UniADTransformer:
         c = self.config
         return UniADTransformer(levels, self.token_grid, c["dim"], c["depth"], c["heads"],
-                                c["mlp_ratio"], self.mask_size)
+                                c["mlp_ratio"], self.mask_size,
+                                c["dim"] // 2 if c["fader"] else 0)
 
     def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
                    progress: bool = False) -> UniADDetector:
@@ -300,7 +331,11 @@ class UniADDetector(ViTADDetector):
             draw = float(torch.rand((), generator=noise))
             if c["jitter_scale"] > 0 and draw < c["jitter_prob"]:
                 inp = jitter(target, c["jitter_scale"], noise)
-            return ((model(inp) - target) ** 2).mean()
+            if not c["fader"]:
+                return ((model(inp) - target) ** 2).mean()
+            inp, signal = corrupt_tokens(inp, CORRUPT_PROB, CORRUPT_SCALE, noise)
+            rec, gate = getattr(model, "module", model).reconstruct(inp)
+            return ((rec - target) ** 2).mean() + attenuation_loss(gate, signal)
 
         self.history = run_training(
             self.decoder, n_img, step_loss, epochs=c["epochs"], batch_size=c["batch_size"],

@@ -1,0 +1,145 @@
+"""``onenip``: what is OneNIP's own (the shared behaviour is in test_modality_detectors.py):
+one normal image prompt per category chosen deterministically (nearest the category's mean
+tokens) and saved, the prompt changes the reconstruction, the refiner learns the synthesized
+masks (its loss falls), a category without prompt (``unknown_category``), option errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcad.detectors import create_detector, load_detector
+from pcad.detectors.onenip import OneNIPNet, PromptDecoderLayer
+from pcad.engine import open_split
+from pcad.errors import InvalidInputError
+
+QUICK = {"image_size": 64, "modality": "both", "device": "cpu", "epochs": 8, "variants": 1}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _source():
+    from synth.supervision import DefectSource
+
+    return DefectSource(seed=0)
+
+
+@pytest.fixture(scope="module")
+def two_categories(plate_bumps) -> list:
+    """plate_bumps' 6 training plates, the last 3 relabelled as category ``"other"``."""
+    det = create_detector("onenip", **QUICK)
+    train = list(open_split(plate_bumps, "plate", "train", det))
+    return [s if i < 3 else dataclasses.replace(s, category="other")
+            for i, s in enumerate(train)]
+
+
+@pytest.fixture(scope="module")
+def fitted(two_categories):
+    return create_detector("onenip", **QUICK).fit(two_categories, defect_source=_source())
+
+
+@pytest.mark.parametrize(("config", "word"), [
+    ({"neighbor_mask": 2}, "neighbor_mask"), ({"variants": 0}, "variants"),
+    ({"refiner_layers": 0}, "refiner_layers"), ({"refiner_hidden": 0}, "refiner_hidden"),
+    ({"loss": "mse"}, "loss"), ({"map": "mean"}, "map"),
+    ({"unknown_category": "skip"}, "unknown_category"), ({"dim": 66}, "multiple of heads"),
+    ({"holdout_defects": [1]}, "holdout_defects"), ({"textures": 3}, "textures"),
+    ({"modality": "depth"}, "modality"), ({"nope": 1}, "nope"),
+])
+def test_bad_options_are_one_line_errors(config, word):
+    with pytest.raises(InvalidInputError, match=word) as info:
+        create_detector("onenip", **config)
+    assert "\n" not in str(info.value)
+
+
+def test_fit_needs_a_defect_source(two_categories):
+    with pytest.raises(InvalidInputError, match="defect source") as info:
+        create_detector("onenip", **QUICK).fit(two_categories[:2])
+    assert "\n" not in str(info.value)
+
+
+def test_prompt_cross_attention_sees_the_prompt_token_at_its_own_place():
+    """The decoder's cross-attention reads the prompt's tokens, never masked: changing the
+    prompt's token 0 changes output token 0, although the test token 0 itself is masked."""
+    torch.manual_seed(0)
+    net = OneNIPNet((3, 5), (4, 4), dim=16, depth=1, heads=4, neighbor_mask=3).eval()
+    layer: PromptDecoderLayer = net.decoder[0]
+    memory, prompt = torch.randn(1, 16, 16), torch.randn(1, 16, 16)
+    other = prompt.clone()
+    other[0, 0] += 10.0
+    with torch.no_grad():
+        a = layer(memory, prompt, net.pos, net.mask)
+        b = layer(memory, other, net.pos, net.mask)
+        moved = memory.clone()
+        moved[0, 0] += 10.0  # the test token 0 is in its own masked neighbourhood
+        c = layer(moved, prompt, net.pos, net.mask)
+    assert float((a - b)[0, 0].abs().max()) > 1e-3
+    assert float((a - c)[0, 0].abs().max()) < 1e-6
+
+
+def test_token_masks_are_area_fractions():
+    det = create_detector("onenip", image_size=64, modality="rgb")  # a 4 x 4 token grid
+    mask = np.zeros((64, 64), bool)
+    mask[:8, :16] = True  # half of token 0's 16 x 16 pixels
+    frac = det._token_mask(mask)
+    assert frac.shape == (16,) and frac[0] == pytest.approx(0.5) and frac[1:].sum() == 0
+
+
+def test_one_prompt_per_category_nearest_its_mean_saved_and_loaded(fitted, two_categories,
+                                                                   tmp_path):
+    assert sorted(fitted.prompts) == ["other", "plate"]
+    for cat, members in (("plate", two_categories[:3]), ("other", two_categories[3:])):
+        x = torch.stack([fitted._standardise(fitted.tokens(s)[0]) for s in members])
+        best = int(torch.argmin(((x - x.mean(0)) ** 2).sum(dim=(1, 2))))
+        assert torch.allclose(fitted.prompts[cat], x[best], atol=1e-5)
+        assert fitted.prompt_sources[cat] == str(members[best].path)
+    fitted.save(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())["state"]
+    assert record["prompt_categories"] == ["other", "plate"]
+    assert record["prompt_sources"] == [fitted.prompt_sources["other"],
+                                        fitted.prompt_sources["plate"]]
+    back = load_detector(tmp_path / "run")
+    for cat in ("plate", "other"):
+        assert torch.equal(back.prompts[cat], fitted.prompts[cat].cpu())
+    sample = two_categories[4]
+    assert back.predict(sample)[0] == pytest.approx(fitted.predict(sample)[0], abs=1e-6)
+
+
+def test_the_prompt_changes_the_reconstruction(fitted, plate_bumps_test):
+    sample = plate_bumps_test[-1]
+    _, rec_a, _, _ = fitted.reconstruction(sample, prompt=fitted.prompts["plate"])
+    _, rec_b, _, _ = fitted.reconstruction(sample, prompt=fitted.prompts["other"])
+    _, rec_own, _, _ = fitted.reconstruction(sample)  # its category's (plate)
+    assert torch.equal(rec_own, rec_a)
+    assert float((rec_a - rec_b).abs().max()) > 1e-3
+
+
+def test_the_refiner_learns_the_synthesized_masks(fitted):
+    hist = fitted.refiner_history
+    assert len(hist) == QUICK["epochs"] and all(np.isfinite(hist))
+    assert hist[-1] < 0.8 * hist[0]
+    assert len(fitted.history) == QUICK["epochs"]
+
+
+def test_a_category_without_prompt(fitted, plate_bumps_test, tmp_path):
+    """``unknown_category="nearest"`` (default): the prompt nearest the sample's tokens;
+    ``"error"``: a one-line error naming the fitted categories."""
+    sample = dataclasses.replace(plate_bumps_test[0], category="never-seen")
+    x = fitted._standardise(fitted.tokens(sample)[0])
+    dists = {k: float(((p - x) ** 2).sum()) for k, p in fitted.prompts.items()}
+    nearest = min(dists, key=dists.get)
+    assert torch.equal(fitted.prompt_for("never-seen", x), fitted.prompts[nearest])
+    _, rec, _, _ = fitted.reconstruction(sample)
+    _, rec_n, _, _ = fitted.reconstruction(sample, prompt=fitted.prompts[nearest])
+    assert torch.equal(rec, rec_n)
+    fitted.save(tmp_path / "run")
+    strict = load_detector(tmp_path / "run")
+    strict.config["unknown_category"] = "error"
+    with pytest.raises(InvalidInputError, match="no prompt for category 'never-seen'") as info:
+        strict.predict(sample)
+    assert "\n" not in str(info.value) and "plate" in str(info.value)
+    assert np.isfinite(strict.predict(plate_bumps_test[0])[0])
