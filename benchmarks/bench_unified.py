@@ -18,6 +18,9 @@ Detectors: ``vitad``, ``uniad`` and ``onenip`` (those registered), beside ``btf`
 child process with one torch thread, so that its peak resident memory (the child's
 ``ru_maxrss``) is its own. ``--quick``: two categories, 64 x 64, 6 training samples, 2 good and
 1 of each defect type per category, the demo set only (a smoke test).
+``PCAD_BENCH_RUNS=FILE.jsonl`` keeps every finished (detector, dataset, setting) as one JSON
+line and skips those already there (an interrupted benchmark resumes; datasets all of whose
+runs are kept are not rendered again).
 
 Rows: per (detector, dataset, setting) the mean over categories of I-AUROC, I-AP, I-F1-max,
 P-AUROC, P-AP, P-F1-max, AUPRO@0.3 and mAD (``per_category`` holds each category's), fit
@@ -38,6 +41,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_generalization import load_runs  # noqa: E402
+
 BENCH = "unified"
 #: the detectors compared (those not registered are left out)
 DETECTORS = ("vitad", "uniad", "onenip", "btf", "patchcore-rgb")
@@ -159,53 +167,79 @@ def gaps(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _datasets(root: Path, quick: bool) -> dict[str, tuple[str, list[str]]]:
-    from synth.dataset import DEFAULT_CATEGORIES, DatasetConfig, categories_from, generate
+def _datasets(quick: bool) -> dict[str, list]:
+    """Dataset name -> its categories (built-in names or mesh categories), as selected."""
+    from synth.dataset import DEFAULT_CATEGORIES, categories_from
 
-    counts = QUICK if quick else FULL
-    sets = {"demo": list(DEFAULT_CATEGORIES)[:2] if quick else list(DEFAULT_CATEGORIES)}
+    sets: dict[str, list] = {
+        "demo": list(DEFAULT_CATEGORIES)[:2] if quick else list(DEFAULT_CATEGORIES)}
     meshes = Path(os.environ.get("PCAD_MESHES") or ROOT.parent / "shared" / "data" / "meshes")
     files = sorted(p for p in meshes.glob("*") if p.suffix.lower() in (".stl", ".ply", ".obj",
                                                                       ".off"))
     if files and not quick:
         sets["meshes"] = [str(f) for f in files]
     wanted = selected(tuple(sets), "PCAD_BENCH_SETS", list(sets))
-    out = {}
-    for name in wanted:
-        cats = categories_from(sets[name], None) if name == "meshes" else sets[name]
-        cfg = DatasetConfig(categories=tuple(cats), seed=0, **counts)
-        generate(cfg, root / name, workers=2, progress=False)
-        out[name] = (str(root / name), [getattr(c, "name", c) for c in cats])
-    return out
+    return {name: categories_from(sets[name], None) if name == "meshes" else sets[name]
+            for name in wanted}
+
+
+def _render(cats: list, root: Path, quick: bool) -> tuple[str, list[str]]:
+    """Render ``cats`` into ``root``: ``(root, category names)``."""
+    from synth.dataset import DatasetConfig, generate
+
+    cfg = DatasetConfig(categories=tuple(cats), seed=0, **(QUICK if quick else FULL))
+    generate(cfg, root, workers=2, progress=False)
+    return str(root), [getattr(c, "name", c) for c in cats]
 
 
 def run(quick: bool) -> list[dict]:
     from pcad.detectors import list_detectors
 
     dets = selected(DETECTORS, "PCAD_BENCH_DETECTORS", list_detectors())
+    log = Path(os.environ["PCAD_BENCH_RUNS"]) if os.environ.get("PCAD_BENCH_RUNS") else None
+    kept = {(r["detector"], r["dataset"], r["setting"]): r for r in load_runs(log)}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for dataset, (data, cats) in _datasets(Path(tmp) / "data", quick).items():
+        for dataset, cats in _datasets(quick).items():
+            todo = [(d, s) for d in dets for s in SETTINGS if (d, dataset, s) not in kept]
+            data, names = (_render(cats, Path(tmp) / "data" / dataset, quick) if todo
+                           else ("", []))
             for det in dets:
                 for setting in SETTINGS:
-                    work = Path(tmp) / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
-                    proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work),
-                                           ",".join(cats), setting],
-                                          capture_output=True, text=True, cwd=ROOT)
-                    if proc.returncode != 0:
+                    r = kept.get((det, dataset, setting))
+                    if r is None:
+                        r = _child(data, det, dataset, setting, names, Path(tmp))
+                        if log is not None:
+                            with log.open("a") as f:
+                                f.write(json.dumps(r) + "\n")
+                    if r.get("error"):
                         rows.append({"benchmark": f"{BENCH} {det} [{dataset}, {setting}]",
                                      "case": "error", "value": None, "unit": "",
-                                     "reference": None, "ratio": None,
-                                     "error": proc.stderr[-3000:]})
-                        print(f"  unified: {det} {dataset} {setting} failed:\n"
-                              f"{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
+                                     "reference": None, "ratio": None, "error": r["error"]})
                         continue
-                    result = json.loads(proc.stdout.strip().splitlines()[-1])
-                    new = rows_for(det, dataset, setting, result)
-                    print(f"  unified: {det} {dataset} {setting}: mAD "
-                          f"{new[-4]['value']:.3f}, fit {result['fit_s']:.0f} s", flush=True)
-                    rows += new
+                    rows += rows_for(det, dataset, setting, r["result"])
     return rows + gaps(rows)
+
+
+def _child(data: str, det: str, dataset: str, setting: str, cats: list[str], tmp: Path
+           ) -> dict[str, Any]:
+    """One (detector, dataset, setting) in its own process: ``{"detector", "dataset",
+    "setting", "result"}`` or ``{..., "error"}``."""
+    work = tmp / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
+    proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work), ",".join(cats),
+                           setting], capture_output=True, text=True, cwd=ROOT)
+    r: dict[str, Any] = {"detector": det, "dataset": dataset, "setting": setting}
+    if proc.returncode != 0:
+        r["error"] = proc.stderr[-3000:]
+        print(f"  unified: {det} {dataset} {setting} failed:\n{r['error']}", file=sys.stderr,
+              flush=True)
+        return r
+    r["result"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    mad = summarize(r["result"])["mad"]
+    print(f"  unified: {det} {dataset} {setting}: mAD "
+          f"{'-' if mad is None else format(mad, '.3f')}, fit {r['result']['fit_s']:.0f} s",
+          flush=True)
+    return r
 
 
 def render_table(rows: list[dict]) -> str:

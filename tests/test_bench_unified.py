@@ -80,3 +80,21 @@ def test_selection(bu, monkeypatch):
     monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf,zzz")
     with pytest.raises(ValueError, match="zzz"):
         bu.selected(bu.DETECTORS, "PCAD_BENCH_DETECTORS", ["btf"])
+
+
+def test_run_resumes_from_kept_runs(bu, tmp_path, monkeypatch):
+    """Every (detector, dataset, setting) kept in PCAD_BENCH_RUNS: nothing renders or runs,
+    the rows come from the kept results, and a kept error stays an error row."""
+    log = tmp_path / "runs.jsonl"
+    kept = [{"detector": "btf", "dataset": "demo", "setting": "per category",
+             "result": _result(0.8, 0.6)},
+            {"detector": "btf", "dataset": "demo", "setting": "unified", "error": "boom"}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"truncated')
+    monkeypatch.setenv("PCAD_BENCH_RUNS", str(log))
+    monkeypatch.setenv("PCAD_BENCH_DETECTORS", "btf")
+    monkeypatch.setenv("PCAD_BENCH_SETS", "demo")
+    monkeypatch.setattr(bu, "_render", lambda *a: pytest.fail("rendered a kept dataset"))
+    rows = bu.run(quick=True)
+    mad = [r for r in rows if r.get("metric") == "mad"]
+    assert [(r["setting"], r["value"]) for r in mad] == [("per category", pytest.approx(0.7))]
+    assert [r["error"] for r in rows if r.get("case") == "error"] == ["boom"]
