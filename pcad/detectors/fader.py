@@ -72,12 +72,10 @@ from torch import nn
 
 from pcad.checks import check_int, check_positive
 from pcad.detectors.registry import register_detector
-from pcad.detectors.vitad import Block, ViTADDetector
+from pcad.detectors.vitad import STD_FLOOR, Block, ViTADDetector
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "fader.pt"
-#: a channel's std is at least this times the median channel std (as uniad)
-STD_FLOOR = 0.1
 #: the attenuation signal of a token is exp(-mean squared corruption / this)
 SIGNAL_SCALE = 0.25
 #: the default share of corrupted training tokens and their noise (``fader``; ``uniad`` with
@@ -277,6 +275,7 @@ class FADeRDetector(ViTADDetector):
     modalities = ("rgb",)
     supports_distributed = False
     state_file: ClassVar[str] = STATE_FILE
+    std_floor = STD_FLOOR
     network_word: ClassVar[str] = "inpainting network"
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 2.0, "attenuate": True, "fader_hidden": 32,
@@ -334,21 +333,9 @@ class FADeRDetector(ViTADDetector):
         from pcad.detectors.training import run_training
 
         c = self.config
-        n_img, n_tok, width = tokens.shape
-        th, tw = self.token_grid
-        if n_tok != th * tw or sum(levels) != width:
-            raise InvalidInputError(f"detector 'fader': tokens {tokens.shape} do not fit the "
-                                    f"{self.token_grid} token grid and levels {list(levels)}")
-        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
-        std = flat.std(0).nan_to_num(1.0) if len(flat) > 1 else torch.ones(width,
-                                                                           dtype=flat.dtype)
-        floor = max(STD_FLOOR * float(std.median()), 1e-6)
-        self.stats = {"mean": flat.mean(0).float(), "std": std.clamp_min(floor).float()}
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c["seed"])
-            self.decoder = self._network(levels)
-        self.decoder.to(self.device)
+        n_img = len(tokens)
+        x = self.fit_standardisation(tokens, levels)
+        self.decoder = self.new_network(levels)
         noise = torch.Generator().manual_seed(c["seed"] + 1)
 
         def step_loss(model: nn.Module, epoch: int, step: int,

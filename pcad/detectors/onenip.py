@@ -83,8 +83,8 @@ from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
 from pcad.detectors.tokens import patch_grid
 from pcad.detectors.training import StateSlot
-from pcad.detectors.uniad import MAX_NEIGHBOR, STD_FLOOR, EncoderLayer, _ffn, neighbour_mask
-from pcad.detectors.vitad import ViTADDetector
+from pcad.detectors.uniad import MAX_NEIGHBOR, EncoderLayer, QueryDecoderLayer, neighbour_mask
+from pcad.detectors.vitad import STD_FLOOR, ViTADDetector
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "onenip.pt"
@@ -95,7 +95,7 @@ UNKNOWN = ("nearest", "error")
 MAX_REFINER_LAYERS = 16
 
 
-class PromptDecoderLayer(nn.Module):
+class PromptDecoderLayer(QueryDecoderLayer):
     """A decoder layer with a learned query: masked self-attention, then one cross-attention
     over ``memory`` (the previous layer's output, masked by ``mask``) and the ``prompt``'s
     encoded tokens (never masked), then an MLP; post-norm. ``(B, n, dim)``.
@@ -108,17 +108,8 @@ class PromptDecoderLayer(nn.Module):
         torch.Size([3, 4, 8])
     """
 
-    def __init__(self, dim: int, heads: int, n_tokens: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.query = nn.Parameter(torch.zeros(1, n_tokens, dim))
-        nn.init.trunc_normal_(self.query, std=0.02)
-        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(dim) for _ in range(3))
-        self.mlp = _ffn(dim, mlp_ratio)
-
-    def forward(self, memory: torch.Tensor, prompt: torch.Tensor, pos: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, memory: torch.Tensor, prompt: torch.Tensor,  # type: ignore[override]
+                pos: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         t = self.query.expand(memory.shape[0], -1, -1)
         q = t + pos
         t = self.norm1(t + self.self_attn(q, q, t, attn_mask=mask, need_weights=False)[0])
@@ -206,6 +197,7 @@ class OneNIPDetector(ViTADDetector):
     supports_distributed = False
     needs_defect_source: ClassVar[bool] = True
     state_file = STATE_FILE
+    std_floor = STD_FLOOR
     network_word = "network"
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "variants": 4,
@@ -359,10 +351,7 @@ class OneNIPDetector(ViTADDetector):
 
         c = self.config
         n_img, n_tok, width = tokens.shape
-        th, tw = self.token_grid
-        if n_tok != th * tw or sum(levels) != width:
-            raise InvalidInputError(f"detector 'onenip': tokens {tokens.shape} do not fit the "
-                                    f"{self.token_grid} token grid and levels {list(levels)}")
+        x = self.fit_standardisation(tokens, levels)
         var = c["variants"]
         if anomalous is None or masks is None or anomalous.shape != (n_img * var, n_tok, width) \
                 or masks.shape != (n_img * var, n_tok):
@@ -370,12 +359,6 @@ class OneNIPDetector(ViTADDetector):
                                     f"masks per sample of tokens {tokens.shape}")
         categories = [""] * n_img if categories is None else [str(x) for x in categories]
         paths = [None] * n_img if paths is None else list(paths)
-        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
-        std = flat.std(0).nan_to_num(1.0) if len(flat) > 1 else torch.ones(width,
-                                                                           dtype=flat.dtype)
-        floor = max(STD_FLOOR * float(std.median()), 1e-6)
-        self.stats = {"mean": flat.mean(0).float(), "std": std.clamp_min(floor).float()}
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
         xa = self._standardise(anomalous.reshape(-1, width)).reshape(-1, n_tok, width)
         # item k: sample k // (1 + var); k % (1 + var) == 0 the clean tokens, else a variant
         per = 1 + var
@@ -389,10 +372,7 @@ class OneNIPDetector(ViTADDetector):
         for i, cat in enumerate(categories):
             groups.setdefault(cat, []).append(i)
         partners = [[j for j in groups[cat] if j != i] or [i] for i, cat in enumerate(categories)]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c["seed"])
-            self.decoder = self._network(levels)
-        self.decoder.to(self.device)
+        self.decoder = self.new_network(levels)
         pairing = torch.Generator().manual_seed(c["seed"] + 1)
         record: dict[str, Any] = {"history": [], "sum": 0.0, "n": 0}
 

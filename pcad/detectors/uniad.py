@@ -76,14 +76,12 @@ from pcad.detectors.fader import (
     corrupt_tokens,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.vitad import ViTADDetector
+from pcad.detectors.vitad import STD_FLOOR, ViTADDetector
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "uniad.pt"
 #: the largest neighbour mask (a 28 x 28 token grid at 448 px, pool 2, takes 27)
 MAX_NEIGHBOR = 63
-#: a channel's std is at least this times the median channel std (see fit_tokens)
-STD_FLOOR = 0.1
 
 
 def neighbour_mask(grid: tuple[int, int], k: int) -> torch.Tensor:
@@ -291,6 +289,7 @@ class UniADDetector(ViTADDetector):
         return min(self.config["neighbor_mask"], side - 1 - side % 2 if side > 1 else 0)
 
     state_file = STATE_FILE
+    std_floor = STD_FLOOR
     network_word = "transformer"
 
     def _network(self, levels: Sequence[int]) -> UniADTransformer:
@@ -306,22 +305,9 @@ class UniADDetector(ViTADDetector):
         from pcad.detectors.training import run_training
 
         c = self.config
-        n_img, n_tok, width = tokens.shape
-        th, tw = self.token_grid
-        if n_tok != th * tw or sum(levels) != width:
-            raise InvalidInputError(f"detector 'uniad': tokens {tokens.shape} do not fit the "
-                                    f"{self.token_grid} token grid and levels {list(levels)}")
-        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
-        std = flat.std(0).nan_to_num(1.0) if len(flat) > 1 else torch.ones(width,
-                                                                           dtype=flat.dtype)
-        # a channel (near) constant in training would blow an L2 error up: floor its std
-        floor = max(STD_FLOOR * float(std.median()), 1e-6)
-        self.stats = {"mean": flat.mean(0).float(), "std": std.clamp_min(floor).float()}
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c["seed"])
-            self.decoder = self._network(levels)
-        self.decoder.to(self.device)
+        n_img = len(tokens)
+        x = self.fit_standardisation(tokens, levels)
+        self.decoder = self.new_network(levels)
         noise = torch.Generator().manual_seed(c["seed"] + 1)
 
         def step_loss(model: nn.Module, epoch: int, step: int,

@@ -82,6 +82,8 @@ from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "vitad.pt"
+#: the std floor (x the median channel std) of the detectors that score an L2 error
+STD_FLOOR = 0.1
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
 
@@ -180,6 +182,9 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     #: the run file of the network and its stats; the network's name in messages
     state_file: ClassVar[str] = STATE_FILE
     network_word: ClassVar[str] = "decoder"
+    #: :meth:`fit_standardisation` floors each channel's std at this x the median one (the
+    #: L2-error detectors use :data:`STD_FLOOR`)
+    std_floor: ClassVar[float] = 0.0
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 128, "depth": 3,
                 "heads": 4,
                 "mlp_ratio": 4.0, "epochs": 40, "lr": 1e-3, "batch_size": 8,
@@ -285,6 +290,31 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             toks.append(t)
         return self.fit_tokens(np.stack(toks), levels, progress=progress)
 
+    def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int]) -> torch.Tensor:
+        """Check ``tokens (N, n, C)`` against the token grid and the ``levels`` (widths, summing
+        to C), fit :attr:`stats` (each channel's mean and std over every training token; the
+        std floored at :attr:`std_floor` x the median channel std and at 1e-6) and return the
+        standardised tokens ``(N, n, C)`` float32 on the detector's device."""
+        n_img, n_tok, width = tokens.shape
+        th, tw = self.token_grid
+        if n_tok != th * tw or sum(levels) != width:
+            raise InvalidInputError(f"detector {self.name!r}: tokens {tokens.shape} do not fit the "
+                                    f"{self.token_grid} token grid and levels {list(levels)}")
+        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
+        std = flat.std(0).nan_to_num(1.0)  # one token: std 1
+        # a channel (near) constant in training would blow an L2 error up: floor its std
+        floor = max(self.std_floor * float(std.median()), 1e-6)
+        self.stats = {"mean": flat.mean(0).float(), "std": std.clamp_min(floor).float()}
+        return self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+
+    def new_network(self, levels: Sequence[int]) -> nn.Module:
+        """:meth:`_network` for ``levels`` initialised from the ``seed`` option (the global torch
+        generator is left as it was), on the detector's device."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config["seed"])
+            net = self._network(levels)
+        return net.to(self.device)
+
     def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
                    progress: bool = False) -> ViTADDetector:
         """Fit the standardisation and the decoder on ``(N, n, C)`` encoder tokens whose
@@ -292,19 +322,9 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         from pcad.detectors.training import run_training
 
         c = self.config
-        n_img, n_tok, width = tokens.shape
-        th, tw = self.token_grid
-        if n_tok != th * tw or sum(levels) != width:
-            raise InvalidInputError(f"detector {self.name!r}: tokens {tokens.shape} do not fit the "
-                                    f"{self.token_grid} token grid and levels {list(levels)}")
-        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
-        self.stats = {"mean": flat.mean(0).float(),
-                      "std": flat.std(0).nan_to_num(1.0).clamp_min(1e-6).float()}
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c["seed"])
-            self.decoder = self._network(levels)
-        self.decoder.to(self.device)
+        n_img = len(tokens)
+        x = self.fit_standardisation(tokens, levels)
+        self.decoder = self.new_network(levels)
 
         def step_loss(model: nn.Module, epoch: int, step: int,
                       idx: torch.Tensor) -> torch.Tensor:
