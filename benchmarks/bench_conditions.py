@@ -30,8 +30,6 @@ The README table (:func:`render_table`):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -44,7 +42,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_generalization import _stats, load_runs, selected_seeds  # noqa: E402
+from bench_generalization import _stats, selected_seeds  # noqa: E402
+from runlog import append_run, load_runs, table_main  # noqa: E402
 
 BENCH = "conditions"
 PARTS = ("gear", "plate", "bracket", "potato")
@@ -278,9 +277,7 @@ def run(quick: bool) -> list[dict]:
                           f"{got.get('strong', {}).get('i_auroc')} "
                           f"({time.perf_counter() - t0:.0f} s)", flush=True)
                     runs.append(r)
-                    if log is not None:
-                        with log.open("a") as f:
-                            f.write(json.dumps(r) + "\n")
+                    append_run(log, r)
     rows = aggregate(runs)
     rows.append({"benchmark": BENCH, "case": "setting", "value": None, "unit": "",
                  "reference": None, "ratio": None, "parts": list(parts), "seeds": list(seeds),
@@ -291,13 +288,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, required=True,
-                        help="JSON file written by benchmarks/run.py: print its README table")
-    args = parser.parse_args(argv)
-    payload = json.loads(args.table.read_text())
-    print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
-    return 0
+    return table_main(render_table, __doc__, argv)
 
 
 if __name__ == "__main__":

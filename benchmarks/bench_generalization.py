@@ -33,8 +33,6 @@ The README table (:func:`render_table`):
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -45,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from runlog import append_run, load_runs, table_main  # noqa: E402
+
 BENCH = "generalization"
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off")
 SEEDS = (0, 1, 2)
@@ -100,24 +103,6 @@ def selected_seeds(default: tuple[int, ...]) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"PCAD_BENCH_SEEDS: expected integers separated by commas, got {only!r}")\
             from None
-
-
-def load_runs(path: Path | None) -> list[dict[str, Any]]:
-    """The runs kept in the JSON-lines file ``path`` (``[]`` when it is None or absent); a
-    truncated last line (an interrupted write) is ignored.
-
-    >>> load_runs(None)
-    []
-    """
-    if path is None or not path.is_file():
-        return []
-    runs = []
-    for line in path.read_text().splitlines():
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return runs
 
 
 def skip_row(reason: str) -> dict:
@@ -360,9 +345,7 @@ def run(quick: bool) -> list[dict]:
                           f"I-AUROC {r.get('metrics', {}).get('i_auroc')} "
                           f"({time.perf_counter() - t0:.0f} s)", flush=True)
                     runs.append(r)
-                    if log is not None:
-                        with log.open("a") as f:
-                            f.write(json.dumps(r) + "\n")
+                    append_run(log, r)
     rows = aggregate(runs)
     rows.append({"benchmark": BENCH, "case": "setting", "value": None, "unit": "",
                  "reference": None, "ratio": None, "meshes": [c.name for c in cats],
@@ -373,13 +356,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, required=True,
-                        help="JSON file written by benchmarks/run.py: print its README table")
-    args = parser.parse_args(argv)
-    payload = json.loads(args.table.read_text())
-    print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
-    return 0
+    return table_main(render_table, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ difference ``unified - per category`` of mAD and I-AUROC. The README table:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_generalization import load_runs  # noqa: E402
+from runlog import append_run, load_runs, table_main  # noqa: E402
 
 BENCH = "unified"
 #: the detectors compared (those not registered are left out)
@@ -209,9 +208,7 @@ def run(quick: bool) -> list[dict]:
                     r = kept.get((det, dataset, setting))
                     if r is None:
                         r = _child(data, det, dataset, setting, names, Path(tmp))
-                        if log is not None:
-                            with log.open("a") as f:
-                                f.write(json.dumps(r) + "\n")
+                        append_run(log, r)
                     if r.get("error"):
                         rows.append({"benchmark": f"{BENCH} {det} [{dataset}, {setting}]",
                                      "case": "error", "value": None, "unit": "",
@@ -267,13 +264,7 @@ def render_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, required=True,
-                        help="JSON file written by benchmarks/run.py: print its README table")
-    args = parser.parse_args(argv)
-    payload = json.loads(args.table.read_text())
-    print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
-    return 0
+    return table_main(render_table, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""What the long benchmarks share: the JSON-lines file of finished runs that lets an
+interrupted benchmark resume (``PCAD_BENCH_RUNS``), and the ``--table FILE`` entry point that
+prints a benchmark's README table from a ``benchmarks/run.py`` output.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> log = Path(tempfile.mkdtemp()) / "runs.jsonl"
+    >>> append_run(log, {"detector": "btf", "seed": 0})
+    >>> append_run(None, {"detector": "lost"})  # no file: nothing kept
+    >>> load_runs(log)
+    [{'detector': 'btf', 'seed': 0}]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def load_runs(path: Path | None) -> list[dict[str, Any]]:
+    """The runs kept in the JSON-lines file ``path`` (``[]`` when it is None or absent); a
+    truncated last line (an interrupted write) is ignored.
+
+    >>> load_runs(None)
+    []
+    """
+    if path is None or not path.is_file():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return runs
+
+
+def append_run(path: Path | None, run: dict[str, Any]) -> None:
+    """Keep ``run`` as one line of ``path`` (nothing when ``path`` is None)."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(run) + "\n")
+
+
+def table_main(render_table: Callable[[list[dict]], str], doc: str,
+               argv: list[str] | None = None) -> int:
+    """``--table FILE``: print ``render_table`` of the rows in ``FILE`` (a ``benchmarks/run.py``
+    output, ``{"rows": [...]}``, or a bare list of rows); ``doc``'s first line is the help."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--table", type=Path, required=True,
+                        help="JSON file written by benchmarks/run.py: print its README table")
+    args = parser.parse_args(argv)
+    payload = json.loads(args.table.read_text())
+    print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
+    return 0
