@@ -78,6 +78,7 @@ from torch import nn
 
 from pcad.checks import check_choice, check_int
 from pcad.detectors.base import RUN_FILE, read_run_file
+from pcad.detectors.defect_source import DefectSourceMixin
 from pcad.detectors.patches import SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
@@ -189,13 +190,12 @@ class OneNIPNet(nn.Module):
 
 
 @register_detector("onenip")
-class OneNIPDetector(ViTADDetector):
+class OneNIPDetector(DefectSourceMixin, ViTADDetector):
     """OneNIP: prompt-guided reconstruction + restoration + supervised refiner on frozen patch
     tokens (see the module)."""
 
     modalities = ("rgb",)
     supports_distributed = False
-    needs_defect_source: ClassVar[bool] = True
     state_file = STATE_FILE
     std_floor = STD_FLOOR
     network_word = "network"
@@ -247,11 +247,7 @@ class OneNIPDetector(ViTADDetector):
         c["loss"] = check_choice(c["loss"], "loss", LOSSES)
         c["map"] = check_choice(c["map"], "map", MAPS)
         c["unknown_category"] = check_choice(c["unknown_category"], "unknown_category", UNKNOWN)
-        c["holdout_defects"] = self._name_list(c["holdout_defects"], "holdout_defects")
-        if c["defect_types"] is not None:
-            c["defect_types"] = self._name_list(c["defect_types"], "defect_types")
-        if c["textures"] is not None and not isinstance(c["textures"], str):
-            raise InvalidInputError(f"textures: expected a folder path, got {c['textures']!r}")
+        self.check_source_options()
         self.defect_source: Any = None
         self.decoder: OneNIPNet | None = None
         self.refiner_history: list[float] = []
@@ -259,23 +255,6 @@ class OneNIPDetector(ViTADDetector):
         self.prompts: dict[str, torch.Tensor] = {}
         #: per category: the path of the training sample chosen as its prompt
         self.prompt_sources: dict[str, str | None] = {}
-
-    @staticmethod
-    def _name_list(value: Any, key: str) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise InvalidInputError(f"{key}: expected a list of defect type names, got {value!r}")
-        return list(dict.fromkeys(value))
-
-    def defect_source_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`synth.supervision.DefectSource` for this configuration
-        (what :func:`pcad.engine.train` builds the source from)."""
-        opts: dict[str, Any] = {"holdout": list(self.config["holdout_defects"]),
-                                "textures": self.config["textures"], "seed": self.config["seed"]}
-        if self.config["defect_types"] is not None:
-            opts["types"] = list(self.config["defect_types"])
-        return opts
 
     @property
     def mask_size(self) -> int:

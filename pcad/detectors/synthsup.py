@@ -100,6 +100,7 @@ from pcad.detectors.base import (
     run_dims,
     upsample_map,
 )
+from pcad.detectors.defect_source import DefectSourceMixin
 from pcad.detectors.patches import (
     PATCH_STRIDE,
     GridDeviceMixin,
@@ -247,11 +248,10 @@ def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register_detector("synthsup")
-class SynthSupDetector(GridDeviceMixin, Detector):
+class SynthSupDetector(DefectSourceMixin, GridDeviceMixin, Detector):
     """Segmentation head trained on synthetic defects (see the module)."""
 
     modalities: tuple[str, ...] = ("rgb", "xyz")
-    needs_defect_source: ClassVar[bool] = True
     defaults = {"image_size": 224, "mode": "auto", "variants": 4, "epochs": 30, "lr": 1e-3,
                 "batch_size": 8, "hidden": 64, "layers": 3, "loss": "focal+dice", "seed": 0,
                 "sigma": 4.0, "holdout_defects": [], "defect_types": None, "textures": None,
@@ -310,11 +310,7 @@ class SynthSupDetector(GridDeviceMixin, Detector):
                                     f"{c['image_score']!r}")
         if c["image_score"] == "max" and not c["image_head"]:
             raise InvalidInputError("image_score: 'max' needs image_head=true")
-        c["holdout_defects"] = self._name_list(c["holdout_defects"], "holdout_defects")
-        if c["defect_types"] is not None:
-            c["defect_types"] = self._name_list(c["defect_types"], "defect_types")
-        if c["textures"] is not None and not isinstance(c["textures"], str):
-            raise InvalidInputError(f"textures: expected a folder path, got {c['textures']!r}")
+        self.check_source_options()
         self._rgb = RGBFeatures(c["rgb_backbone"], c["weights"], size)
         self.defect_source: Any = None
         self.head: nn.Sequential | None = None
@@ -327,14 +323,6 @@ class SynthSupDetector(GridDeviceMixin, Detector):
         self.history: list[float] = []
         self.defect_counts: dict[str, int] = {}
         self.source_info: dict[str, Any] | None = None
-
-    @staticmethod
-    def _name_list(value: Any, key: str) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise InvalidInputError(f"{key}: expected a list of defect type names, got {value!r}")
-        return list(dict.fromkeys(value))
 
     @property
     def dataset_modality(self) -> str:
@@ -370,15 +358,6 @@ class SynthSupDetector(GridDeviceMixin, Detector):
                 raise InvalidInputError(
                     f"{where}: detector 'synthsup' in mode {self.config['mode']!r} needs "
                     f"{MODALITY_NAMES[m]}, but sample {path or '?'} has none{hint}")
-
-    def defect_source_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`synth.supervision.DefectSource` for this configuration
-        (what :func:`pcad.engine.train` builds the source from)."""
-        opts: dict[str, Any] = {"holdout": list(self.config["holdout_defects"]),
-                                "textures": self.config["textures"], "seed": self.config["seed"]}
-        if self.config["defect_types"] is not None:
-            opts["types"] = list(self.config["defect_types"])
-        return opts
 
     # --- features -------------------------------------------------------------------------
 
