@@ -16,8 +16,11 @@ whichever of fader, hetnet, onenip, uniad, vitad are registered when it runs;
 ``PCAD_BENCH_DETECTORS=btf,pbas`` chooses others, ``PCAD_BENCH_SEEDS=0,1`` the seeds,
 ``PCAD_BENCH_RUNS=FILE.jsonl`` keeps every finished (detector, part, seed) as one JSON line and
 skips those already there (an interrupted benchmark resumes). Each run is fitted and evaluated
-through the engine (:func:`pcad.engine.train`, :func:`pcad.engine.evaluate_run`, no maps) in
-this process with one torch thread; a run that fails gives an ``error`` row.
+through the engine (:func:`pcad.engine.train`, :func:`pcad.engine.evaluate_run`, no maps) in a
+child process with one torch thread, which also reports its peak resident memory
+(``peak_rss_mb``) and what the fitted run keeps (:func:`footprint`: ``params``, the values in
+its weights, statistics and memory banks, and ``run_mb``); a run that fails gives an ``error``
+row.
 
 Rows (:func:`aggregate`): per (detector, part, conditions, metric) the mean over seeds with its
 spread (``std``, ``min``, ``max``, ``n``, ``per_seed``), where ``conditions`` is ``standard``,
@@ -30,6 +33,7 @@ The README table (:func:`render_table`):
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -57,7 +61,8 @@ BASE_DETECTORS = ("btf", "patchcore-rgb", "synthsup", "pbas", "prototypes-ot")
 OPTIONAL_DETECTORS = ("fader", "hetnet", "onenip", "uniad", "vitad")
 #: metric key -> label; the first three get a drop
 METRICS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"),
-           ("fit_s", "fit s"), ("infer_ms", "ms/sample"))
+           ("fit_s", "fit s"), ("infer_ms", "ms/sample"), ("params", "params"),
+           ("peak_rss_mb", "peak RSS MB"), ("run_mb", "run MB"))
 QUALITY = ("i_auroc", "p_auroc", "aupro")
 
 
@@ -100,8 +105,75 @@ def run_one(data: dict[str, str], category: str, detector: str, work: Path
     return out
 
 
+def footprint(run: Path) -> dict[str, float]:
+    """What a fitted run keeps: ``params``, the number of values in its tensors and arrays
+    (network weights, statistics, memory banks; ``*.pt`` and ``*.npz``, the training
+    checkpoint left out) and ``run_mb``, the size of its files in MB.
+
+    >>> import tempfile, numpy as np, torch
+    >>> d = Path(tempfile.mkdtemp())
+    >>> torch.save({"net": {"w": torch.zeros(3, 4)}, "stats": [torch.ones(5)]}, d / "a.pt")
+    >>> np.savez(d / "bank_rgb.npz", features=np.zeros((10, 2)))
+    >>> footprint(d)["params"]
+    37
+    """
+    import numpy as np
+    import torch
+
+    def count(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            return obj.numel()
+        if isinstance(obj, dict):
+            return sum(count(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(count(v) for v in obj)
+        return 0
+
+    params, size = 0, 0
+    for f in sorted(run.rglob("*")):
+        if not f.is_file():
+            continue
+        size += f.stat().st_size
+        if f.suffix == ".pt" and f.name != "checkpoint.pt":
+            params += count(torch.load(f, map_location="cpu", weights_only=True))
+        elif f.suffix == ".npz":
+            with np.load(f) as z:
+                params += sum(z[k].size for k in z.files)
+    return {"params": params, "run_mb": size / 1e6}
+
+
+CHILD = r"""
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from bench_conditions import footprint, run_one
+work = Path(sys.argv[5])
+out = run_one(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], work)
+extra = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+         **footprint(work / "run")}
+print(json.dumps({cond: {**m, **extra} for cond, m in out.items()}))
+"""
+
+
+def run_child(data: dict[str, str], category: str, detector: str, work: Path
+              ) -> dict[str, dict[str, Any]]:
+    """:func:`run_one` in its own process, so that its peak resident memory (the child's
+    ``ru_maxrss``) is its own; each conditions' metrics gain ``peak_rss_mb``, ``params`` and
+    ``run_mb`` (:func:`footprint`). A failing child raises RuntimeError with its stderr's
+    end."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(BENCH_DIR), json.dumps(data),
+                           category, detector, str(work)], capture_output=True, text=True,
+                          cwd=BENCH_DIR.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _unit(metric: str) -> str:
-    return {"fit_s": "s", "infer_ms": "ms/sample"}.get(metric, "")
+    return {"fit_s": "s", "infer_ms": "ms/sample", "peak_rss_mb": "MB",
+            "run_mb": "MB"}.get(metric, "")
 
 
 def _row(det: str, part: str, cond: str, key: str, s: dict[str, Any], **extra: Any) -> dict:
@@ -186,7 +258,7 @@ def render_table(rows: list[dict]) -> str:
     ...          "metrics": {"standard": {"i_auroc": 0.9, "fit_s": 2.0},
     ...                      "strong": {"i_auroc": 0.7, "fit_s": 2.0}}}]
     >>> print(render_table(aggregate(runs)).splitlines()[2])
-    | d | 0.900 | 0.700 | -0.200 | - | - | - | - | - | - | 2.0 | - | - |
+    | d | 0.900 | 0.700 | -0.200 | - | - | - | - | - | - | 2.0 | - | - | - | - |
     """
     rows = [r for r in rows if str(r.get("benchmark", "")).startswith(BENCH)]
     idx = {(r["detector"], r["part"], r["conditions"], r["metric"]): r
@@ -196,7 +268,7 @@ def render_table(rows: list[dict]) -> str:
     head = ["detector"]
     for _, label in METRICS[:3]:
         head += [f"{label} std", f"{label} strong", f"{label} drop"]
-    head += ["fit s", "ms/sample std", "ms/sample strong"]
+    head += ["fit s", "ms/sample std", "ms/sample strong", "params", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for det in dets:
         def get(cond: str, key: str, det: str = det) -> dict | None:
@@ -205,8 +277,12 @@ def render_table(rows: list[dict]) -> str:
         for key in QUALITY:
             cells += [_fmt(get("standard", key)), _fmt(get("strong", key)),
                       _fmt(get("drop", key), signed=True)]
+        params = get("standard", "params")
         cells += [_fmt(get("standard", "fit_s"), 1), _fmt(get("standard", "infer_ms"), 0),
-                  _fmt(get("strong", "infer_ms"), 0)]
+                  _fmt(get("strong", "infer_ms"), 0),
+                  "-" if params is None or params.get("value") is None
+                  else f"{params['value'] / 1e6:.2f} M",
+                  _fmt(get("standard", "peak_rss_mb"), 0)]
         lines.append("| " + " | ".join(cells) + " |")
     if parts:
         lines += ["", "| I-AUROC drop | " + " | ".join(parts) + " |",
@@ -266,7 +342,7 @@ def run(quick: bool) -> list[dict]:
                     r: dict[str, Any] = {"detector": det, "part": part, "seed": seed}
                     t0 = time.perf_counter()
                     try:
-                        r["metrics"] = run_one(data, part, det, work)
+                        r["metrics"] = run_child(data, part, det, work)
                     except Exception:  # one failing run must not lose hours of others
                         r["error"] = traceback.format_exc(limit=3)
                         print(f"  conditions: {det} on {part} seed {seed} failed:\n"

@@ -128,6 +128,10 @@ def test_quick_run_logs_and_resumes(bc, tmp_path, monkeypatch):
         assert _row(rows, "btf", "plate", "drop", key)["value"] == pytest.approx(strong - std)
     assert _row(rows, "btf", "plate", "standard", "fit_s")["value"] > 0
     assert _row(rows, "btf", "plate", "strong", "infer_ms")["value"] > 0
+    # measured in the child: its own peak memory; the run keeps btf's two memory banks
+    assert _row(rows, "btf", "plate", "standard", "peak_rss_mb")["value"] > 50
+    assert _row(rows, "btf", "plate", "standard", "params")["value"] > 1000
+    assert _row(rows, "btf", "plate", "standard", "run_mb")["value"] > 0
     setting = next(r for r in rows if r.get("case") == "setting")
     assert setting["parts"] == ["plate"] and setting["seeds"] == [0]
     logged = bc.load_runs(log)
