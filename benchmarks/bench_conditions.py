@@ -47,7 +47,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_generalization import _stats, selected_seeds  # noqa: E402
-from runlog import append_run, load_runs, table_main  # noqa: E402
+from runlog import append_run, load_runs, setting_row, table_main  # noqa: E402
 
 BENCH = "conditions"
 PARTS = ("gear", "plate", "bracket", "potato")
@@ -355,11 +355,7 @@ def run(quick: bool) -> list[dict]:
                     runs.append(r)
                     append_run(log, r)
     rows = aggregate(runs)
-    rows.append({"benchmark": BENCH, "case": "setting", "value": None, "unit": "",
-                 "reference": None, "ratio": None, "parts": list(parts), "seeds": list(seeds),
-                 "detectors": detectors,
-                 "counts": {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in counts.items()}, "runs": runs})
+    rows.append(setting_row(BENCH, runs, detectors, seeds, counts, parts=list(parts)))
     return rows
 
 

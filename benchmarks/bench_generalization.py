@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from runlog import append_run, load_runs, table_main  # noqa: E402
+from runlog import append_run, load_runs, setting_row, table_main  # noqa: E402
 
 BENCH = "generalization"
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off")
@@ -347,11 +347,8 @@ def run(quick: bool) -> list[dict]:
                     runs.append(r)
                     append_run(log, r)
     rows = aggregate(runs)
-    rows.append({"benchmark": BENCH, "case": "setting", "value": None, "unit": "",
-                 "reference": None, "ratio": None, "meshes": [c.name for c in cats],
-                 "seeds": list(seeds), "detectors": detectors,
-                 "counts": {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in counts.items()}, "runs": runs})
+    rows.append(setting_row(BENCH, runs, detectors, seeds, counts,
+                            meshes=[c.name for c in cats]))
     return rows
 
 

@@ -57,3 +57,18 @@ def table_main(render_table: Callable[[list[dict]], str], doc: str,
     payload = json.loads(args.table.read_text())
     print(render_table(payload.get("rows", payload) if isinstance(payload, dict) else payload))
     return 0
+
+
+def setting_row(bench: str, runs: list[dict[str, Any]], detectors: list[str],
+                seeds: list[int] | tuple[int, ...], counts: dict[str, Any],
+                **where: Any) -> dict[str, Any]:
+    """The JSON ``setting`` row of a benchmark: what it ran (``where``: its parts or meshes),
+    the sample counts and every run's raw record.
+
+    >>> setting_row("b", [], ["btf"], (0,), {"size": (64, 64)}, parts=["gear"])["counts"]
+    {'size': [64, 64]}
+    """
+    return {"benchmark": bench, "case": "setting", "value": None, "unit": "", "reference": None,
+            "ratio": None, **where, "seeds": list(seeds), "detectors": detectors,
+            "counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()},
+            "runs": runs}
