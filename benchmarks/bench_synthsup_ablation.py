@@ -24,9 +24,16 @@ Each detector is used directly (``fit`` / ``predict``); torch runs on one thread
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from runlog import mean_sd  # noqa: E402
 
 PARTS = ("gear", "cookie")
 SEEDS = (0, 1)
@@ -85,13 +92,6 @@ def evaluate(options: dict[str, Any], train: list, test: list) -> dict[str, dict
     return out
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, sd
-
-
 def run(quick: bool) -> list[dict]:
     import torch
 
@@ -120,10 +120,10 @@ def run(quick: bool) -> list[dict]:
         for name in rows_names:
             for key, unit in METRICS:
                 values = [v[key] for v in per[(mode, name)].values()]
-                mean, sd = _stats(values)
+                mean, sd = mean_sd(values)
                 diffs = [v[key] - per[(mode, "old")][d][key]
                          for d, v in per[(mode, name)].items()]
-                dmean, dsd = _stats(diffs)
+                dmean, dsd = mean_sd(diffs)
                 rows.append({"benchmark": f"synthsup ablation {mode} {name}",
                              "case": f"mean {unit}", "value": mean, "unit": "",
                              "reference": None, "ratio": None, "spread": sd, "delta": dmean,

@@ -1,4 +1,4 @@
-"""What the long benchmarks share: the JSON-lines file of finished runs that lets an
+"""What several benchmarks share: the JSON-lines file of finished runs that lets an
 interrupted benchmark resume (``PCAD_BENCH_RUNS``), and the ``--table FILE`` entry point that
 prints a benchmark's README table from a ``benchmarks/run.py`` output.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,15 @@ def setting_row(bench: str, runs: list[dict[str, Any]], detectors: list[str],
             "ratio": None, **where, "seeds": list(seeds), "detectors": detectors,
             "counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()},
             "runs": runs}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of ``values``.
+
+    >>> mean_sd([1.0, 3.0])
+    (2.0, 1.4142135623730951)
+    """
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, sd
