@@ -287,17 +287,23 @@ class _Transform(nn.Module):
     C_pts)) -> (n, sum of the banks' widths)``, the banks' features side by side in
     ``BANKS`` order (traced)."""
 
-    def __init__(self, kind: str, net: nn.Module | None) -> None:
+    def __init__(self, kind: str, net: nn.Module | None, norms: tuple[float, float],
+                 fused: bool) -> None:
+        from pcad.detectors.multimodal import balanced_concat
+
         super().__init__()
-        self.kind, self.net = kind, net
+        self.kind, self.net, self.norms, self.fused = kind, net, norms, fused
+        self.concat = balanced_concat
 
     def forward(self, rgb: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
         if self.kind == "m3dm":
-            return torch.cat([pts, rgb, self.net.fuse(rgb, pts)], dim=1)
-        if self.net is None:  # lsfa with epochs=0: the frozen features
-            return torch.cat([pts, rgb], dim=1)
-        a_rgb, a_pts = self.net.adapt(rgb[None], pts[None])
-        return torch.cat([a_pts[0], a_rgb[0]], dim=1)
+            return torch.cat([pts, rgb, self.net.fuse(rgb, pts, self.norms)], dim=1)
+        if self.net is not None:  # lsfa with epochs=0: the frozen features
+            a_rgb, a_pts = self.net.adapt(rgb[None], pts[None])
+            rgb, pts = a_rgb[0], a_pts[0]
+        if self.fused:  # banks="triple"
+            return torch.cat([pts, rgb, self.concat((pts, rgb), self.norms)], dim=1)
+        return torch.cat([pts, rgb], dim=1)
 
 
 class ExportedMultiBank(nn.Module):
@@ -419,7 +425,8 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
         raise InvalidInputError(f"pcad export: bank_score 'reweighted' of this {det.name} run "
                                 "cannot be exported yet (exportable: foreground-max)")
     net = copy.deepcopy(det.uff if det.name == "m3dm" else det.adapters)
-    transform = _Transform(det.name, None if net is None else net.cpu().eval())
+    transform = _Transform(det.name, None if net is None else net.cpu().eval(),
+                           det.part_norms, "fusion" in det.BANKS)
     d_rgb, d_pts = det.banks["rgb"].dim, det.banks["xyz"].dim
     transform = _trace(transform, torch.rand(n, d_rgb), torch.rand(n, d_pts))
     banks, start = [], 0

@@ -71,7 +71,9 @@ def data3(tmp_path_factory, tiny_dataset) -> Path:
 MULTIMODAL = [("cfm", {"epochs": 2}), ("m3dm", {"epochs": 1}),
               ("lsfa", {"epochs": 1}), ("m3dm", {"epochs": 1, "fusion": "zmax",
                                                  "image_score": "foreground-max"}),
-              ("lsfa", {"epochs": 1, "fusion": "ocsvm", "map_fusion": "sum"})]
+              ("lsfa", {"epochs": 1, "fusion": "ocsvm", "map_fusion": "sum"}),
+              ("lsfa", {"epochs": 1, "banks": "triple"}),
+              ("m3dm", {"epochs": 1, "fused_balance": "none"})]
 
 
 @pytest.mark.parametrize(("detector", "options"), MULTIMODAL)

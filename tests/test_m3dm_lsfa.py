@@ -34,7 +34,7 @@ from pcad.detectors.m3dm import UFF, M3DMDetector
 from pcad.detectors.patches import MultimodalFeatures
 from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train
-from pcad.errors import InvalidInputError, PcadError
+from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.memory import MemoryBank
 
 CATEGORY = "plate_holes"
@@ -117,6 +117,8 @@ def test_registered_with_defaults():
     assert isinstance(m, M3DMDetector) and isinstance(s, LSFADetector)
     assert m.modalities == s.modalities == ("rgb", "xyz")
     assert m.BANKS == ("xyz", "rgb", "fusion") and s.BANKS == ("xyz", "rgb")
+    assert create_detector("lsfa", banks="triple").BANKS == ("xyz", "rgb", "fusion")
+    assert m.config["fused_balance"] == "norm" and s.config["banks"] == "double"
     for det in (m, s):
         c = det.config
         # FPFH: the shipped Point-MAE's point bank is far weaker on the procedural parts
@@ -129,6 +131,8 @@ def test_registered_with_defaults():
     assert m.config["bank_weights"] == {"xyz": 1.0, "rgb": 0.1, "fusion": 1.0}
     assert (m.config["epochs"], m.config["batch_size"], m.config["lr"]) == (3, 16, 3e-3)
     assert s.config["bank_weights"] == {"xyz": 1.0, "rgb": 0.1}
+    assert create_detector("lsfa", banks="triple").config["bank_weights"] == {
+        "xyz": 1.0, "rgb": 0.1, "fusion": 1.0}
     assert (s.config["epochs"], s.config["batch_size"], s.config["lr"]) == (2, 8, 3e-4)
     assert (s.config["la_weight"], s.config["rotation_weight"], s.config["compact_weight"],
             s.config["global_compact_weight"], s.config["ga_weight"]) == (1, 0.05, 0.9, 0.4, 0.1)
@@ -152,6 +156,12 @@ def test_bad_config(name, config, word):
 
 
 def test_bad_lsfa_config():
+    with pytest.raises(InvalidInputError, match="fused_balance"):
+        create_detector("m3dm", fused_balance="sum")
+    with pytest.raises(InvalidInputError, match="banks"):
+        create_detector("lsfa", banks="quad")
+    with pytest.raises(InvalidInputError, match="bank_weights"):
+        create_detector("lsfa", banks="double", bank_weights={"fusion": 1.0})
     with pytest.raises(InvalidInputError, match="epochs"):
         create_detector("m3dm", epochs=0)  # only lsfa has an untrained variant
     with pytest.raises(InvalidInputError, match="compact_start"):
@@ -391,9 +401,58 @@ def test_m3dm_fused_bank_is_uff_output(fitted, feats):
     np.testing.assert_array_equal(out["xyz"], pts)
     np.testing.assert_array_equal(out["rgb"], rgb)
     with torch.no_grad():
-        ref = det.uff.fuse(torch.from_numpy(rgb), torch.from_numpy(pts)).numpy()
-    np.testing.assert_allclose(out["fusion"], ref, rtol=1e-6)
-    assert out["fusion"].shape == (1, 64, 152 + 33)
+        chi_rgb, chi_pts = det.uff.parts(torch.from_numpy(rgb), torch.from_numpy(pts))
+    # fused_balance="norm": each part over its mean norm on the training foreground patches
+    n_pts, n_rgb = det.part_norms
+    ref = np.concatenate([chi_pts.numpy() / n_pts, chi_rgb.numpy() / n_rgb], axis=-1)
+    np.testing.assert_allclose(out["fusion"], ref, rtol=1e-5)
+    assert out["fusion"].shape == (1, 64, 33 + 152)
+    with torch.no_grad():
+        all_rgb, all_pts = det.uff.parts(torch.from_numpy(feats[0][feats[2]]),
+                                         torch.from_numpy(feats[1][feats[2]]))
+    assert n_pts == pytest.approx(all_pts.norm(dim=-1).mean().item(), rel=1e-5)
+    assert n_rgb == pytest.approx(all_rgb.norm(dim=-1).mean().item(), rel=1e-5)
+    assert abs(n_rgb / n_pts - 1) > 0.1  # the two parts do differ in scale here
+
+
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_lsfa_triple_fused_bank_is_balanced_adapted_concat(feats, train_set, epochs):
+    det = fit("lsfa", feats, train_set, epochs=epochs, banks="triple")
+    rgb, pts, fg = feats
+    out = det.transform(rgb[:2], pts[:2], fg[:2])
+    n_pts, n_rgb = det.part_norms
+    np.testing.assert_allclose(out["fusion"], np.concatenate(
+        [out["xyz"] / n_pts, out["rgb"] / n_rgb], axis=-1), rtol=1e-5)
+    every = det.transform(rgb, pts, fg)
+    assert n_pts == pytest.approx(float(np.linalg.norm(every["xyz"][fg], axis=-1).mean()),
+                                  rel=1e-5)
+    assert n_rgb == pytest.approx(float(np.linalg.norm(every["rgb"][fg], axis=-1).mean()),
+                                  rel=1e-5)
+    double = fit("lsfa", feats, train_set, epochs=epochs, banks="double")
+    assert double.BANKS == ("xyz", "rgb") and double.part_norms == (1.0, 1.0)
+    for b in double.BANKS:  # the same adapted point and RGB banks
+        np.testing.assert_array_equal(double.transform(rgb[:2], pts[:2], fg[:2])[b], out[b])
+
+
+def test_m3dm_fused_balance_none_is_plain_concat(feats, train_set, tmp_path):
+    det = fit("m3dm", feats, train_set, fused_balance="none")
+    assert det.part_norms == (1.0, 1.0)
+    rgb, pts, fg = (a[:1] for a in feats)
+    with torch.no_grad():
+        chi_rgb, chi_pts = det.uff.parts(torch.from_numpy(rgb), torch.from_numpy(pts))
+    np.testing.assert_allclose(det.transform(rgb, pts, fg)["fusion"],
+                               torch.cat([chi_pts, chi_rgb], dim=-1).numpy(), rtol=1e-6)
+    # a run saved before fused_balance existed has no part_norms: loaded as M3DM's concat
+    det.save(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["state"]["part_norms"] == [1.0, 1.0]
+    del record["state"]["part_norms"]
+    (tmp_path / "run" / "detector.json").write_text(json.dumps(record))
+    assert load_detector(tmp_path / "run").part_norms == (1.0, 1.0)
+    record["state"]["part_norms"] = [1.0, -2.0]
+    (tmp_path / "run" / "detector.json").write_text(json.dumps(record))
+    with pytest.raises(FileFormatError, match="part_norms"):
+        load_detector(tmp_path / "run")
 
 
 def test_leave_one_out_fusion_inputs(feats, train_set, monkeypatch):
@@ -425,17 +484,17 @@ def test_fusion_options(fitted, feats, train_set, eval_set):
     ref = fitted["lsfa"]
     det = fit("lsfa", feats, train_set, fusion="sum", map_fusion="sum",
               image_score="foreground-max")
-    np.testing.assert_array_equal(det.w_image, [1.0, 1.0])
-    np.testing.assert_array_equal(det.w_patch, [1.0, 1.0])
+    np.testing.assert_array_equal(det.w_image, np.ones(2))
+    np.testing.assert_array_equal(det.w_patch, np.ones(2))
     score, amap = det.predict(eval_set[-1])
     assert score == foreground_max(amap, eval_set[-1].xyz)
     # each SVM on its own: the other keeps the default's weights
     maps_only = fit("lsfa", feats, train_set, fusion="sum")
-    np.testing.assert_array_equal(maps_only.w_image, [1.0, 1.0])
+    np.testing.assert_array_equal(maps_only.w_image, np.ones(2))
     np.testing.assert_array_equal(maps_only.w_patch, ref.w_patch)
     image_only = fit("lsfa", feats, train_set, map_fusion="sum")
     np.testing.assert_array_equal(image_only.w_image, ref.w_image)
-    np.testing.assert_array_equal(image_only.w_patch, [1.0, 1.0])
+    np.testing.assert_array_equal(image_only.w_patch, np.ones(2))
     fg_only = fit("lsfa", feats, train_set, svm_patches="foreground")
     np.testing.assert_array_equal(fg_only.w_image, ref.w_image)
     assert not np.array_equal(fg_only.w_patch, ref.w_patch)

@@ -124,7 +124,8 @@ from pcad.detectors.patches import (
 )
 from pcad.errors import FileFormatError, InvalidInputError
 
-__all__ = ["MIN_LOO_SAMPLES", "MultiBankDetector", "fuse_normalized", "loo_stats"]
+__all__ = ["MIN_LOO_SAMPLES", "MultiBankDetector", "balanced_concat", "fuse_normalized",
+           "loo_stats", "mean_norms", "read_part_norms"]
 
 #: the fewest training samples the LOO-normalised fusions (``"zsum"``, ``"zmax"``) accept: the
 #: std of each bank's leave-one-out training scores needs at least two degrees of freedom
@@ -175,6 +176,43 @@ def fuse_normalized(scores: np.ndarray, stats: np.ndarray, weights: np.ndarray,
             raise InvalidInputError("fuse_normalized: zmax needs one positive weight")
         return z[..., w > 0].max(axis=-1)
     raise InvalidInputError(f"fuse_normalized: expected one of {Z_FUSIONS}, got {how!r}")
+
+
+def mean_norms(*parts: torch.Tensor) -> tuple[float, ...]:
+    """The mean row norm of each ``(m, C)`` part (1.0 where it is not finite and positive):
+    the divisors of :func:`balanced_concat`.
+
+    >>> mean_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), torch.zeros(2, 3))
+    (3.0, 1.0)
+    """
+    out = []
+    for x in parts:
+        v = float(x.norm(dim=-1).mean()) if x.numel() else 1.0
+        out.append(v if math.isfinite(v) and v > 0 else 1.0)
+    return tuple(out)
+
+
+def balanced_concat(parts: Sequence[torch.Tensor], norms: Sequence[float]) -> torch.Tensor:
+    """``concat(part_i / norms[i])`` along the last axis: each modality's features divided by
+    their mean training norm (:func:`mean_norms`), so that neither dominates a fused distance
+    by its width and units alone (``btf`` does the same with its two halves).
+
+    >>> balanced_concat([torch.ones(1, 2), torch.ones(1, 1)], (2.0, 4.0)).tolist()
+    [[0.5, 0.5, 0.25]]
+    """
+    return torch.cat([p / float(n) for p, n in zip(parts, norms, strict=True)], dim=-1)
+
+
+def read_part_norms(state: dict[str, Any], where: str) -> tuple[float, float]:
+    """``state["part_norms"]`` of a saved run as two positive floats (``(1, 1)`` when the run
+    predates it: a plain concatenation), else a one-line FileFormatError naming ``where``."""
+    norms = state.get("part_norms", [1.0, 1.0])
+    if not (isinstance(norms, list) and len(norms) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) and v > 0 for v in norms)):
+        raise FileFormatError(f"{where}: 'state.part_norms' must be two positive numbers, "
+                              f"got {norms!r:.80}")
+    return float(norms[0]), float(norms[1])
 
 
 # ----------------------------------------------------------------------------------- detector
