@@ -149,6 +149,17 @@ def check_fraction(value: Any, name: str, inclusive_zero: bool = True) -> float:
     return v
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` if it is a bool, else a one-line error naming option ``name``.
+
+    >>> check_flag(True, "attenuate")
+    True
+    """
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name}: must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise InvalidInputError.
 

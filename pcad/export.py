@@ -288,12 +288,12 @@ class _Transform(nn.Module):
     ``BANKS`` order (traced)."""
 
     def __init__(self, kind: str, net: nn.Module | None, norms: tuple[float, float],
-                 fused: bool) -> None:
-        from pcad.detectors.multimodal import balanced_concat
+                 banks: tuple[str, ...]) -> None:
+        from pcad.detectors.lsfa import bank_features
 
         super().__init__()
-        self.kind, self.net, self.norms, self.fused = kind, net, norms, fused
-        self.concat = balanced_concat
+        self.kind, self.net, self.norms, self.banks = kind, net, norms, banks
+        self.bank_features = bank_features
 
     def forward(self, rgb: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
         if self.kind == "m3dm":
@@ -301,9 +301,7 @@ class _Transform(nn.Module):
         if self.net is not None:  # lsfa with epochs=0: the frozen features
             a_rgb, a_pts = self.net.adapt(rgb[None], pts[None])
             rgb, pts = a_rgb[0], a_pts[0]
-        if self.fused:  # banks="triple"
-            return torch.cat([pts, rgb, self.concat((pts, rgb), self.norms)], dim=1)
-        return torch.cat([pts, rgb], dim=1)
+        return torch.cat(self.bank_features(rgb, pts, self.banks, self.norms), dim=1)
 
 
 class ExportedMultiBank(nn.Module):
@@ -426,7 +424,7 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
                                 "cannot be exported yet (exportable: foreground-max)")
     net = copy.deepcopy(det.uff if det.name == "m3dm" else det.adapters)
     transform = _Transform(det.name, None if net is None else net.cpu().eval(),
-                           det.part_norms, "fusion" in det.BANKS)
+                           det.part_norms, det.BANKS)
     d_rgb, d_pts = det.banks["rgb"].dim, det.banks["xyz"].dim
     transform = _trace(transform, torch.rand(n, d_rgb), torch.rand(n, d_pts))
     banks, start = [], 0
@@ -436,17 +434,16 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
         banks.append(_Bank(torch.from_numpy(det.banks[b].features), mean, std, start,
                            start + width))
         start += width
-    lam = np.array([det.config["bank_weights"][b] for b in det.BANKS], dtype=np.float64)
     unit = np.tile([0.0, 1.0], (len(det.BANKS), 1))
 
-    def fusion(how: str, stats: np.ndarray, w_fit: np.ndarray) -> tuple[int, np.ndarray,
-                                                                         np.ndarray]:
+    def fusion(use: str, how: str, stats: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        weights = det.fusion_weights(use, how)
         if how in Z_FUSIONS:
-            return Z_FUSIONS.index(how), stats, det.z_weights
-        return 0, unit, w_fit * lam  # "sum" (fitted weights 1) and "ocsvm": linear
+            return Z_FUSIONS.index(how), stats, weights
+        return 0, unit, weights  # "sum" (fitted weights 1) and "ocsvm": linear
 
-    i_how, i_stats, i_w = fusion(cfg["fusion"], det.z_image, det.w_image)
-    p_how, p_stats, p_w = fusion(cfg["map_fusion"], det.z_patch, det.w_patch)
+    i_how, i_stats, i_w = fusion("image", cfg["fusion"], det.z_image)
+    p_how, p_stats, p_w = fusion("map", cfg["map_fusion"], det.z_patch)
     module = ExportedMultiBank(
         backbone, transform, banks, cfg["image_size"], cfg["sigma"], i_how, p_how,
         torch.from_numpy(np.asarray(i_stats, np.float64)),

@@ -73,6 +73,7 @@ MULTIMODAL = [("cfm", {"epochs": 2}), ("m3dm", {"epochs": 1}),
                                                  "image_score": "foreground-max"}),
               ("lsfa", {"epochs": 1, "fusion": "ocsvm", "map_fusion": "sum"}),
               ("lsfa", {"epochs": 1, "banks": "triple"}),
+              ("lsfa", {"epochs": 1, "banks": "split"}),
               ("m3dm", {"epochs": 1, "fused_balance": "none"})]
 
 

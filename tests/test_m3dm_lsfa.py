@@ -31,6 +31,7 @@ from pcad.detectors.lsfa import (
     rotate_cells,
 )
 from pcad.detectors.m3dm import UFF, M3DMDetector
+from pcad.detectors.multimodal import fuse_normalized
 from pcad.detectors.patches import MultimodalFeatures
 from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train
@@ -116,9 +117,10 @@ def test_registered_with_defaults():
     m, s = create_detector("m3dm"), create_detector("lsfa")
     assert isinstance(m, M3DMDetector) and isinstance(s, LSFADetector)
     assert m.modalities == s.modalities == ("rgb", "xyz")
-    assert m.BANKS == ("xyz", "rgb", "fusion") and s.BANKS == ("xyz", "rgb")
+    assert m.BANKS == ("xyz", "rgb", "fusion")
+    assert s.BANKS == ("xyz", "rgb", "xyz_ln", "fusion_ln")
     assert create_detector("lsfa", banks="triple").BANKS == ("xyz", "rgb", "fusion")
-    assert m.config["fused_balance"] == "norm" and s.config["banks"] == "double"
+    assert m.config["fused_balance"] == "norm" and s.config["banks"] == "split"
     for det in (m, s):
         c = det.config
         # FPFH: the shipped Point-MAE's point bank is far weaker on the procedural parts
@@ -130,7 +132,9 @@ def test_registered_with_defaults():
         assert c["svm_patches"] == "all"
     assert m.config["bank_weights"] == {"xyz": 1.0, "rgb": 0.1, "fusion": 1.0}
     assert (m.config["epochs"], m.config["batch_size"], m.config["lr"]) == (3, 16, 3e-3)
-    assert s.config["bank_weights"] == {"xyz": 1.0, "rgb": 0.1}
+    assert s.config["bank_weights"] == {"xyz": 1.0, "rgb": 0.1, "xyz_ln": 1.0, "fusion_ln": 1.0}
+    assert create_detector("lsfa", banks="double").config["bank_weights"] == {"xyz": 1.0,
+                                                                              "rgb": 0.1}
     assert create_detector("lsfa", banks="triple").config["bank_weights"] == {
         "xyz": 1.0, "rgb": 0.1, "fusion": 1.0}
     assert (s.config["epochs"], s.config["batch_size"], s.config["lr"]) == (2, 8, 3e-4)
@@ -233,6 +237,40 @@ def test_compactness_matches_manual():
         total += lc_rgb + lc_pts + 0.4 * (dmin(gr, queues[2]) + dmin(gp, queues[3]))
     got = compactness(a_rgb, a_pts, fg, g_rgb, g_pts, queues, 0.4)
     assert float(got) == pytest.approx(total / b, rel=1e-5)
+
+
+def test_compactness_with_owners_skips_each_samples_own_rows():
+    g = torch.Generator().manual_seed(5)
+    b, n, cr, cp = 3, 4, 4, 3
+    a_rgb, a_pts = torch.randn(b, n, cr, generator=g), torch.randn(b, n, cp, generator=g)
+    fg = torch.ones(b, n, dtype=torch.bool)
+    g_rgb, g_pts = masked_mean(a_rgb, fg), masked_mean(a_pts, fg)
+    # the queue holds each batch sample's own (exact) rows and rows of samples 7 and 8
+    q_rgb = torch.cat([a_rgb.reshape(-1, cr), torch.randn(5, cr, generator=g)])
+    q_pts = torch.cat([a_pts.reshape(-1, cp), torch.randn(5, cp, generator=g)])
+    o_loc = torch.cat([torch.arange(b).repeat_interleave(n), torch.tensor([7, 7, 8, 8, 8])])
+    qg_rgb = torch.cat([g_rgb, torch.randn(2, cr, generator=g)])
+    qg_pts = torch.cat([g_pts, torch.randn(2, cp, generator=g)])
+    o_glob = torch.tensor([0, 1, 2, 7, 8])
+    queues = (q_rgb, q_pts, qg_rgb, qg_pts)
+    owners = (torch.arange(b), o_loc, o_loc, o_glob, o_glob)
+    # without owners every sample finds itself in the queue: the local terms are ~0
+    plain = compactness(a_rgb, a_pts, fg, g_rgb, g_pts, queues, 0.4)
+    assert float(plain) < 1e-4
+    got = compactness(a_rgb, a_pts, fg, g_rgb, g_pts, queues, 0.4, owners)
+    want = np.mean([float(compactness(
+        a_rgb[i:i + 1], a_pts[i:i + 1], fg[i:i + 1], g_rgb[i:i + 1], g_pts[i:i + 1],
+        (q_rgb[o_loc != i], q_pts[o_loc != i], qg_rgb[o_glob != i], qg_pts[o_glob != i]), 0.4))
+        for i in range(b)])
+    assert float(got) == pytest.approx(want, rel=1e-5) and float(got) > 0.1
+    # a queue of the sample's own rows only: nothing to be compact towards, 0 with a gradient
+    a = a_rgb[:1].clone().requires_grad_(True)
+    alone = compactness(a, a_pts[:1], fg[:1], g_rgb[:1], g_pts[:1],
+                        (a_rgb[0], a_pts[0], g_rgb[:1], g_pts[:1]), 0.4,
+                        (torch.tensor([0]), torch.zeros(n, dtype=torch.long),
+                         torch.zeros(n, dtype=torch.long), torch.tensor([0]), torch.tensor([0])))
+    alone.backward()
+    assert float(alone) == 0.0 and a.grad is not None
 
 
 def test_lsfa_loss_is_the_weighted_sum_of_its_terms():
@@ -349,6 +387,31 @@ def test_lsfa_compactness_runs_with_full_queues(fitted):
     assert all(math.isfinite(v) and v >= 0 for v in det.last_terms.values())
 
 
+def test_lsfa_compact_others_trains_against_other_samples(fitted, feats, train_set,
+                                                          monkeypatch):
+    import pcad.detectors.lsfa as lsfa_mod
+
+    seen = []
+    real = lsfa_mod.compactness
+
+    def spy(*args, **kwargs):
+        seen.append(args[7] if len(args) > 7 else kwargs.get("owners"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lsfa_mod, "compactness", spy)
+    det = fit("lsfa", feats, train_set, compact_others=True)
+    ref = fitted["lsfa"]
+    outer = [o for o in seen if o is not None]  # (the per-sample calls inside have none)
+    assert outer
+    for batch, *queued in outer:  # every queued row is owned by a training sample
+        assert all(len(o) and int(o.min()) >= 0 and int(o.max()) < len(train_set)
+                   for o in queued)
+        assert len(batch) >= 1
+    assert math.isfinite(det.last_terms["compact"]) and det.last_terms["compact"] > 0
+    # the sample's own earlier features no longer count: another loss and other adapters
+    assert det.history != ref.history
+
+
 # ----------------------------------------------------------------------------- fit / predict
 
 
@@ -413,6 +476,44 @@ def test_m3dm_fused_bank_is_uff_output(fitted, feats):
     assert n_pts == pytest.approx(all_pts.norm(dim=-1).mean().item(), rel=1e-5)
     assert n_rgb == pytest.approx(all_rgb.norm(dim=-1).mean().item(), rel=1e-5)
     assert abs(n_rgb / n_pts - 1) > 0.1  # the two parts do differ in scale here
+
+
+@pytest.mark.parametrize("fusion", ["zsum", "ocsvm"])
+def test_lsfa_split_scores_images_by_the_double_lib_and_maps_by_layer_normed_banks(
+        feats, train_set, eval_set, fusion):
+    opts = {"epochs": 1, "fusion": fusion, "map_fusion": fusion}
+    split = fit("lsfa", feats, train_set, banks="split", **opts)
+    double = fit("lsfa", feats, train_set, banks="double", **opts)
+    assert split.BANKS == ("xyz", "rgb", "xyz_ln", "fusion_ln")
+    assert split.IMAGE_BANKS == ("xyz", "rgb")
+    assert split.MAP_BANKS == ("xyz_ln", "rgb", "fusion_ln")
+    rgb, pts, fg = (a[:2] for a in feats)
+    out = split.transform(rgb, pts, fg)
+
+    def unit_ln(x):
+        x = x.astype(np.float64)
+        z = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+        return z / np.sqrt(x.shape[-1])
+
+    np.testing.assert_allclose(out["xyz_ln"], unit_ln(out["xyz"]), atol=1e-5)
+    np.testing.assert_allclose(out["fusion_ln"], np.concatenate(
+        [unit_ln(out["xyz"]), unit_ln(out["rgb"])], axis=-1), atol=1e-5)
+    for b in ("xyz", "rgb"):  # the same adapters: the same two banks as the double lib
+        np.testing.assert_array_equal(out[b], double.transform(rgb, pts, fg)[b])
+    np.testing.assert_array_equal(split.bank_mask("image"), [1, 1, 0, 0])
+    np.testing.assert_array_equal(split.bank_mask("map"), [0, 1, 1, 1])
+    for sample in eval_set[-3:]:
+        score, amap = split.predict(sample)
+        # the image score is the double lib's: the layer-normed banks do not enter it
+        assert score == pytest.approx(double.predict(sample)[0], rel=1e-9, abs=1e-12)
+        patches, scores = split.bank_scores(sample)
+        if fusion == "zsum":  # the map fuses the three map banks only
+            stack = np.stack([patches[b].astype(np.float64) for b in split.BANKS], axis=-1)
+            grid = fuse_normalized(stack, split.z_patch, np.array([0.0, 1, 1, 1]))
+            np.testing.assert_allclose(split._fused_grid(patches), grid, rtol=1e-12)
+        else:
+            assert split.w_patch[0] * split.bank_mask("map")[0] == 0
+            np.testing.assert_array_equal(split.fusion_weights("image", fusion)[2:], [0, 0])
 
 
 @pytest.mark.parametrize("epochs", [0, 1])
@@ -482,19 +583,20 @@ def test_fusion_options(fitted, feats, train_set, eval_set):
     from pcad.detectors.patches import foreground_max
 
     ref = fitted["lsfa"]
+    ones = np.ones(len(ref.BANKS))
     det = fit("lsfa", feats, train_set, fusion="sum", map_fusion="sum",
               image_score="foreground-max")
-    np.testing.assert_array_equal(det.w_image, np.ones(2))
-    np.testing.assert_array_equal(det.w_patch, np.ones(2))
+    np.testing.assert_array_equal(det.w_image, ones)
+    np.testing.assert_array_equal(det.w_patch, ones)
     score, amap = det.predict(eval_set[-1])
     assert score == foreground_max(amap, eval_set[-1].xyz)
     # each SVM on its own: the other keeps the default's weights
     maps_only = fit("lsfa", feats, train_set, fusion="sum")
-    np.testing.assert_array_equal(maps_only.w_image, np.ones(2))
+    np.testing.assert_array_equal(maps_only.w_image, ones)
     np.testing.assert_array_equal(maps_only.w_patch, ref.w_patch)
     image_only = fit("lsfa", feats, train_set, map_fusion="sum")
     np.testing.assert_array_equal(image_only.w_image, ref.w_image)
-    np.testing.assert_array_equal(image_only.w_patch, np.ones(2))
+    np.testing.assert_array_equal(image_only.w_patch, ones)
     fg_only = fit("lsfa", feats, train_set, svm_patches="foreground")
     np.testing.assert_array_equal(fg_only.w_image, ref.w_image)
     assert not np.array_equal(fg_only.w_patch, ref.w_patch)

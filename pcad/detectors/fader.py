@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_flag, check_int, check_positive
 from pcad.detectors.registry import register_detector
 from pcad.detectors.vitad import STD_FLOOR, Block, ViTADDetector
 from pcad.errors import InvalidInputError
@@ -258,13 +258,6 @@ def network_complexity(det: Any, levels: Sequence[int] | None = None) -> dict[st
         net.to(det.device)
     return {"params": int(sum(p.numel() for p in net.parameters())),
             "flops": int(counter.get_total_flops())}
-
-
-def check_flag(value: Any, name: str) -> bool:
-    """``value`` if it is a bool, else a one-line error naming option ``name``."""
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"{name}: must be true or false, got {value!r}")
-    return value
 
 
 @register_detector("fader")

@@ -229,6 +229,9 @@ class MultiBankDetector(Detector):
     modalities = ("rgb", "xyz")
     supports_distributed: ClassVar[bool] = True
     BANKS: ClassVar[tuple[str, ...]] = ()
+    #: the banks that the image score / the anomaly map fuse (None: every bank)
+    IMAGE_BANKS: ClassVar[tuple[str, ...] | None] = None
+    MAP_BANKS: ClassVar[tuple[str, ...] | None] = None
     BANK_WEIGHTS: ClassVar[dict[str, float]] = {}
     defaults: ClassVar[dict[str, Any]] = {
         **FEATURE_DEFAULTS, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0, "n_reweight": 3,
@@ -435,9 +438,9 @@ class MultiBankDetector(Detector):
         # the LOO statistics are kept whatever the fusion (cheap; lets a run compare fusions)
         self.z_image, self.z_patch = loo_stats(img), loo_stats(pix.reshape(-1, k)[rows])
         if self.config["fusion"] == "ocsvm":
-            self.w_image = self._ocsvm(img * lam)
+            self.w_image = self._ocsvm(img * lam * self.bank_mask("image"))
         if self.config["map_fusion"] == "ocsvm":
-            self.w_patch = self._ocsvm(pix.reshape(-1, k)[rows] * lam)
+            self.w_patch = self._ocsvm(pix.reshape(-1, k)[rows] * lam * self.bank_mask("map"))
 
     def _ocsvm(self, x: np.ndarray) -> np.ndarray:
         from sklearn.exceptions import ConvergenceWarning
@@ -488,6 +491,21 @@ class MultiBankDetector(Detector):
         is 0 (a raw-score scale cancels in the normalisation; a zero still removes a bank)."""
         return np.array([float(self.config["bank_weights"][b] > 0) for b in self.BANKS])
 
+    def bank_mask(self, use: str) -> np.ndarray:
+        """``(k,)`` 1.0 for the banks that the image score (``use="image"``) or the map
+        (``"map"``) fuses (:attr:`IMAGE_BANKS`, :attr:`MAP_BANKS`; all by default), else 0."""
+        chosen = self.IMAGE_BANKS if use == "image" else self.MAP_BANKS
+        return np.array([float(chosen is None or b in chosen) for b in self.BANKS])
+
+    def fusion_weights(self, use: str, how: str) -> np.ndarray:
+        """``(k,)`` weights of the image (``use="image"``) or map fusion ``how``: the z-weights
+        of a LOO-normalised fusion, else the fitted SVM weights times ``bank_weights``; both
+        times :meth:`bank_mask`."""
+        if how in Z_FUSIONS:
+            return self.z_weights * self.bank_mask(use)
+        lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
+        return (self.w_image if use == "image" else self.w_patch) * lam * self.bank_mask(use)
+
     def fuse(self, patches: dict[str, np.ndarray], scores: dict[str, float], sample: Any,
              foreground: SampleForeground | None = None,
              fusion: str | None = None) -> tuple[float, np.ndarray]:
@@ -499,25 +517,23 @@ class MultiBankDetector(Detector):
 
     def _fused_grid(self, patches: dict[str, np.ndarray]) -> np.ndarray:
         """The ``(h, w) float64`` fused patch grid (``map_fusion``) of the banks' grids."""
-        lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         how = self.config["map_fusion"]
+        wp = self.fusion_weights("map", how)
         if how in Z_FUSIONS:
             stack = np.stack([patches[b].astype(np.float64) for b in self.BANKS], axis=-1)
-            return fuse_normalized(stack, self.z_patch, self.z_weights, how)
-        wp = self.w_patch * lam
+            return fuse_normalized(stack, self.z_patch, wp, how)
         return sum(wp[j] * patches[b].astype(np.float64) for j, b in enumerate(self.BANKS))
 
     def _fused_score(self, amap: np.ndarray, scores: dict[str, float], sample: Any,
                      foreground: SampleForeground | None, fusion: str | None) -> float:
         """The image score of :meth:`fuse` from the fused ``amap`` and per-bank scores."""
         fusion = fusion or self.config["fusion"]
-        lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         if self.config["image_score"] == "foreground-max":
             return foreground_max(amap, sample.xyz, foreground=foreground)
         vec = np.array([scores[b] for b in self.BANKS], dtype=np.float64)
+        wi = self.fusion_weights("image", fusion)
         if fusion in Z_FUSIONS:
-            return float(fuse_normalized(vec, self.z_image, self.z_weights, fusion))
-        wi = self.w_image * lam
+            return float(fuse_normalized(vec, self.z_image, wi, fusion))
         return float(sum(wi[j] * vec[j] for j in range(len(self.BANKS))))
 
     def predict_batch(self, samples: Sequence[Any]) -> list[tuple[float, np.ndarray]]:

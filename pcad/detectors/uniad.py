@@ -66,13 +66,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_flag, check_int, check_positive
 from pcad.detectors.fader import (
     CORRUPT_PROB,
     CORRUPT_SCALE,
     FADeR,
     attenuation_loss,
-    check_flag,
     corrupt_tokens,
 )
 from pcad.detectors.registry import register_detector
