@@ -243,29 +243,35 @@ def _ordered(keys: Any) -> list[tuple[str, str]]:
     return first + sorted(ck for ck in keys if ck not in first)
 
 
-def _fmt(row: dict | None, digits: int = 3, signed: bool = False) -> str:
+def _fmt(row: dict | None, digits: int = 3, signed: bool = False, spread: bool = False) -> str:
+    """``row``'s value; with ``spread``, ``± seed_std`` (the mean over parts of the per-part
+    std over seeds) after it."""
     if row is None or row.get("value") is None:
         return "-"
-    return f"{row['value']:+.{digits}f}" if signed else f"{row['value']:.{digits}f}"
+    text = f"{row['value']:+.{digits}f}" if signed else f"{row['value']:.{digits}f}"
+    if spread and row.get("seed_std") is not None:
+        text += f" ± {row['seed_std']:.{digits}f}"
+    return text
 
 
 def render_table(rows: list[dict]) -> str:
-    """The README table (markdown): per detector, the mean over parts of I-AUROC, P-AUROC and
-    AUPRO@0.3 under standard and strong conditions with the drop (strong - standard), fit s
-    and ms/sample under each; then the I-AUROC drop per detector and part.
+    """The README table (markdown): per detector, the number of seeds, the mean over parts of
+    I-AUROC, P-AUROC and AUPRO@0.3 under standard and strong conditions with the drop (strong -
+    standard; I-AUROC ± the mean per-part std over seeds when there are several), fit s and
+    ms/sample under each; then the I-AUROC drop per detector and part.
 
     >>> runs = [{"detector": "d", "part": "p", "seed": 0,
     ...          "metrics": {"standard": {"i_auroc": 0.9, "fit_s": 2.0},
     ...                      "strong": {"i_auroc": 0.7, "fit_s": 2.0}}}]
     >>> print(render_table(aggregate(runs)).splitlines()[2])
-    | d | 0.900 | 0.700 | -0.200 | - | - | - | - | - | - | 2.0 | - | - | - | - |
+    | d | 1 | 0.900 | 0.700 | -0.200 | - | - | - | - | - | - | 2.0 | - | - | - | - |
     """
     rows = [r for r in rows if str(r.get("benchmark", "")).startswith(BENCH)]
     idx = {(r["detector"], r["part"], r["conditions"], r["metric"]): r
            for r in rows if "metric" in r}
     dets = list(dict.fromkeys(r["detector"] for r in rows if "metric" in r))
     parts = list(dict.fromkeys(r["part"] for r in rows if "metric" in r and r["part"] != "mean"))
-    head = ["detector"]
+    head = ["detector", "seeds"]
     for _, label in METRICS[:3]:
         head += [f"{label} std", f"{label} strong", f"{label} drop"]
     head += ["fit s", "ms/sample std", "ms/sample strong", "params", "peak RSS MB"]
@@ -273,10 +279,15 @@ def render_table(rows: list[dict]) -> str:
     for det in dets:
         def get(cond: str, key: str, det: str = det) -> dict | None:
             return idx.get((det, "mean", cond, key))
-        cells = [det]
+        seeds = max((r.get("n", 0) for (d, p, c, k), r in idx.items()
+                     if d == det and p != "mean" and c == "standard" and k == "i_auroc"),
+                    default=0)
+        cells = [det, str(seeds)]
         for key in QUALITY:
-            cells += [_fmt(get("standard", key)), _fmt(get("strong", key)),
-                      _fmt(get("drop", key), signed=True)]
+            many = seeds > 1 and key == "i_auroc"  # the seed spread where it is read most
+            cells += [_fmt(get("standard", key), spread=many),
+                      _fmt(get("strong", key), spread=many),
+                      _fmt(get("drop", key), signed=True, spread=many)]
         params = get("standard", "params")
         cells += [_fmt(get("standard", "fit_s"), 1), _fmt(get("standard", "infer_ms"), 0),
                   _fmt(get("strong", "infer_ms"), 0),

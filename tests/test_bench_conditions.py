@@ -82,11 +82,15 @@ def test_table(bc, tmp_path, capsys):
     rows = bc.aggregate(_runs())
     table = bc.render_table(rows)
     lines = table.splitlines()
-    assert lines[0].startswith("| detector | I-AUROC std | I-AUROC strong | I-AUROC drop |")
+    assert lines[0].startswith(
+        "| detector | seeds | I-AUROC std | I-AUROC strong | I-AUROC drop |")
     a = [c.strip() for c in next(x for x in lines if x.startswith("| a |")).strip("|").split("|")]
-    # I-AUROC: standard mean of g (0.95) and h (0.8); strong: g only; drop: g only
-    assert a[1:4] == ["0.875", "0.650", "-0.300"]
-    assert a[6] == "-0.035" and a[10] == "10.5" and a[11] == "100" and a[12] == "105"
+    # I-AUROC: standard mean of g (0.95) and h (0.8); strong: g only; drop: g only; ± the
+    # mean over parts of the std over seeds (g: 0.9 / 1.0, std 0.0707; h: one seed, 0)
+    assert a[1] == "2" and a[2:5] == ["0.875 ± 0.035", "0.650 ± 0.071", "-0.300 ± 0.141"]
+    assert a[7] == "-0.035" and a[11] == "10.5" and a[12] == "100" and a[13] == "105"
+    b = [c.strip() for c in next(x for x in lines if x.startswith("| b |")).strip("|").split("|")]
+    assert b[1] == "1" and b[2] == "0.500"  # one seed: no spread
     assert "| I-AUROC drop | g | h |" in table
     assert "| a | -0.300 | - |" in table and "| b | +0.050 | - |" in table
     assert "error: a on h seed 1: ValueError: boom" in table
