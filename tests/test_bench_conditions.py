@@ -3,26 +3,20 @@ selection, and a tiny quick run (one part, 64 px, btf) with its runs log and res
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+from tests.helpers import bench_module
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def bc():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("bench_conditions")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    with bench_module("bench_conditions") as module:
+        yield module
 
 
 def _m(i: float | None, p: float, fit: float = 10.0, ms: float = 100.0) -> dict:

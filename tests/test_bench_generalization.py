@@ -3,24 +3,18 @@ metrics (no rendering, no fitting)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+from tests.helpers import bench_module
 
 
 @pytest.fixture(scope="module")
 def bg():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("bench_generalization")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    with bench_module("bench_generalization") as module:
+        yield module
 
 
 def _runs():

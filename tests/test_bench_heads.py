@@ -3,24 +3,17 @@ run (pbas + prototypes-ot, 64 px) gives the rows and the table."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+from tests.helpers import bench_module
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def bh():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("bench_heads")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    with bench_module("bench_heads") as module:
+        yield module
 
 
 def test_cached_features_compute_each_sample_once(bh, monkeypatch, plate_bumps,

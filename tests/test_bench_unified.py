@@ -3,24 +3,19 @@ the unified - per-category gaps and the README table on fabricated results."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+from tests.helpers import bench_module
 
 
 @pytest.fixture(scope="module")
 def bu():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("bench_unified")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    with bench_module("bench_unified") as module:
+        yield module
 
 
 def _result(mad_a: float, mad_b: float, fit: float = 2.0) -> dict:
