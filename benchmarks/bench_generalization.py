@@ -180,7 +180,8 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict]:
     Per (detector, mesh) and metric: ``value`` = mean over seeds, ``std``/``min``/``max``/``n``
     and ``per_seed``. Per detector and metric, ``mesh="mean"``: ``value`` = mean of the
     per-mesh means, ``min``/``max`` = worst/best mesh, ``std`` = std of the per-mesh means,
-    ``seed_std`` = mean of the per-mesh seed std, ``per_mesh``. A run with ``"error"`` gives an
+    ``seed_std`` = mean of the per-mesh seed std, ``n_seeds`` = most seeds of a mesh,
+    ``per_mesh``. A run with ``"error"`` gives an
     error row and counts for nothing else.
 
     >>> runs = [{"detector": "d", "mesh": "a", "seed": s, "metrics": {"i_auroc": v}}
@@ -224,6 +225,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict]:
                          "ratio": None, "detector": det, "mesh": "mean", "metric": key,
                          "std": s["std"], "seed_std": seed_std, "min": s["min"],
                          "max": s["max"], "n": s["n"],
+                         "n_seeds": max(v["n"] for v in per.values()),
                          "per_mesh": {m: v["mean"] for m, v in per.items()}})
     return rows
 
@@ -240,23 +242,24 @@ def _cell(row: dict | None, digits: int = 3, spread: bool = True) -> str:
     fmt = f"{{:.{digits}f}}"
     text = fmt.format(row["value"])
     sd = row.get("seed_std", row.get("std"))
-    if spread and sd is not None and row.get("n", 1) > 0:
-        text += f" ± {fmt.format(sd)}"
+    if spread and sd is not None and row.get("n_seeds", row.get("n", 1)) > 1:
+        text += f" ± {fmt.format(sd)}"  # no spread from one seed
     return text
 
 
 def render_table(rows: list[dict]) -> str:
     """The README tables (markdown) from this module's rows.
 
-    First table: per detector, the mean over meshes of I-AUROC, P-AUROC, AUPRO@0.3 (± the
-    mean seed std, [worst-best mesh] for I-AUROC), the I-AUROC per defect type, the per-bank
-    image AUROC, fit s and ms/sample. Second table: I-AUROC per detector and mesh, mean ± std
+    First table: per detector, the seeds, the mean over meshes of I-AUROC, P-AUROC,
+    AUPRO@0.3 (± the mean seed std when more than one seed, [worst-best mesh] for I-AUROC), the
+    I-AUROC per defect type, the per-bank image AUROC, fit s and ms/sample. Second table:
+    I-AUROC per detector and mesh, mean ± std
     over seeds.
 
     >>> runs = [{"detector": "d", "mesh": "a", "seed": 0,
     ...          "metrics": {"i_auroc": 0.9, "i_auroc/bump": 1.0}}]
     >>> print(render_table(aggregate(runs)).splitlines()[2])
-    | d | 0.900 ± 0.000 [0.90-0.90] | - | - | 1.00 | - | - | - |
+    | d | 1 | 0.900 [0.90-0.90] | - | - | 1.00 | - | - | - |
     """
     rows = [r for r in rows if str(r.get("benchmark", "")).startswith(BENCH)]
     skipped = [r for r in rows if r.get("case") == "skipped"]
@@ -266,7 +269,7 @@ def render_table(rows: list[dict]) -> str:
     dets = list(dict.fromkeys(r["detector"] for r in rows if "metric" in r))
     meshes = list(dict.fromkeys(r["mesh"] for r in rows if "metric" in r and r["mesh"] != "mean"))
     defects = sorted({k.split("/", 1)[1] for (_, _, k) in idx if k.startswith("i_auroc/")})
-    head = (["detector", "I-AUROC", "P-AUROC", "AUPRO@0.3"] + [f"{d}" for d in defects]
+    head = (["detector", "seeds", "I-AUROC", "P-AUROC", "AUPRO@0.3"] + [f"{d}" for d in defects]
             + ["banks (image AUROC)", "fit s", "ms/sample"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for det in dets:
@@ -280,7 +283,8 @@ def render_table(rows: list[dict]) -> str:
                        if d == det and m == "mean" and k.startswith("bank_i_auroc/"))
         bank_text = ", ".join(f"{b} {get('bank_i_auroc/' + b)['value']:.2f}" for b in banks
                               if get('bank_i_auroc/' + b)["value"] is not None) or "-"
-        cells = ([det, first, _cell(get("p_auroc")), _cell(get("aupro"))]
+        seeds = str(i.get("n_seeds", "-")) if i is not None else "-"
+        cells = ([det, seeds, first, _cell(get("p_auroc")), _cell(get("aupro"))]
                  + [_cell(get(f"i_auroc/{d}"), 2, spread=False) for d in defects]
                  + [bank_text, _cell(get("fit_s"), 1, spread=False),
                     _cell(get("infer_ms"), 0, spread=False)])

@@ -73,8 +73,8 @@ def _score(det: Any, test: list) -> dict[str, float]:
     captured: dict[str, Any] = {}
     original = det.bank_scores
 
-    def spy(sample, foreground=None):
-        captured["out"] = original(sample, foreground)
+    def spy(sample, foreground=None, scored=None):
+        captured["out"] = original(sample, foreground)  # every bank's score, not only scored
         return captured["out"]
 
     det.bank_scores = spy  # predict scores every bank once; keep the point bank's share

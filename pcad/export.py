@@ -437,10 +437,10 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
     unit = np.tile([0.0, 1.0], (len(det.BANKS), 1))
 
     def fusion(use: str, how: str, stats: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        weights = det.fusion_weights(use, how)
-        if how in Z_FUSIONS:
-            return Z_FUSIONS.index(how), stats, weights
-        return 0, unit, weights  # "sum" (fitted weights 1) and "ocsvm": linear
+        # "sum" (fitted weights 1) and "ocsvm" are linear: zsum on unit statistics
+        z = how in Z_FUSIONS
+        return (Z_FUSIONS.index(how) if z else 0, stats if z else unit,
+                det.fusion_weights(use, how))
 
     i_how, i_stats, i_w = fusion("image", cfg["fusion"], det.z_image)
     p_how, p_stats, p_w = fusion("map", cfg["map_fusion"], det.z_patch)

@@ -81,17 +81,19 @@ def test_table(bg, tmp_path, capsys):
     rows = bg.aggregate(_runs())
     table = bg.render_table(rows)
     lines = table.splitlines()
-    assert lines[0].startswith("| detector | I-AUROC | P-AUROC | AUPRO@0.3 | bump |")
+    assert lines[0].startswith("| detector | seeds | I-AUROC | P-AUROC | AUPRO@0.3 | bump |")
     a = next(line for line in lines if line.startswith("| a |"))
     cells = [c.strip() for c in a.strip("|").split("|")]
-    assert cells[1] == f"0.700 ± {(0.2 + math.sqrt(0.02)) / 2:.3f} [0.60-0.80]"
-    assert cells[2] == "0.925 ± 0.000" and cells[4] == "0.70"
-    assert cells[5] == "xyz 0.55" and cells[6] == "16.0" and cells[7] == "75"
+    assert cells[1] == "3"  # the most seeds of a mesh
+    assert cells[2] == f"0.700 ± {(0.2 + math.sqrt(0.02)) / 2:.3f} [0.60-0.80]"
+    assert cells[3] == "0.925 ± 0.000" and cells[5] == "0.70"
+    assert cells[6] == "xyz 0.55" and cells[7] == "16.0" and cells[8] == "75"
     b = next(line for line in lines if line.startswith("| b |"))
-    assert "0.300" in b and "| - |" in b  # no bank for b
+    assert "| b | 1 | 0.300 [0.30-0.30] |" in b  # one seed: no spread
+    assert "| - |" in b  # no bank for b
     assert "| I-AUROC | m1 | m2 |" in table
     assert "| a | 0.800 ± 0.200 | 0.600 ± 0.141 |" in table
-    assert "| b | 0.300 ± 0.000 | - |" in table
+    assert "| b | 0.300 | - |" in table
     assert "error: a on m2 seed 2: ValueError: x" in table
     # the command line reads run.py's JSON file
     path = tmp_path / "g.json"

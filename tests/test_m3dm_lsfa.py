@@ -507,6 +507,14 @@ def test_lsfa_split_scores_images_by_the_double_lib_and_maps_by_layer_normed_ban
         # the image score is the double lib's: the layer-normed banks do not enter it
         assert score == pytest.approx(double.predict(sample)[0], rel=1e-9, abs=1e-12)
         patches, scores = split.bank_scores(sample)
+        # predict scores only the image banks; the skipped ones change nothing
+        assert split.scored_banks() == ("xyz", "rgb")
+        part, some = split.bank_scores(sample, scored=split.scored_banks())
+        assert np.isnan([some["xyz_ln"], some["fusion_ln"]]).all()
+        assert [some["xyz"], some["rgb"]] == [scores["xyz"], scores["rgb"]]
+        for b in split.BANKS:
+            np.testing.assert_array_equal(part[b], patches[b])
+        assert split.fuse(patches, scores, sample)[0] == score
         if fusion == "zsum":  # the map fuses the three map banks only
             stack = np.stack([patches[b].astype(np.float64) for b in split.BANKS], axis=-1)
             grid = fuse_normalized(stack, split.z_patch, np.array([0.0, 1, 1, 1]))

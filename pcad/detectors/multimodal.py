@@ -456,11 +456,15 @@ class MultiBankDetector(Detector):
             return np.ones(x.shape[1])
         return w
 
-    def bank_scores(self, sample: Any, foreground: SampleForeground | None = None
+    def bank_scores(self, sample: Any, foreground: SampleForeground | None = None,
+                    scored: Sequence[str] | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Per bank: the ``(h, w)`` patch distances and the image score of ``sample``
         (``foreground``: its :class:`~pcad.detectors.patches.SampleForeground` for
-        ``image_size``, shared by the features and every bank's score; None: made here)."""
+        ``image_size``, shared by the features and every bank's score; None: made here).
+        ``scored``: the banks whose image score is computed (None: every bank; the others get
+        NaN, which :meth:`fuse` ignores where their image weight is 0; see
+        :meth:`scored_banks`)."""
         self._require_fit()
         self.check_sample(sample, "test sample")
         if foreground is None:
@@ -474,15 +478,32 @@ class MultiBankDetector(Detector):
             self.check_width(feats[b].shape[-1], self.banks[b].dim, f"bank_{b}.npz")
             mean, std = self.stats[b]
             x = ((feats[b][0] - mean) / std).astype(np.float32)
-            patch, s = self._bank_image_score(self.banks[b], x, sample, foreground)
+            if scored is None or b in scored:
+                patch, s = self._bank_image_score(self.banks[b], x, sample, foreground)
+            else:
+                patch, s = self.banks[b].score(x), np.nan
             patches[b], scores[b] = patch.reshape(self.grid).astype(np.float32), float(s)
         return patches, scores
+
+    def scored_banks(self, fusion: str | None = None) -> tuple[str, ...]:
+        """The banks whose own image score the image ``fusion`` (default
+        ``config["fusion"]``) uses: those with a positive image weight, none when the image
+        score is the fused map's maximum (``image_score="foreground-max"``).
+
+        >>> from pcad.detectors import create_detector
+        >>> create_detector("lsfa").scored_banks(), create_detector("m3dm").scored_banks()
+        (('xyz', 'rgb'), ('xyz', 'rgb', 'fusion'))
+        """
+        if self.config["image_score"] == "foreground-max":
+            return ()
+        w = self.fusion_weights("image", fusion or self.config["fusion"])
+        return tuple(b for j, b in enumerate(self.BANKS) if w[j] > 0)
 
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:
         self._require_fit()
         self.check_sample(sample, "test sample")
         foreground = SampleForeground(sample.xyz, self.config["image_size"])
-        patches, scores = self.bank_scores(sample, foreground)
+        patches, scores = self.bank_scores(sample, foreground, self.scored_banks())
         return self.fuse(patches, scores, sample, foreground)
 
     @property
@@ -530,8 +551,10 @@ class MultiBankDetector(Detector):
         fusion = fusion or self.config["fusion"]
         if self.config["image_score"] == "foreground-max":
             return foreground_max(amap, sample.xyz, foreground=foreground)
-        vec = np.array([scores[b] for b in self.BANKS], dtype=np.float64)
         wi = self.fusion_weights("image", fusion)
+        # a bank of weight 0 adds nothing (its score may be NaN: not computed)
+        vec = np.array([scores[b] if wi[j] > 0 else 0.0 for j, b in enumerate(self.BANKS)],
+                       dtype=np.float64)
         if fusion in Z_FUSIONS:
             return float(fuse_normalized(vec, self.z_image, wi, fusion))
         return float(sum(wi[j] * vec[j] for j in range(len(self.BANKS))))
@@ -564,14 +587,18 @@ class MultiBankDetector(Detector):
         shapes = [s.shape for s in items]
         patches: list[dict[str, np.ndarray]] = [{} for _ in items]
         scores: list[dict[str, float]] = [{} for _ in items]
+        needed = self.scored_banks()
         for b in self.BANKS:
             self.check_width(feats[b].shape[-1], self.banks[b].dim, f"bank_{b}.npz")
             mean, std = self.stats[b]
             xs = [((x - mean) / std).astype(np.float32) for x in feats[b]]
             reweighted = self.config["bank_score"] == "reweighted"
+            wanted = b in needed
             dists, image = self.banks[b].score_images(
-                xs, n_reweight=self.config["n_reweight"] if reweighted else None)
-            if not reweighted:
+                xs, n_reweight=self.config["n_reweight"] if reweighted and wanted else None)
+            if not wanted:
+                image = [np.nan] * len(items)
+            elif not reweighted:
                 maps = upsample_maps([d.reshape(self.grid) for d in dists], shapes,
                                      self.config["sigma"], dev)
                 image = [foreground_max(m, s.xyz, foreground=f)
