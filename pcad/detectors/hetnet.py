@@ -86,7 +86,12 @@ from pcad.detectors.base import (
 )
 from pcad.detectors.patches import GridDeviceMixin, SampleForeground, backbone_image
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
+from pcad.detectors.tokens import (
+    IMAGE_SCORE_HELP,
+    ModalityPatchesMixin,
+    channel_stats,
+    patch_grid,
+)
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.features.base import FeatureBackbone, full_float32_convolutions
 from pcad.features.effnet import EfficientNetLite0, MBConvBlock, SameConv2d, _bn
@@ -338,6 +343,8 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "point_weights": None, "num_group": None, "group_size": None,
                 "device": "auto"}
     SCORES = ("foreground-max", "max")
+    #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
+    std_floor: ClassVar[float] = 0.0
     option_help: ClassVar[dict[str, str]] = {
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
                     "auto (both when the training samples have clouds, else rgb)",
@@ -465,9 +472,8 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         xs, noises = [], []
         for k in range(k_teachers):
             raw = torch.from_numpy(np.stack([f[k] for f in feats]).astype(np.float64))
-            flat = raw.reshape(-1, raw.shape[-1])
-            self.stats[f"mean{k}"] = flat.mean(0).float()
-            self.stats[f"std{k}"] = flat.std(0).nan_to_num(1.0).clamp_min(1e-6).float()
+            self.stats[f"mean{k}"], self.stats[f"std{k}"] = channel_stats(
+                raw.reshape(-1, raw.shape[-1]), self.std_floor)
             x = ((raw.float() - self.stats[f"mean{k}"]) / self.stats[f"std{k}"])
             xs.append(x.to(self.device))
             noises.append(LocalGaussianNoise(x, self.grid, c["noise_radius"], c["shrinkage"])

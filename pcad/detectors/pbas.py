@@ -81,7 +81,12 @@ from pcad.detectors.patches import (
     SampleForeground,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
+from pcad.detectors.tokens import (
+    IMAGE_SCORE_HELP,
+    ModalityPatchesMixin,
+    channel_stats,
+    patch_grid,
+)
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "pbas.pt"
@@ -172,6 +177,8 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto"}
     SCORES = ("foreground-max", "max")
+    #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
+    std_floor: ClassVar[float] = 0.0
     option_help: ClassVar[dict[str, str]] = {
         "modality": "patch features: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -256,9 +263,8 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         feats = np.concatenate(rows)
         width = feats.shape[1]
         bounds = np.cumsum([0] + [len(r) for r in rows])
-        flat = torch.from_numpy(feats.astype(np.float64))
-        self.stats = {"mean": flat.mean(0).float(),
-                      "std": flat.std(0).nan_to_num(1.0).clamp_min(1e-6).float()}
+        mean, std = channel_stats(torch.from_numpy(feats), self.std_floor)
+        self.stats = {"mean": mean, "std": std}
         x = self._standardise(feats)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c["seed"])

@@ -35,7 +35,7 @@ from pcad.detectors.patches import (
 )
 
 __all__ = ["IMAGE_SCORE_HELP", "MODALITIES", "MODALITY_CHOICES", "ModalityPatchesMixin",
-           "patch_grid"]
+           "channel_stats", "patch_grid"]
 
 MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
 #: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
@@ -43,6 +43,30 @@ MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb"
 #: the ``image_score`` line of their ``option_help``
 IMAGE_SCORE_HELP = ("foreground-max (map maximum over the part; whole map without a cloud) or "
                     "max (whole map)")
+
+
+def channel_stats(flat: Any, floor: float = 0.0) -> tuple[Any, Any]:
+    """Per-channel ``(C,) float32`` torch mean and std of ``(m, C)`` training rows (computed in
+    float64; std with ``ddof=1``, 1 where not finite, e.g. one row), the std floored at
+    ``floor`` x the median channel std and at 1e-6: a channel (near) constant in training, as
+    most FPFH bins on a smooth part, would otherwise turn a tiny change at test time into a
+    huge standardised value.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 0.0, 1.0], [2.0, 2.0, 1.0], [4.0, 4.0, 1.0]])
+        >>> mean, std = channel_stats(x, floor=0.1)
+        >>> mean.tolist(), [round(v, 4) for v in std.tolist()]
+        ([2.0, 2.0, 1.0], [2.0, 2.0, 0.2])
+        >>> channel_stats(x)[1].tolist()[2]  # no floor: 1e-6
+        9.999999974752427e-07
+    """
+    import torch
+
+    x = torch.as_tensor(flat).to(torch.float64)
+    std = x.std(0).nan_to_num(1.0)
+    limit = max(floor * float(std.median()), 1e-6)
+    return x.mean(0).float(), std.clamp_min(limit).float()
 
 
 def patch_grid(scores: Any, fg: np.ndarray | None, grid: tuple[int, int]) -> np.ndarray:

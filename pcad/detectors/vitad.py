@@ -78,7 +78,12 @@ from pcad.detectors.patches import (
     SampleForeground,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
+from pcad.detectors.tokens import (
+    IMAGE_SCORE_HELP,
+    ModalityPatchesMixin,
+    channel_stats,
+    patch_grid,
+)
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "vitad.pt"
@@ -300,11 +305,8 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         if n_tok != th * tw or sum(levels) != width:
             raise InvalidInputError(f"detector {self.name!r}: tokens {tokens.shape} do not fit the "
                                     f"{self.token_grid} token grid and levels {list(levels)}")
-        flat = torch.from_numpy(tokens.reshape(-1, width).astype(np.float64))
-        std = flat.std(0).nan_to_num(1.0)  # one token: std 1
-        # a channel (near) constant in training would blow an L2 error up: floor its std
-        floor = max(self.std_floor * float(std.median()), 1e-6)
-        self.stats = {"mean": flat.mean(0).float(), "std": std.clamp_min(floor).float()}
+        mean, std = channel_stats(torch.from_numpy(tokens.reshape(-1, width)), self.std_floor)
+        self.stats = {"mean": mean, "std": std}
         return self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
 
     def new_network(self, levels: Sequence[int]) -> nn.Module:
