@@ -63,6 +63,11 @@ def test_fit_predict_shapes(fitted, plate_bumps_test):
     assert fitted.fitted and len(fitted.history) == fitted.config["epochs"]
     assert fitted.history[-1] < fitted.history[0]  # the discriminator learns
     assert fitted.stats["mean"].numel() == 152 + 33  # two effnet blocks + FPFH
+    # the std floor (0.1 x the median channel std) holds, and binds on the plate's flat FPFH
+    std = fitted.stats["std"].double()
+    floor = fitted.std_floor * float(std.median())
+    assert fitted.std_floor == 0.1 and (std >= floor * (1 - 1e-6)).all()
+    assert int((std[152:] <= floor * (1 + 1e-6)).sum()) > 0
     grid = fitted.patch_scores(plate_bumps_test[0])
     assert grid.shape == fitted.grid == (8, 8) and grid.dtype == np.float32
     assert (grid >= 0).all()
