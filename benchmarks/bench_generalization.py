@@ -181,8 +181,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict]:
     and ``per_seed``. Per detector and metric, ``mesh="mean"``: ``value`` = mean of the
     per-mesh means, ``min``/``max`` = worst/best mesh, ``std`` = std of the per-mesh means,
     ``seed_std`` = mean of the per-mesh seed std, ``n_seeds`` = most seeds of a mesh,
-    ``per_mesh``. A run with ``"error"`` gives an
-    error row and counts for nothing else.
+    ``per_mesh``. A run with ``"error"`` gives an error row and counts for nothing else.
 
     >>> runs = [{"detector": "d", "mesh": "a", "seed": s, "metrics": {"i_auroc": v}}
     ...         for s, v in ((0, 0.8), (1, 1.0))]
@@ -253,8 +252,7 @@ def render_table(rows: list[dict]) -> str:
     First table: per detector, the seeds, the mean over meshes of I-AUROC, P-AUROC,
     AUPRO@0.3 (± the mean seed std when more than one seed, [worst-best mesh] for I-AUROC), the
     I-AUROC per defect type, the per-bank image AUROC, fit s and ms/sample. Second table:
-    I-AUROC per detector and mesh, mean ± std
-    over seeds.
+    I-AUROC per detector and mesh, mean ± std over seeds.
 
     >>> runs = [{"detector": "d", "mesh": "a", "seed": 0,
     ...          "metrics": {"i_auroc": 0.9, "i_auroc/bump": 1.0}}]
