@@ -479,10 +479,10 @@ def test_m3dm_fused_bank_is_uff_output(fitted, feats):
 
 
 @pytest.mark.parametrize("fusion", ["zsum", "ocsvm"])
-def test_lsfa_split_scores_images_by_the_double_lib_and_maps_by_layer_normed_banks(
+def test_lsfa_split_double_scores_images_by_the_double_lib_and_maps_by_layer_normed_banks(
         feats, train_set, eval_set, fusion):
     opts = {"epochs": 1, "fusion": fusion, "map_fusion": fusion}
-    split = fit("lsfa", feats, train_set, banks="split", **opts)
+    split = fit("lsfa", feats, train_set, banks="split-double", **opts)
     double = fit("lsfa", feats, train_set, banks="double", **opts)
     assert split.BANKS == ("xyz", "rgb", "xyz_ln", "fusion_ln")
     assert split.IMAGE_BANKS == ("xyz", "rgb")
@@ -522,6 +522,27 @@ def test_lsfa_split_scores_images_by_the_double_lib_and_maps_by_layer_normed_ban
         else:
             assert split.w_patch[0] * split.bank_mask("map")[0] == 0
             np.testing.assert_array_equal(split.fusion_weights("image", fusion)[2:], [0, 0])
+
+
+def test_lsfa_split_scores_images_by_every_bank_and_maps_as_split_double(
+        feats, train_set, eval_set):
+    opts = {"epochs": 1, "fusion": "zsum", "map_fusion": "zsum"}  # the defaults
+    split = fit("lsfa", feats, train_set, banks="split", **opts)
+    other = fit("lsfa", feats, train_set, banks="split-double", **opts)
+    assert split.IMAGE_BANKS is None and split.MAP_BANKS == other.MAP_BANKS
+    assert split.scored_banks() == split.BANKS == ("xyz", "rgb", "xyz_ln", "fusion_ln")
+    np.testing.assert_array_equal(split.z_image, other.z_image)  # the same LOO statistics
+    for sample in eval_set[-3:]:
+        score, amap = split.predict(sample)
+        np.testing.assert_array_equal(amap, other.predict(sample)[1])  # the same map
+        _, scores = split.bank_scores(sample)
+        vec = np.array([scores[b] for b in split.BANKS])
+        assert score == pytest.approx(
+            float(fuse_normalized(vec, split.z_image, np.ones(4))), rel=1e-12)
+        # one bank's evidence up, the image score up: every bank counts
+        for j, b in enumerate(split.BANKS):
+            more = dict(scores, **{b: scores[b] + split.z_image[j, 1]})
+            assert split.fuse(_, more, sample)[0] == pytest.approx(score + 1.0, rel=1e-9)
 
 
 @pytest.mark.parametrize("epochs", [0, 1])

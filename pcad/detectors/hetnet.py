@@ -343,7 +343,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "point_weights": None, "num_group": None, "group_size": None,
                 "device": "auto"}
     SCORES = ("foreground-max", "max")
-    #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
+    #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = 0.0
     option_help: ClassVar[dict[str, str]] = {
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
@@ -473,7 +473,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         for k in range(k_teachers):
             raw = torch.from_numpy(np.stack([f[k] for f in feats]).astype(np.float64))
             self.stats[f"mean{k}"], self.stats[f"std{k}"] = channel_stats(
-                raw.reshape(-1, raw.shape[-1]), self.std_floor)
+                raw.reshape(-1, raw.shape[-1]), self.std_floor, "rms")
             x = ((raw.float() - self.stats[f"mean{k}"]) / self.stats[f"std{k}"])
             xs.append(x.to(self.device))
             noises.append(LocalGaussianNoise(x, self.grid, c["noise_radius"], c["shrinkage"])

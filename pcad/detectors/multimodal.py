@@ -491,8 +491,10 @@ class MultiBankDetector(Detector):
         score is the fused map's maximum (``image_score="foreground-max"``).
 
         >>> from pcad.detectors import create_detector
-        >>> create_detector("lsfa").scored_banks(), create_detector("m3dm").scored_banks()
-        (('xyz', 'rgb'), ('xyz', 'rgb', 'fusion'))
+        >>> create_detector("lsfa", banks="split-double").scored_banks()
+        ('xyz', 'rgb')
+        >>> create_detector("m3dm", image_score="foreground-max").scored_banks()
+        ()
         """
         if self.config["image_score"] == "foreground-max":
             return ()

@@ -45,12 +45,14 @@ IMAGE_SCORE_HELP = ("foreground-max (map maximum over the part; whole map withou
                     "max (whole map)")
 
 
-def channel_stats(flat: Any, floor: float = 0.0) -> tuple[Any, Any]:
+def channel_stats(flat: Any, floor: float = 0.0, reference: str = "median"
+                  ) -> tuple[Any, Any]:
     """Per-channel ``(C,) float32`` torch mean and std of ``(m, C)`` training rows (computed in
     float64; std with ``ddof=1``, 1 where not finite, e.g. one row), the std floored at
-    ``floor`` x the median channel std and at 1e-6: a channel (near) constant in training, as
-    most FPFH bins on a smooth part, would otherwise turn a tiny change at test time into a
-    huge standardised value.
+    ``floor`` x the ``reference`` channel std (``"median"``, or ``"rms"``: the root mean
+    square, positive while any channel varies, as for FPFH alone, whose median bin is often
+    constant) and at 1e-6: a channel (near) constant in training, as most FPFH bins on a smooth
+    part, would otherwise turn a tiny change at test time into a huge standardised value.
 
     Example:
         >>> import torch
@@ -60,12 +62,18 @@ def channel_stats(flat: Any, floor: float = 0.0) -> tuple[Any, Any]:
         ([2.0, 2.0, 1.0], [2.0, 2.0, 0.2])
         >>> channel_stats(x)[1].tolist()[2]  # no floor: 1e-6
         9.999999974752427e-07
+        >>> y = torch.tensor([[0.0, 1.0, 1.0], [3.0, 1.0, 1.0]])  # median channel std 0
+        >>> [round(v, 4) for v in channel_stats(y, 0.1, "rms")[1].tolist()]
+        [2.1213, 0.1225, 0.1225]
     """
     import torch
 
     x = torch.as_tensor(flat).to(torch.float64)
     std = x.std(0).nan_to_num(1.0)
-    limit = max(floor * float(std.median()), 1e-6)
+    if reference not in ("median", "rms"):
+        raise ValueError(f"channel_stats: reference must be median or rms, got {reference!r}")
+    ref = std.median() if reference == "median" else std.square().mean().sqrt()
+    limit = max(floor * float(ref), 1e-6)
     return x.mean(0).float(), std.clamp_min(limit).float()
 
 
