@@ -47,6 +47,20 @@ def test_bad_options_are_one_line_errors(config, word):
     assert "\n" not in str(info.value)
 
 
+def test_each_teachers_std_is_floored_at_a_tenth_of_its_rms(fitted, plate_bumps):
+    from pcad.engine import open_split
+
+    rows = [fitted.teachers(s) for s in open_split(plate_bumps, "plate", "train", fitted)]
+    assert fitted.std_floor == 0.1 and fitted.teacher_names()[-1] == "fpfh"
+    for k in range(len(fitted.teacher_names())):
+        raw = torch.from_numpy(np.concatenate([f[k] for f, _ in rows]).astype(np.float64)).std(0)
+        floor = 0.1 * float(raw.square().mean().sqrt())
+        np.testing.assert_allclose(fitted.stats[f"std{k}"].double().numpy(),
+                                   raw.clamp_min(floor).numpy(), rtol=1e-5)
+    # the plate's FPFH bins: several constant ones, floored (a median reference gives 0 here)
+    assert float(raw.median()) < floor and int((raw < floor).sum()) > 1
+
+
 def test_teachers_per_modality():
     det = create_detector("hetnet", image_size=64)
     assert det.teacher_names("rgb") == ("effnet-lite0", "effnet-lite2")

@@ -21,7 +21,14 @@ What pcad does (and where it departs from the paper):
   channels). ``modality`` chooses them as :mod:`pcad.detectors.tokens`' family does
   (``"auto"``: ``"both"`` when every training sample has a cloud, else ``"rgb"``; ``"rgb"``:
   the RGB teachers; ``"xyz"``: the point teacher; ``"both"``: all). Each teacher's features
-  are standardised per channel with the training patches' mean / std (saved with the run).
+  are standardised per channel with the training patches' mean / std (saved with the run),
+  the std floored at ``std_floor`` = 0.1 x that teacher's root-mean-square channel std
+  (:func:`~pcad.detectors.tokens.channel_stats`; the median, pbas' and uniad's reference, is 0
+  for FPFH on flat parts): most FPFH bins are (near) constant there, and an unfloored std turned
+  their tiny test-time changes into large discrepancies. Measured with ``std_floor`` 0 vs 0.1
+  on the built-in gear, plate, bracket and potato, seeds 0 and 1 (20 training, 8 good + 24
+  defective test samples, 224 px): I-AUROC 0.757 vs 0.771, P-AUROC 0.970 vs 0.978, AUPRO@0.3
+  0.893 vs 0.915 (higher in six runs of eight, equal in two).
   With point features only the patches on the part train and score (0 elsewhere).
 - **Students** (:class:`HetNetStudents`), one encoder per teacher (``Linear(C_i, hidden) -
   GELU - Linear(hidden, dim)``), the fusion below, and one head per teacher
@@ -344,7 +351,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "device": "auto"}
     SCORES = ("foreground-max", "max")
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
-    std_floor: ClassVar[float] = 0.0
+    std_floor: ClassVar[float] = 0.1
     option_help: ClassVar[dict[str, str]] = {
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
                     "auto (both when the training samples have clouds, else rgb)",
