@@ -28,7 +28,8 @@ What pcad does (and where it departs from the paper):
   their tiny test-time changes into large discrepancies. Measured with ``std_floor`` 0 vs 0.1
   on the built-in gear, plate, bracket and potato, seeds 0 and 1 (20 training, 8 good + 24
   defective test samples, 224 px): I-AUROC 0.757 vs 0.771, P-AUROC 0.970 vs 0.978, AUPRO@0.3
-  0.893 vs 0.915 (higher in six runs of eight, equal in two).
+  0.893 vs 0.915 (higher in six runs of eight, equal in two); checked on the eight shared
+  meshes afterwards (seed 0): I-AUROC 0.688 vs 0.788, AUPRO@0.3 0.884 vs 0.934.
   With point features only the patches on the part train and score (0 elsewhere).
 - **Students** (:class:`HetNetStudents`), one encoder per teacher (``Linear(C_i, hidden) -
   GELU - Linear(hidden, dim)``), the fusion below, and one head per teacher
