@@ -72,7 +72,8 @@ from torch import nn
 
 from pcad.checks import check_flag, check_int, check_positive
 from pcad.detectors.registry import register_detector
-from pcad.detectors.vitad import STD_FLOOR, Block, ViTADDetector
+from pcad.detectors.tokens import STD_FLOOR
+from pcad.detectors.vitad import Block, ViTADDetector
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "fader.pt"

@@ -96,6 +96,7 @@ from pcad.detectors.patches import GridDeviceMixin, SampleForeground, backbone_i
 from pcad.detectors.registry import register_detector
 from pcad.detectors.tokens import (
     IMAGE_SCORE_HELP,
+    STD_FLOOR,
     ModalityPatchesMixin,
     channel_stats,
     patch_grid,
@@ -352,7 +353,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "device": "auto"}
     SCORES = ("foreground-max", "max")
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
-    std_floor: ClassVar[float] = 0.1
+    std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
                     "auto (both when the training samples have clouds, else rgb)",

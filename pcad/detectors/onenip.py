@@ -87,10 +87,10 @@ from pcad.detectors.defect_source import DefectSourceMixin
 from pcad.detectors.patches import SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
-from pcad.detectors.tokens import patch_grid
+from pcad.detectors.tokens import STD_FLOOR, patch_grid
 from pcad.detectors.training import StateSlot
 from pcad.detectors.uniad import MAX_NEIGHBOR, EncoderLayer, QueryDecoderLayer, neighbour_mask
-from pcad.detectors.vitad import STD_FLOOR, ViTADDetector
+from pcad.detectors.vitad import ViTADDetector
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "onenip.pt"

@@ -90,6 +90,7 @@ from pcad.detectors.patches import (
 from pcad.detectors.registry import register_detector
 from pcad.detectors.tokens import (
     IMAGE_SCORE_HELP,
+    STD_FLOOR,
     ModalityPatchesMixin,
     channel_stats,
     patch_grid,
@@ -185,7 +186,7 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "num_group": None, "group_size": None, "device": "auto"}
     SCORES = ("foreground-max", "max")
     #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
-    std_floor: ClassVar[float] = 0.1
+    std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
         "modality": "patch features: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "

@@ -35,7 +35,7 @@ from pcad.detectors.patches import (
 )
 
 __all__ = ["IMAGE_SCORE_HELP", "MODALITIES", "MODALITY_CHOICES", "ModalityPatchesMixin",
-           "channel_stats", "patch_grid"]
+           "STD_FLOOR", "channel_stats", "patch_grid"]
 
 MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
 #: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
@@ -43,6 +43,12 @@ MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb"
 #: the ``image_score`` line of their ``option_help``
 IMAGE_SCORE_HELP = ("foreground-max (map maximum over the part; whole map without a cloud) or "
                     "max (whole map)")
+
+
+#: the std floor (x the reference channel std, :func:`channel_stats`) of the detectors that learn
+#: on standardised patch features with an L2 error or a discriminator (pbas, hetnet, the vitad
+#: family but vitad itself)
+STD_FLOOR = 0.1
 
 
 def channel_stats(flat: Any, floor: float = 0.0, reference: str = "median"
@@ -70,8 +76,7 @@ def channel_stats(flat: Any, floor: float = 0.0, reference: str = "median"
 
     x = torch.as_tensor(flat).to(torch.float64)
     std = x.std(0).nan_to_num(1.0)
-    if reference not in ("median", "rms"):
-        raise ValueError(f"channel_stats: reference must be median or rms, got {reference!r}")
+    check_choice(reference, "channel_stats reference", ("median", "rms"))
     ref = std.median() if reference == "median" else std.square().mean().sqrt()
     limit = max(floor * float(ref), 1e-6)
     return x.mean(0).float(), std.clamp_min(limit).float()

@@ -75,7 +75,8 @@ from pcad.detectors.fader import (
     corrupt_tokens,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.vitad import STD_FLOOR, ViTADDetector
+from pcad.detectors.tokens import STD_FLOOR
+from pcad.detectors.vitad import ViTADDetector
 from pcad.errors import InvalidInputError
 
 STATE_FILE = "uniad.pt"

@@ -87,8 +87,6 @@ from pcad.detectors.tokens import (
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "vitad.pt"
-#: the std floor (x the median channel std) of the detectors that score an L2 error
-STD_FLOOR = 0.1
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
 
