@@ -100,6 +100,7 @@ from pcad.detectors.tokens import (
     ModalityPatchesMixin,
     channel_stats,
     patch_grid,
+    standardise,
 )
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.features.base import FeatureBackbone, full_float32_convolutions
@@ -436,9 +437,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         return out, fg
 
     def _standardise(self, k: int, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        return ((t - self.stats[f"mean{k}"].to(self.device))
-                / self.stats[f"std{k}"].to(self.device))
+        return standardise(x, self.stats[f"mean{k}"], self.stats[f"std{k}"], self.device)
 
     def teacher_weights(self) -> list[float]:
         """The map's weight of each teacher: 1 per RGB teacher, ``xyz_weight`` for the point

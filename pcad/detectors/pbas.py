@@ -94,6 +94,7 @@ from pcad.detectors.tokens import (
     ModalityPatchesMixin,
     channel_stats,
     patch_grid,
+    standardise,
 )
 from pcad.errors import InvalidInputError
 
@@ -241,8 +242,7 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         return self.modality_features(sample, foreground, where)
 
     def _standardise(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        return (t - self.stats["mean"].to(self.device)) / self.stats["std"].to(self.device)
+        return standardise(x, self.stats["mean"], self.stats["std"], self.device)
 
     # --- fit / predict --------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from pcad.detectors.patches import (
 )
 
 __all__ = ["IMAGE_SCORE_HELP", "MODALITIES", "MODALITY_CHOICES", "ModalityPatchesMixin",
-           "STD_FLOOR", "channel_stats", "patch_grid"]
+           "STD_FLOOR", "channel_stats", "patch_grid", "standardise"]
 
 MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
 #: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
@@ -80,6 +80,21 @@ def channel_stats(flat: Any, floor: float = 0.0, reference: str = "median"
     ref = std.median() if reference == "median" else std.square().mean().sqrt()
     limit = max(floor * float(ref), 1e-6)
     return x.mean(0).float(), std.clamp_min(limit).float()
+
+
+def standardise(x: Any, mean: Any, std: Any, device: Any = "cpu") -> Any:
+    """``(..., C) float32`` torch tensor on ``device``: ``(x - mean) / std`` of rows ``x`` (numpy
+    or torch) with the per-channel statistics of :func:`channel_stats`.
+
+    Example:
+        >>> import torch
+        >>> standardise(np.array([[1.0, 3.0]]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 2.0]))
+        tensor([[0., 1.]])
+    """
+    import torch
+
+    t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    return (t - mean.to(device)) / std.to(device)
 
 
 def patch_grid(scores: Any, fg: np.ndarray | None, grid: tuple[int, int]) -> np.ndarray:

@@ -83,6 +83,7 @@ from pcad.detectors.tokens import (
     ModalityPatchesMixin,
     channel_stats,
     patch_grid,
+    standardise,
 )
 from pcad.errors import FileFormatError, InvalidInputError
 
@@ -277,8 +278,7 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                               fg), levels)
 
     def _standardise(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        return (t - self.stats["mean"].to(self.device)) / self.stats["std"].to(self.device)
+        return standardise(x, self.stats["mean"], self.stats["std"], self.device)
 
     # --- fit / predict --------------------------------------------------------------------
 
