@@ -18,7 +18,9 @@ size and whose bank is a buffer; its ``forward`` reproduces the detector's ``pre
 - returns the raw image score (0-d float32) and the ``(H, W) float32`` map: the nearest-bank
   distances on the ``image_size / 8`` grid, upsampled bilinearly and blurred as
   :func:`pcad.detectors.base.upsample_map` does (scipy's ``gaussian_filter``, ``mode="nearest"``,
-  ``truncate=4``).
+  ``truncate=4``). For ``btf`` with ``fusion`` ``"zsum"`` / ``"zmax"`` (its default) the image
+  score is that fusion of the RGB and FPFH banks' scores, each normalised by its leave-one-out
+  ``[mean, std]`` (the banks and statistics are buffers); the map is the joint bank's.
 
 The file's extra file ``pcad_export.json`` (``torch.jit.load(FILE, _extra_files=...)``) records
 the detector, its options, the per-modality scales, the inputs and the run's calibration
@@ -77,6 +79,8 @@ EXPORTABLE = ("patchcore-rgb", "btf", "cfm", "m3dm", "lsfa")
 EXPORT_INFO = "pcad_export.json"
 _SCORES = {"map-max": 0, "patch-max": 1, "foreground-max": 2}
 _MULTIMODAL = ("cfm", "m3dm", "lsfa")
+#: btf's ``fusion`` options in the order of :class:`ExportedPatchCore`'s ``fusion`` code
+_BTF_FUSIONS = ("joint", "zsum", "zmax")
 
 
 class _Backbone(nn.Module):
@@ -102,14 +106,25 @@ class ExportedPatchCore(nn.Module):
         score_mode: 0 map-max, 1 patch-max, 2 foreground-max.
         rgb_scale, xyz_scale: each modality's divisor (1.0 for one modality).
         threshold, scale: the run's calibration (NaN without one).
+        fusion: btf's image score: 0 the bank's (``"joint"``), 1 ``"zsum"``, 2 ``"zmax"`` of
+            the per-modality banks ``rgb_bank`` / ``xyz_bank`` (raw features) normalised by
+            the ``(2, 2)`` leave-one-out ``[mean, std]`` of ``z_image``.
     """
 
     def __init__(self, backbone: nn.Module, bank: torch.Tensor, image_size: int, sigma: float,
                  score_mode: int, rgb_scale: float, xyz_scale: float, threshold: float,
-                 scale: float) -> None:
+                 scale: float, fusion: int = 0, rgb_bank: torch.Tensor | None = None,
+                 xyz_bank: torch.Tensor | None = None,
+                 z_image: torch.Tensor | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.register_buffer("bank", bank.float().contiguous())
+        empty = torch.zeros(0, 1)
+        self.fusion = int(fusion)
+        self.register_buffer("rgb_bank", (empty if rgb_bank is None else rgb_bank).float())
+        self.register_buffer("xyz_bank", (empty if xyz_bank is None else xyz_bank).float())
+        self.register_buffer("z_image", (torch.ones(2, 2) if z_image is None
+                                         else z_image).double())
         self.image_size = int(image_size)
         self.sigma = float(sigma)
         self.score_mode = int(score_mode)
@@ -139,14 +154,27 @@ class ExportedPatchCore(nn.Module):
         x = F.interpolate(x, size=[s, s], mode="bilinear", align_corners=False, antialias=True)
         x = x.round().clamp(0.0, 255.0) / 255.0
         f = self.backbone(x)[0]  # (C, g, g)
-        g = int(f.shape[1])
-        feats = f.permute(1, 2, 0).reshape(g * int(f.shape[2]), int(f.shape[0])) / self.rgb_scale
+        g, g2 = int(f.shape[1]), int(f.shape[2])
+        rgb_feats = f.permute(1, 2, 0).reshape(g * g2, int(f.shape[0]))
+        feats = rgb_feats / self.rgb_scale
         if xyz_features is not None:
             feats = torch.cat([feats, xyz_features.to(torch.float32) / self.xyz_scale], dim=1)
-        d2 = (feats * feats).sum(1, keepdim=True) - 2.0 * feats @ self.bank.t() \
-            + (self.bank * self.bank).sum(1)[None]
+        score, up = self._scored(feats, self.bank, g, g2, h, w, part)
+        if self.fusion > 0 and xyz_features is not None:
+            s_rgb = self._scored(rgb_feats, self.rgb_bank, g, g2, h, w, part)[0]
+            s_xyz = self._scored(xyz_features.to(torch.float32), self.xyz_bank, g, g2, h, w,
+                                 part)[0]
+            z = (torch.stack([s_rgb, s_xyz]).double() - self.z_image[:, 0]) / self.z_image[:, 1]
+            score = (z.sum() if self.fusion == 1 else z.max()).to(torch.float32)
+        return score, up
+
+    def _scored(self, feats: torch.Tensor, bank: torch.Tensor, g: int, g2: int, h: int,
+                w: int, part: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image score and ``(h, w)`` map of ``(g * g2, C)`` patch features in ``bank``."""
+        d2 = (feats * feats).sum(1, keepdim=True) - 2.0 * feats @ bank.t() \
+            + (bank * bank).sum(1)[None]
         patch = d2.min(dim=1).values.clamp_min(0.0).sqrt()
-        grid = patch.reshape(1, 1, g, int(f.shape[2]))
+        grid = patch.reshape(1, 1, g, g2)
         up = F.interpolate(grid, size=[h, w], mode="bilinear", align_corners=False)[0, 0]
         if self.sigma > 0:
             up = self._blur(up, self.sigma * float(max(h, w)) / 224.0)
@@ -344,7 +372,7 @@ class ExportedMultiBank(nn.Module):
 
     def _fuse(self, scores: torch.Tensor, stats: torch.Tensor, weights: torch.Tensor,
               how: int) -> torch.Tensor:
-        """:func:`pcad.detectors.multimodal.fuse_normalized` of ``(..., k)`` scores."""
+        """:func:`pcad.detectors.fusion.fuse_normalized` of ``(..., k)`` scores."""
         z = (scores.double() - stats[:, 0]) / stats[:, 1]
         if how == 1:
             keep = torch.nonzero(weights > 0).reshape(-1)
@@ -404,7 +432,7 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
     ``lsfa`` detector and its image score's name."""
     import copy
 
-    from pcad.detectors.multimodal import Z_FUSIONS
+    from pcad.detectors.fusion import Z_FUSIONS
 
     cfg = det.config
     backbone = _traced_backbone(cfg)
@@ -536,9 +564,16 @@ def build_export(det: Any, calibration: Any = None) -> tuple[torch.jit.ScriptMod
     scales = dict(det.scales)
     thr = float("nan") if calibration is None else calibration.threshold
     sc = float("nan") if calibration is None else calibration.scale
-    module = ExportedPatchCore(traced, torch.from_numpy(det.bank.features), size,
-                               float(cfg["sigma"]), _SCORES[mode], scales.get("rgb", 1.0),
-                               scales.get("xyz", 1.0), thr, sc)
+    fusion = cfg.get("fusion", "joint")
+    sources = getattr(det, "source_banks", {})
+    z_image = getattr(det, "z_image", None)
+    module = ExportedPatchCore(
+        traced, torch.from_numpy(det.bank.features), size, float(cfg["sigma"]), _SCORES[mode],
+        scales.get("rgb", 1.0), scales.get("xyz", 1.0), thr, sc,
+        fusion=_BTF_FUSIONS.index(fusion) if sources else 0,
+        rgb_bank=torch.from_numpy(sources["rgb"].features) if sources else None,
+        xyz_bank=torch.from_numpy(sources["xyz"].features) if sources else None,
+        z_image=None if z_image is None else torch.from_numpy(z_image))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(module.eval())
@@ -550,6 +585,7 @@ def build_export(det: Any, calibration: Any = None) -> tuple[torch.jit.ScriptMod
         inputs.append("part (H, W) bool: SampleForeground(xyz, image_size).part()")
     info = {"format": "torchscript", "detector": det.name, "config": cfg, "scales": scales,
             "image_score": mode, "inputs": inputs,
+            "fusion": None if z_image is None else {"how": fusion, "z_image": z_image.tolist()},
             "calibration": None if calibration is None else calibration.to_dict()}
     return scripted, info
 

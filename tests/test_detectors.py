@@ -27,9 +27,10 @@ from pcad.detectors import (
     list_detectors,
     load_detector,
 )
+from pcad.detectors.base import upsample_map
 from pcad.detectors.btf import BTFDetector, FPFHDetector
 from pcad.detectors.patchcore import PatchCoreRGB
-from pcad.detectors.patches import foreground_max
+from pcad.detectors.patches import SampleForeground, foreground_max
 from pcad.engine import evaluate_run, train
 from pcad.errors import FileFormatError, InvalidInputError, PcadError
 from pcad.features import efficientnet_lite0_weights_path, read_state_dict
@@ -359,9 +360,22 @@ def test_image_score_modes(runs, data):
     maximum on RGB-only renders of the procedural parts)."""
     samples = list(load_test_split(data, "plate_holes", "btf"))[::3]
     btf = load_detector(runs["btf"])
+    assert btf.config["fusion"] == "zsum"
+    joint = create_detector("btf", fusion="joint", **FAST).fit(
+        load_train_split(data, "plate_holes", "btf"))
     for s in samples:
         score, amap = btf.predict(s)
-        assert score == foreground_max(amap, s.xyz) <= float(amap.max())
+        # zsum: the sum over the RGB and FPFH banks of each one's foreground maximum,
+        # normalised by its leave-one-out [mean, std]; the map is the concatenated bank's
+        fore = SampleForeground(s.xyz, btf.config["image_size"])
+        parts = btf.patch_features(s, fore)
+        z = [(foreground_max(upsample_map(btf.source_banks[m].score(parts[m]).reshape(btf.grid),
+                                          s.shape, btf.config["sigma"]), s.xyz) - mean) / std
+             for m, (mean, std) in zip(("rgb", "xyz"), btf.z_image, strict=True)]
+        assert score == pytest.approx(sum(z), rel=1e-9, abs=1e-12)
+        jscore, jmap = joint.predict(s)
+        assert jscore == foreground_max(jmap, s.xyz) <= float(jmap.max())
+        np.testing.assert_allclose(jmap, amap, rtol=1e-6)
     fpfh = load_detector(runs["fpfh"])
     s = samples[-1]
     score, amap = fpfh.predict(s)

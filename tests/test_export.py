@@ -33,14 +33,27 @@ def data(tmp_path_factory, tiny_dataset) -> Path:
                         test_good=1, test_defect=1, defects=("dent", "bump"))
 
 
-@pytest.mark.parametrize("detector", ["patchcore-rgb", "btf"])
-def test_export_gives_the_runs_scores_and_maps(data, tmp_path, detector):
+@pytest.fixture(scope="module")
+def data3(tmp_path_factory, tiny_dataset) -> Path:
+    """Three training samples: the zsum / zmax fusions of btf, m3dm and lsfa need them."""
+    return tiny_dataset(tmp_path_factory, "export_data3", CATEGORY, train=3, validation=2,
+                        test_good=1, test_defect=1, defects=("dent", "bump"))
+
+
+@pytest.mark.parametrize(("detector", "options"), [
+    ("patchcore-rgb", {}), ("btf", {}), ("btf", {"fusion": "zmax"}),
+    ("btf", {"fusion": "joint"})])
+def test_export_gives_the_runs_scores_and_maps(data, data3, tmp_path, detector, options):
     run = tmp_path / "run"
-    train(data, CATEGORY, detector, run, {"image_size": SIZE}, progress=False)
+    if detector == "btf" and options.get("fusion") != "joint":
+        data = data3
+    train(data, CATEGORY, detector, run, {"image_size": SIZE, **options}, progress=False)
     status, out, err = run_pcad(["export", "--run", str(run), "-o", str(tmp_path / "m.pt")])
     assert status == 0 and err == "" and "exported" in out
     module, info = load_export(tmp_path / "m.pt")
     assert info["detector"] == detector and info["config"]["image_size"] == SIZE
+    fused = detector == "btf" and options.get("fusion") != "joint"
+    assert (info["fusion"] is not None) == fused
     cal = read_calibration(run)
     assert info["calibration"] == cal.to_dict()
     assert module.threshold == pytest.approx(cal.threshold)
@@ -59,13 +72,6 @@ def test_export_gives_the_runs_scores_and_maps(data, tmp_path, detector):
         assert float(escore) == pytest.approx(score, rel=1e-4, abs=1e-5)
         assert emap.shape == amap.shape
         np.testing.assert_allclose(emap.numpy(), amap, rtol=1e-4, atol=1e-4 * amap.max())
-
-
-@pytest.fixture(scope="module")
-def data3(tmp_path_factory, tiny_dataset) -> Path:
-    """Three training samples: the zsum / zmax fusions of m3dm and lsfa need them."""
-    return tiny_dataset(tmp_path_factory, "export_data3", CATEGORY, train=3, validation=2,
-                        test_good=1, test_defect=1, defects=("dent", "bump"))
 
 
 MULTIMODAL = [("cfm", {"epochs": 2}), ("m3dm", {"epochs": 1}),

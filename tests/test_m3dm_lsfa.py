@@ -21,6 +21,7 @@ from pcad.cli.main import main
 from pcad.data import MVTec3DDataset
 from pcad.detectors import create_detector, list_detectors, load_detector
 from pcad.detectors.base import upsample_map
+from pcad.detectors.fusion import fuse_normalized
 from pcad.detectors.lsfa import (
     AdapterBlock,
     LSFAAdapters,
@@ -31,7 +32,6 @@ from pcad.detectors.lsfa import (
     rotate_cells,
 )
 from pcad.detectors.m3dm import UFF, M3DMDetector
-from pcad.detectors.multimodal import fuse_normalized
 from pcad.detectors.patches import MultimodalFeatures
 from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train

@@ -1,11 +1,12 @@
 """Image scores that cannot invert (issue 12, Must 2): every fused image score is
 non-decreasing in each source's evidence.
 
-- :func:`pcad.detectors.multimodal.fuse_normalized` (``fusion="zsum"`` / ``"zmax"`` of ``m3dm``
+- :func:`pcad.detectors.fusion.fuse_normalized` (``fusion="zsum"`` / ``"zmax"`` of ``m3dm``
   and ``lsfa``): a property test on a seeded grid of scores, statistics and weights;
 - ``m3dm`` / ``lsfa``: scaling one bank's evidence up never lowers the image score, and a test
   scan with a stronger bump scores at least as high as the same scan with a weaker one (also for
-  ``btf``, one concatenated bank, and ``cfm``, the product of its two directions);
+  ``btf``, its RGB and FPFH banks fused the same way or its one concatenated bank
+  (``fusion="joint"``), and ``cfm``, the product of its two directions);
 - the one-class SVM fusion (``fusion="ocsvm"``) still works, and a training set too small for
   the LOO statistics is refused before anything is fitted.
 """
@@ -19,12 +20,8 @@ import pytest
 
 from pcad.data import MVTec3DDataset
 from pcad.detectors import create_detector, load_detector
-from pcad.detectors.multimodal import (
-    MIN_LOO_SAMPLES,
-    MultiBankDetector,
-    fuse_normalized,
-    loo_stats,
-)
+from pcad.detectors.fusion import MIN_LOO_SAMPLES, fuse_normalized, loo_stats
+from pcad.detectors.multimodal import MultiBankDetector
 from pcad.detectors.patches import MultimodalFeatures
 from pcad.errors import InvalidInputError
 from synth import apply_to_scan
@@ -153,12 +150,99 @@ def test_stronger_bump_scores_not_lower(fitted, good, name, fusion):
     assert scores == sorted(scores) and scores[-1] > scores[0]
 
 
-@pytest.mark.parametrize("name", ["btf", "cfm"])
-def test_single_fused_source_detectors_stronger_bump(train_set, good, name):
-    config = {"image_size": 64} if name == "btf" else {"image_size": 64, "epochs": 3}
-    det = create_detector(name, **config).fit(train_set)
+@pytest.fixture(scope="module")
+def btf_runs(train_set):
+    """``fusion`` -> btf fitted on the training set."""
+    return {f: create_detector("btf", image_size=64, fusion=f).fit(train_set)
+            for f in ("zsum", "zmax", "joint")}
+
+
+@pytest.mark.parametrize("name", ["btf-zsum", "btf-zmax", "btf-joint", "cfm"])
+def test_other_fused_detectors_stronger_bump(train_set, btf_runs, good, name):
+    if name == "cfm":
+        det = create_detector(name, image_size=64, epochs=3).fit(train_set)
+    else:
+        det = btf_runs[name.split("-")[1]]
     scores = [det.predict(s)[0] for s in [good] + [bumped(good, a) for a in STRENGTHS]]
     assert scores == sorted(scores) and scores[-1] > scores[0]
+
+
+@pytest.mark.parametrize("fusion", ["zsum", "zmax"])
+def test_btf_more_evidence_in_one_modality_never_lowers_the_image_score(btf_runs, good,
+                                                                       monkeypatch, fusion):
+    """btf's fused image score, with one modality bank's patch distances scaled up."""
+    det = btf_runs[fusion]
+    base = det.predict(good)[0]
+    rises = 0
+    for m in det.modalities:
+        for factor in (1.5, 4.0):
+            bank = det.source_banks[m]
+            monkeypatch.setattr(bank, "score_images", lambda feats, n_reweight=None, b=bank,
+                                f=factor: ([b.score(x) * f for x in feats], None))
+            score = det.predict(good)[0]
+            assert score >= base
+            rises += score > base
+            monkeypatch.undo()
+    assert rises > 0
+
+
+def test_btf_fusion_run_round_trip_and_old_runs(btf_runs, good, tmp_path):
+    import json
+
+    det = btf_runs["zsum"]
+    assert det.z_image.shape == (2, 2) and set(det.source_banks) == {"rgb", "xyz"}
+    det.save(tmp_path / "run")
+    back = load_detector(tmp_path / "run")
+    np.testing.assert_array_equal(back.z_image, det.z_image)
+    (s1, m1), (s2, m2) = det.predict(good), back.predict(good)
+    assert s1 == s2
+    np.testing.assert_array_equal(m1, m2)
+    # a run saved before btf's per-modality fusion (no z_image, no per-modality banks) still
+    # loads and scores as it was fitted: the concatenated bank's foreground maximum
+    path = tmp_path / "run" / "detector.json"
+    record = json.loads(path.read_text())
+    del record["state"]["z_image"], record["config"]["fusion"]
+    path.write_text(json.dumps(record))
+    for m in ("rgb", "xyz"):
+        (tmp_path / "run" / f"bank_{m}.npz").unlink()
+    old = load_detector(tmp_path / "run")
+    assert old.config["fusion"] == "joint"
+    assert old.predict(good)[0] == btf_runs["joint"].predict(good)[0]
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda st: st.pop("z_image"), ["'state.z_image'", "[mean, std]"]),
+    (lambda st: st["z_image"][1].__setitem__(1, -1.0), ["'state.z_image' std"]),
+])
+def test_btf_damaged_loo_statistics_in_a_run(btf_runs, tmp_path, edit, words):
+    import json
+
+    from pcad.errors import FileFormatError
+
+    btf_runs["zmax"].save(tmp_path / "run")
+    path = tmp_path / "run" / "detector.json"
+    record = json.loads(path.read_text())
+    edit(record["state"])
+    path.write_text(json.dumps(record))
+    with pytest.raises(FileFormatError) as err:
+        load_detector(tmp_path / "run")
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_btf_too_few_samples_for_fusion_refused_before_fitting(train_set, monkeypatch):
+    from pcad.detectors.btf import BTFDetector
+
+    def boom(*a, **k):
+        raise AssertionError("features extracted before the check")
+
+    monkeypatch.setattr(BTFDetector, "batch_patch_features", boom)
+    n = MIN_LOO_SAMPLES - 1
+    with pytest.raises(InvalidInputError) as err:
+        create_detector("btf", image_size=64).fit(train_set[:n])
+    msg = str(err.value)
+    assert "'btf'" in msg and "'zsum'" in msg and f"got {n}" in msg and "'joint'" in msg
+    with pytest.raises(InvalidInputError, match="fusion: expected one of"):
+        create_detector("btf", fusion="ocsvm")
 
 
 @pytest.mark.parametrize("name", ["m3dm", "lsfa"])

@@ -108,6 +108,13 @@ from pcad.detectors.base import (
     upsample_map,
     upsample_maps,
 )
+from pcad.detectors.fusion import (
+    MIN_LOO_SAMPLES,
+    Z_FUSIONS,
+    fuse_normalized,
+    loo_stats,
+    read_loo_stats,
+)
 from pcad.detectors.patches import (
     FEATURE_DEFAULTS,
     POINT_BACKBONES,
@@ -124,58 +131,7 @@ from pcad.detectors.patches import (
 )
 from pcad.errors import FileFormatError, InvalidInputError
 
-__all__ = ["MIN_LOO_SAMPLES", "MultiBankDetector", "balanced_concat", "fuse_normalized",
-           "loo_stats", "mean_norms", "read_part_norms"]
-
-#: the fewest training samples the LOO-normalised fusions (``"zsum"``, ``"zmax"``) accept: the
-#: std of each bank's leave-one-out training scores needs at least two degrees of freedom
-MIN_LOO_SAMPLES = 3
-#: fusions whose bank scores are normalised by leave-one-out statistics of the training set
-Z_FUSIONS = ("zsum", "zmax")
-
-
-def loo_stats(scores: np.ndarray) -> np.ndarray:
-    """``(m, k)`` leave-one-out training scores of ``k`` sources -> ``(k, 2)`` per-source
-    ``[mean, std]`` (``ddof=1``; a std that is zero or not finite becomes 1, so the source is
-    only shifted).
-
-    >>> loo_stats(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist()
-    [[2.0, 1.4142135623730951], [5.0, 1.0]]
-    """
-    x = np.asarray(scores, dtype=np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0, ddof=1) if len(x) > 1 else np.ones(x.shape[1])
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    return np.stack([mean, std], axis=1)
-
-
-def fuse_normalized(scores: np.ndarray, stats: np.ndarray, weights: np.ndarray,
-                    how: str = "zsum") -> np.ndarray:
-    """Fuse ``(..., k)`` per-source scores into ``(...)``: each source normalised as
-    ``(s - mean) / std`` with its ``(k, 2)`` ``stats`` (:func:`loo_stats`), then the
-    ``weights``-weighted sum (``"zsum"``) or the maximum over the sources with a positive weight
-    (``"zmax"``). ``weights`` must be >= 0 and ``std`` > 0, so the result is non-decreasing in
-    every source's score: more evidence in any one source never lowers it.
-
-    >>> st = np.array([[0.0, 1.0], [10.0, 5.0]])
-    >>> fuse_normalized(np.array([1.0, 20.0]), st, np.ones(2)).item()
-    3.0
-    >>> fuse_normalized(np.array([1.0, 20.0]), st, np.ones(2), "zmax").item()
-    2.0
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    st = np.asarray(stats, dtype=np.float64)
-    if w.shape != st.shape[:1] or (w < 0).any() or not (st[:, 1] > 0).all():
-        raise InvalidInputError(f"fuse_normalized: need {st.shape[0]} non-negative weights and "
-                                f"positive stds, got weights {w.tolist()}")
-    z = (np.asarray(scores, dtype=np.float64) - st[:, 0]) / st[:, 1]
-    if how == "zsum":
-        return z @ w
-    if how == "zmax":
-        if not (w > 0).any():
-            raise InvalidInputError("fuse_normalized: zmax needs one positive weight")
-        return z[..., w > 0].max(axis=-1)
-    raise InvalidInputError(f"fuse_normalized: expected one of {Z_FUSIONS}, got {how!r}")
+__all__ = ["MultiBankDetector", "balanced_concat", "mean_norms", "read_part_norms"]
 
 
 def mean_norms(*parts: torch.Tensor) -> tuple[float, ...]:
@@ -659,14 +615,7 @@ class MultiBankDetector(Detector):
                     raise FileFormatError(f"{source}: 'state.{key}' missing, needed by "
                                           f"{needed!r} fusion")
                 continue  # a run saved before the LOO-normalised fusions existed
-            if not (isinstance(z, list) and len(z) == len(self.BANKS) and all(
-                    isinstance(v, list) and len(v) == 2 for v in z)):
-                raise FileFormatError(f"{source}: 'state.{key}' must list [mean, std] per bank "
-                                      f"{list(self.BANKS)}, got {z!r:.80}")
-            setattr(self, key, np.array(
-                [[check_run_number(v[0], f"'state.{key}' mean", source),
-                  check_run_number(v[1], f"'state.{key}' std", source, positive=True)]
-                 for v in z], dtype=np.float64))
+            setattr(self, key, read_loo_stats(z, self.BANKS, key, source))
         self.history = [float(x) for x in state.get("history", [])]
         self._load_networks(folder, state)
 

@@ -63,7 +63,6 @@ from pcad.detectors.base import (
     RUN_FILE,
     Detector,
     check_run_number,
-    upsample_map,
     upsample_maps,
 )
 from pcad.detectors.patches import (
@@ -182,73 +181,81 @@ class PatchMemoryDetector(Detector):
         bank = MemoryBank(coreset_ratio=self.config["coreset_ratio"], seed=self.config["seed"],
                           device=self.device)
         self.bank = bank.fit(self._combine(stacked))
+        self.fit_sources(stacked, items)
         self.fitted = True
         return self
 
     def predict(self, sample: Any) -> tuple[float, np.ndarray]:
-        self._require_fit()
-        self.check_sample(sample, "test sample")
-        xyz = getattr(sample, "xyz", None)
-        # one foreground for the point features and the image score
-        fore = None if xyz is None else SampleForeground(xyz, self.config["image_size"])
-        feats = self._combine(self.patch_features(sample, fore))
-        self.check_width(feats.shape[1], self.bank.dim, "its memory bank (bank.npz)")
+        return self.predict_batch([sample])[0]
+
+    def score_mode(self) -> str:
+        """``config["image_score"]`` with ``"auto"`` resolved for this detector."""
         mode = self.config["image_score"]
         if mode == "auto":
             mode = "foreground-max" if "xyz" in self.modalities else self.AUTO_SCORE
-        if mode == "reweighted":
-            patch, score = self.bank.score_image(feats, n_reweight=self.config["n_reweight"])
-        else:
-            patch = self.bank.score(feats)
-        amap = upsample_map(patch.reshape(self.grid), sample.shape, self.config["sigma"])
-        if mode == "foreground-max":  # the whole map when the sample has no xyz (RGB-only)
-            score = foreground_max(amap, xyz, foreground=fore)
-        elif mode == "map-max":
-            score = float(amap.max())
-        elif mode == "patch-max":
-            score = float(patch.max())
-        return float(score), amap
+        return mode
+
+    def score_patches(self, bank: Any, feats: Sequence[np.ndarray], items: Sequence[Any],
+                      fores: Sequence[SampleForeground | None]
+                      ) -> tuple[list[np.ndarray], list[float]]:
+        """Each sample's ``(H, W)`` anomaly map and image score (``config["image_score"]``)
+        from its ``(h * w, C)`` patch features scored against ``bank`` (a
+        :class:`~pcad.memory.MemoryBank`)."""
+        mode = self.score_mode()
+        patches, reweighted = bank.score_images(
+            feats, n_reweight=self.config["n_reweight"] if mode == "reweighted" else None)
+        amaps = upsample_maps([p.reshape(self.grid) for p in patches],
+                              [s.shape for s in items], self.config["sigma"], self.device)
+        scores = []
+        for i, (s, fore, patch, amap) in enumerate(zip(items, fores, patches, amaps,
+                                                       strict=True)):
+            if mode == "reweighted":
+                score = reweighted[i]
+            elif mode == "foreground-max":  # the whole map when the sample has no xyz
+                score = foreground_max(amap, getattr(s, "xyz", None), foreground=fore)
+            elif mode == "map-max":
+                score = float(amap.max())
+            else:  # patch-max
+                score = float(patch.max())
+            scores.append(float(score))
+        return amaps, scores
 
     def predict_batch(self, samples: Sequence[Any]) -> list[tuple[float, np.ndarray]]:
-        """``[predict(s) for s in samples]`` with the work batched: the backbone sees the
-        batch at once (:meth:`batch_patch_features`), the bank is searched for every patch of
-        the batch in one call (:meth:`~pcad.memory.MemoryBank.score_images`) and the maps are
-        upsampled and blurred together on the device (:func:`~pcad.detectors.base.
-        upsample_maps`). On the CPU the results equal :meth:`predict`'s bitwise; on CUDA the
-        blur is float32 on the device (about 1e-6 relative to scipy's) and the backbone
-        batches may change the features' last bits."""
+        """``(score, map)`` of each sample, the work batched: the backbone sees the batch at
+        once (:meth:`batch_patch_features`), the bank is searched for every patch of the batch
+        in one call (:meth:`~pcad.memory.MemoryBank.score_images`) and the maps are upsampled
+        and blurred together on the device (:func:`~pcad.detectors.base.upsample_maps`).
+        :meth:`predict` is this for one sample; on the CPU a sample's result does not depend
+        on the batch it is in (on CUDA the backbone batches may change the features' last
+        bits)."""
         items = self.batch_items(samples)
         if not items:
             return []
         size = self.config["image_size"]
         fores = [None if getattr(s, "xyz", None) is None else SampleForeground(s.xyz, size)
                  for s in items]
-        mode = self.config["image_score"]
-        if mode == "auto":
-            mode = "foreground-max" if "xyz" in self.modalities else self.AUTO_SCORE
         # the background-plane fits of the batch on the device on CUDA (serial on the CPU)
         prepare_foregrounds(fores, host_workers(self.device, len(items)),
-                            part=mode == "foreground-max", device=self.device)
-        feats = [self._combine(p) for p in self.batch_patch_features(items, fores)]
+                            part=self.score_mode() == "foreground-max", device=self.device)
+        parts = self.batch_patch_features(items, fores)
+        feats = [self._combine(p) for p in parts]
         for f in feats:
             self.check_width(f.shape[1], self.bank.dim, "its memory bank (bank.npz)")
-        patches, reweighted = self.bank.score_images(
-            feats, n_reweight=self.config["n_reweight"] if mode == "reweighted" else None)
-        amaps = upsample_maps([p.reshape(self.grid) for p in patches],
-                              [s.shape for s in items], self.config["sigma"], self.device)
-        out = []
-        for i, (s, fore, patch, amap) in enumerate(zip(items, fores, patches, amaps,
-                                                       strict=True)):
-            if mode == "reweighted":
-                score = reweighted[i]
-            elif mode == "foreground-max":
-                score = foreground_max(amap, getattr(s, "xyz", None), foreground=fore)
-            elif mode == "map-max":
-                score = float(amap.max())
-            else:  # patch-max
-                score = float(patch.max())
-            out.append((float(score), amap))
-        return out
+        amaps, scores = self.score_patches(self.bank, feats, items, fores)
+        scores = self.image_scores(scores, parts, items, fores)
+        return list(zip(scores, amaps, strict=True))
+
+    def fit_sources(self, stacked: dict[str, np.ndarray], items: Sequence[Any]) -> None:
+        """After the bank is built, whatever else the image score needs, from the training
+        set's per-modality ``(N * h * w, C)`` features (none here; ``btf`` fits one bank per
+        modality and their leave-one-out statistics)."""
+
+    def image_scores(self, scores: list[float], parts: Sequence[dict[str, np.ndarray]],
+                     items: Sequence[Any], fores: Sequence[SampleForeground | None]
+                     ) -> list[float]:
+        """The image scores :meth:`predict_batch` returns, from the bank's ``scores`` and the
+        samples' per-modality patch features ``parts`` (the bank's own scores here)."""
+        return scores
 
     def _save_state(self, folder: Path) -> None:
         self.bank.save(folder / "bank.npz")
