@@ -586,11 +586,13 @@ def test_m3dm_fused_balance_none_is_plain_concat(feats, train_set, tmp_path):
 
 
 def test_leave_one_out_fusion_inputs(feats, train_set, monkeypatch):
-    """With every feature in the banks (coreset 1), the SVMs are fitted on each training
-    sample scored against the banks built from the other samples only."""
+    """Whatever the coreset (here 10 %), the SVMs and the LOO statistics see each training
+    sample scored against every patch of the other samples (not the coreset minus its own
+    entries, which leaves its patches without a near neighbour where the coreset is sparse)."""
     seen = []
     monkeypatch.setattr(M3DMDetector, "_ocsvm", lambda self, x: seen.append(x) or np.ones(3))
-    det = fit("m3dm", feats, train_set, coreset_ratio=1.0, bank_score="reweighted")
+    det = fit("m3dm", feats, train_set, coreset_ratio=0.1, bank_score="reweighted")
+    assert all(len(det.banks[b]) < feats[0].shape[0] * feats[0].shape[1] for b in det.BANKS)
     img, pix = seen
     n_samples, n = feats[0].shape[:2]
     assert img.shape == (n_samples, 3) and pix.shape == (n_samples * n, 3)

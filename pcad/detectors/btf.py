@@ -55,6 +55,7 @@ from pcad.detectors.fusion import (
     Z_FUSIONS,
     fuse_normalized,
     loo_stats,
+    others_bank,
     read_loo_stats,
 )
 from pcad.detectors.patchcore import PatchCoreRGB, PatchMemoryDetector
@@ -129,12 +130,10 @@ class BTFDetector(PatchCoreRGB):
         scores = np.zeros((n, len(self.modalities)))
         for i, sample in enumerate(items):
             fore = SampleForeground(sample.xyz, size)
-            rows = np.ones(n * n_patch, bool)
-            rows[i * n_patch:(i + 1) * n_patch] = False
             for j, m in enumerate(self.modalities):
-                others = MemoryBank(coreset_ratio=1.0, device=self.device).fit(stacked[m][rows])
-                _, (scores[i, j],) = self.score_patches(others, [stacked[m][~rows]], [sample],
-                                                        [fore])
+                own = stacked[m][i * n_patch:(i + 1) * n_patch]
+                others = others_bank(stacked[m], i, n, self.device)
+                _, (scores[i, j],) = self.score_patches(others, [own], [sample], [fore])
         self.z_image = loo_stats(scores)
         for m in self.modalities:
             self.source_banks[m] = MemoryBank(coreset_ratio=self.config["coreset_ratio"],

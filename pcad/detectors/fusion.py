@@ -25,7 +25,8 @@ import numpy as np
 from pcad.detectors.base import check_run_number
 from pcad.errors import FileFormatError, InvalidInputError
 
-__all__ = ["MIN_LOO_SAMPLES", "Z_FUSIONS", "fuse_normalized", "loo_stats", "read_loo_stats"]
+__all__ = ["MIN_LOO_SAMPLES", "Z_FUSIONS", "fuse_normalized", "loo_stats", "others_bank",
+           "read_loo_stats"]
 
 #: the fewest training samples the LOO-normalised fusions (``"zsum"``, ``"zmax"``) accept: the
 #: std of each bank's leave-one-out training scores needs at least two degrees of freedom
@@ -76,6 +77,25 @@ def fuse_normalized(scores: np.ndarray, stats: np.ndarray, weights: np.ndarray,
             raise InvalidInputError("fuse_normalized: zmax needs one positive weight")
         return z[..., w > 0].max(axis=-1)
     raise InvalidInputError(f"fuse_normalized: expected one of {Z_FUSIONS}, got {how!r}")
+
+
+def others_bank(features: np.ndarray, i: int, n_samples: int, device: Any = None) -> Any:
+    """The leave-one-out reference of training sample ``i``: a full
+    :class:`~pcad.memory.MemoryBank` (no coreset) of the ``(n_samples * n, C)`` training
+    patch features without sample ``i``'s ``n`` rows, i.e. every patch of the other samples
+    (what a coreset bank stands for at test time; the coreset minus sample ``i``'s own entries
+    would leave its patches without a near neighbour where the coreset is sparse).
+
+    >>> x = np.array([[0.0], [1.0], [10.0], [11.0], [20.0], [21.0]], dtype=np.float32)
+    >>> others_bank(x, 1, 3).score(x[2:4]).tolist()
+    [9.0, 9.0]
+    """
+    from pcad.memory import MemoryBank
+
+    n = len(features) // n_samples
+    rows = np.ones(len(features), bool)
+    rows[i * n:(i + 1) * n] = False
+    return MemoryBank(coreset_ratio=1.0, device=device).fit(features[rows])
 
 
 def read_loo_stats(value: Any, sources: list[str] | tuple[str, ...], key: str,
