@@ -34,13 +34,13 @@ Example:
     >>> from pcad.engine import evaluate_run, train
     >>> tmp = tempfile.TemporaryDirectory()
     >>> data, run = pathlib.Path(tmp.name) / "data", pathlib.Path(tmp.name) / "run"
-    >>> cfg = DatasetConfig(categories=("plate",), train=1, validation=0, test_good=1,
+    >>> cfg = DatasetConfig(categories=("plate",), train=3, validation=0, test_good=1,
     ...                     test_defect=1, defects=("dent",), size=(32, 32))
     >>> generate(cfg, data, progress=False)["written"]
-    3
+    5
     >>> det = train(data, "plate", "btf", run, progress=False)
     >>> sorted(p.name for p in run.iterdir())
-    ['bank.npz', 'detector.json', 'train.json']
+    ['bank.npz', 'bank_rgb.npz', 'bank_xyz.npz', 'detector.json', 'train.json']
     >>> metrics = evaluate_run(data, "plate", run, run / "eval", progress=False)
     >>> metrics["n_test"], sorted(metrics["per_defect"])
     (2, ['dent'])

@@ -215,18 +215,8 @@ def test_btf_fusion_run_round_trip_and_old_runs(btf_runs, good, tmp_path):
     (lambda st: st["z_image"][1].__setitem__(1, -1.0), ["'state.z_image' std"]),
 ])
 def test_btf_damaged_loo_statistics_in_a_run(btf_runs, tmp_path, edit, words):
-    import json
-
-    from pcad.errors import FileFormatError
-
-    btf_runs["zmax"].save(tmp_path / "run")
-    path = tmp_path / "run" / "detector.json"
-    record = json.loads(path.read_text())
-    edit(record["state"])
-    path.write_text(json.dumps(record))
-    with pytest.raises(FileFormatError) as err:
-        load_detector(tmp_path / "run")
-    assert all(w in str(err.value) for w in words), str(err.value)
+    message = load_edited_run(btf_runs["zmax"], tmp_path, edit)
+    assert all(w in message for w in words), message
 
 
 def test_btf_too_few_samples_for_fusion_refused_before_fitting(train_set, monkeypatch):
@@ -294,18 +284,24 @@ def test_too_few_samples_for_loo_fusion_refused_before_fitting(feats, train_set,
     (lambda st: st["z_image"][0].__setitem__(1, 0.0), ["'state.z_image' std"]),
 ])
 def test_damaged_loo_statistics_in_a_run(fitted, tmp_path, edit, words):
+    message = load_edited_run(fitted["lsfa", "zsum"], tmp_path, edit)
+    assert all(w in message for w in words), message
+
+
+def load_edited_run(det, tmp_path, edit) -> str:
+    """Save ``det``, ``edit`` its saved state in place, load it: the FileFormatError's text."""
     import json
 
     from pcad.errors import FileFormatError
 
-    fitted["lsfa", "zsum"].save(tmp_path / "run")
+    det.save(tmp_path / "run")
     path = tmp_path / "run" / "detector.json"
     record = json.loads(path.read_text())
     edit(record["state"])
     path.write_text(json.dumps(record))
     with pytest.raises(FileFormatError) as err:
         load_detector(tmp_path / "run")
-    assert all(w in str(err.value) for w in words), str(err.value)
+    return str(err.value)
 
 
 def test_run_without_loo_statistics_loads_for_ocsvm(fitted, good, tmp_path):

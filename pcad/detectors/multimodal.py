@@ -62,12 +62,15 @@ for the point and fused banks, 0.1 for RGB), go through a linear one-class SVM, 
   came from that sample, which leaves the sample's patches without a near neighbour where the
   coreset is sparse: on the flat plate the point bank's LOO scores were 0.47 +- 1.99 while good
   test samples scored 0.018 +- 0.005, so ``zsum`` divided the point evidence by 100x its
-  spread. M3DM fits the segmentation SVM on per-pixel vectors of the 224 x 224
-  blurred maps of every pixel; pcad on the patch-grid vectors (``svm_patches``: ``"all"``
-  patches as M3DM, or the ``"foreground"`` ones); the SVM is linear without intercept, so
-  fusing patch scores and then upsampling and blurring equals fusing the upsampled, blurred
-  maps. ``"sum"`` for ``fusion`` / ``map_fusion`` skips that SVM (weights 1: the
-  ``bank_weights``-weighted sum, M3DM's "add" variant). A degenerate SVM (all-zero or
+  spread. Measured on the built-in parts (gear, plate, bracket, potato x seeds 0, 1; 20
+  training samples, 8 good and 4 of each default defect type, 224 px), the change took m3dm
+  from I-AUROC 0.807 to 0.835 and AUPRO@0.3 0.897 to 0.925, lsfa from 0.832 to 0.842 and 0.897
+  to 0.907 (P-AUROC +0.003 / +0.001). M3DM fits the segmentation SVM on per-pixel vectors of
+  the 224 x 224 blurred maps of every pixel; pcad on the patch-grid vectors (``svm_patches``:
+  ``"all"`` patches as M3DM, or the ``"foreground"`` ones); the SVM is linear without
+  intercept, so fusing patch scores and then upsampling and blurring equals fusing the
+  upsampled, blurred maps. ``"sum"`` for ``fusion`` / ``map_fusion`` skips that SVM (weights
+  1: the ``bank_weights``-weighted sum, M3DM's "add" variant). A degenerate SVM (all-zero or
   non-finite weights) falls back to weights 1.
 
   Caveat, measured: a linear one-class SVM's ``w`` is the point of the (reduced) convex hull
