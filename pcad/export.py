@@ -79,8 +79,6 @@ EXPORTABLE = ("patchcore-rgb", "btf", "cfm", "m3dm", "lsfa")
 EXPORT_INFO = "pcad_export.json"
 _SCORES = {"map-max": 0, "patch-max": 1, "foreground-max": 2}
 _MULTIMODAL = ("cfm", "m3dm", "lsfa")
-#: btf's ``fusion`` options in the order of :class:`ExportedPatchCore`'s ``fusion`` code
-_BTF_FUSIONS = ("joint", "zsum", "zmax")
 
 
 class _Backbone(nn.Module):
@@ -164,8 +162,8 @@ class ExportedPatchCore(nn.Module):
             s_rgb = self._scored(rgb_feats, self.rgb_bank, g, g2, h, w, part)[0]
             s_xyz = self._scored(xyz_features.to(torch.float32), self.xyz_bank, g, g2, h, w,
                                  part)[0]
-            z = (torch.stack([s_rgb, s_xyz]).double() - self.z_image[:, 0]) / self.z_image[:, 1]
-            score = (z.sum() if self.fusion == 1 else z.max()).to(torch.float32)
+            score = _fuse(torch.stack([s_rgb, s_xyz]), self.z_image,
+                          torch.ones(2, dtype=torch.float64), self.fusion - 1).to(torch.float32)
         return score, up
 
     def _scored(self, feats: torch.Tensor, bank: torch.Tensor, g: int, g2: int, h: int,
@@ -229,6 +227,17 @@ def _patch_map(grid: torch.Tensor, h: int, w: int, sigma: float) -> torch.Tensor
     if sigma > 0:
         up = _blur_map(up, sigma * float(max(h, w)) / 224.0)
     return up
+
+
+def _fuse(scores: torch.Tensor, stats: torch.Tensor, weights: torch.Tensor,
+          how: int) -> torch.Tensor:
+    """:func:`pcad.detectors.fusion.fuse_normalized` of ``(..., k)`` scores (``how``: 0
+    ``"zsum"``, 1 ``"zmax"``; ``stats`` ``(k, 2)`` float64)."""
+    z = (scores.double() - stats[:, 0]) / stats[:, 1]
+    if how == 1:
+        keep = torch.nonzero(weights > 0).reshape(-1)
+        return z.index_select(-1, keep).max(dim=-1).values
+    return (z * weights).sum(-1)
 
 
 def _part_max(amap: torch.Tensor, part: torch.Tensor | None) -> torch.Tensor:
@@ -370,15 +379,6 @@ class ExportedMultiBank(nn.Module):
         self.threshold = float(threshold)
         self.scale = float(scale)
 
-    def _fuse(self, scores: torch.Tensor, stats: torch.Tensor, weights: torch.Tensor,
-              how: int) -> torch.Tensor:
-        """:func:`pcad.detectors.fusion.fuse_normalized` of ``(..., k)`` scores."""
-        z = (scores.double() - stats[:, 0]) / stats[:, 1]
-        if how == 1:
-            keep = torch.nonzero(weights > 0).reshape(-1)
-            return z.index_select(-1, keep).max(dim=-1).values
-        return (z * weights).sum(-1)
-
     def forward(self, rgb: torch.Tensor, xyz_features: torch.Tensor,
                 part: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = int(rgb.shape[0]), int(rgb.shape[1])
@@ -393,11 +393,11 @@ class ExportedMultiBank(nn.Module):
             dists.append(d)
             if self.fused_image:
                 images.append(_part_max(_patch_map(d.reshape(g0, g1), h, w, self.sigma), part))
-        grid = self._fuse(torch.stack(dists, dim=1), self.patch_stats, self.patch_weights,
+        grid = _fuse(torch.stack(dists, dim=1), self.patch_stats, self.patch_weights,
                           self.map_fusion)
         amap = _patch_map(grid.to(torch.float32).reshape(g0, g1), h, w, self.sigma)
         if self.fused_image:
-            score = self._fuse(torch.stack(images), self.image_stats, self.image_weights,
+            score = _fuse(torch.stack(images), self.image_stats, self.image_weights,
                                self.image_fusion).to(torch.float32)
         else:
             score = _part_max(amap, part)
@@ -570,7 +570,7 @@ def build_export(det: Any, calibration: Any = None) -> tuple[torch.jit.ScriptMod
     module = ExportedPatchCore(
         traced, torch.from_numpy(det.bank.features), size, float(cfg["sigma"]), _SCORES[mode],
         scales.get("rgb", 1.0), scales.get("xyz", 1.0), thr, sc,
-        fusion=_BTF_FUSIONS.index(fusion) if sources else 0,
+        fusion=det.FUSIONS.index(fusion) if sources else 0,  # joint, zsum, zmax
         rgb_bank=torch.from_numpy(sources["rgb"].features) if sources else None,
         xyz_bank=torch.from_numpy(sources["xyz"].features) if sources else None,
         z_image=None if z_image is None else torch.from_numpy(z_image))

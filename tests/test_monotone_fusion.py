@@ -219,6 +219,13 @@ def test_btf_damaged_loo_statistics_in_a_run(btf_runs, tmp_path, edit, words):
     assert all(w in message for w in words), message
 
 
+def test_btf_run_missing_a_modality_bank(btf_runs, tmp_path):
+    btf_runs["zsum"].save(tmp_path / "run")
+    (tmp_path / "run" / "bank_xyz.npz").unlink()
+    with pytest.raises(InvalidInputError, match=r"incomplete btf run \(no bank_xyz.npz\)"):
+        load_detector(tmp_path / "run")
+
+
 def test_btf_too_few_samples_for_fusion_refused_before_fitting(train_set, monkeypatch):
     from pcad.detectors.btf import BTFDetector
 

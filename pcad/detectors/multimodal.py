@@ -16,15 +16,16 @@ have in common: per-bank PatchCore scoring and fusion, fit / predict / save / lo
 
 Fusion (``fusion`` for the image score, ``map_fusion`` for the map; default ``"zsum"`` for
 both): ``"zsum"`` normalises each bank's score as ``(s - mean) / std`` with the mean and std
-(``ddof=1``) of the training samples' own leave-one-out scores of that bank (computed as for
-the SVMs, below; per image for ``fusion``, per patch for ``map_fusion``) and sums the banks
-with equal weights (0 for a bank whose ``bank_weights`` is 0; any other raw-score scale cancels
-in the normalisation), :func:`fuse_normalized`; ``"zmax"`` takes the maximum of the normalised
-scores instead. Both are non-decreasing in every bank's evidence: more evidence in one bank can
-never lower the score, which the SVM's learned weights cannot promise (nor can it know which
-bank carries defect evidence: on an unseen part it gave the blind point and fused banks 5-10x
-the weight of the informative RGB bank, ``shared/research/generalization.md``). They need at
-least :data:`MIN_LOO_SAMPLES` (3) training samples, checked before anything is fitted.
+(``ddof=1``) of the training samples' own leave-one-out scores of that bank (computed as for the
+SVMs, below; per image for ``fusion``, per patch for ``map_fusion``) and sums the banks with
+equal weights (0 for a bank whose ``bank_weights`` is 0; any other raw-score scale cancels in
+the normalisation), :func:`~pcad.detectors.fusion.fuse_normalized`; ``"zmax"`` takes the maximum
+of the normalised scores instead. Both are non-decreasing in every bank's evidence: more
+evidence in one bank can never lower the score, which the SVM's learned weights cannot promise
+(nor can it know which bank carries defect evidence: on an unseen part it gave the blind point
+and fused banks 5-10x the weight of the informative RGB bank,
+``shared/research/generalization.md``). They need at least :data:`MIN_LOO_SAMPLES` (3) training
+samples, checked before anything is fitted.
 Measured on the built-in parts (gear, potato, bracket x seeds 0, 1; 128 px, 10 training
 samples, 6 good + 12 defective test samples; mean +- std over the 6 runs), zsum vs ocsvm:
 with FPFH point features (the default), I-AUROC m3dm 0.681 +- 0.105 vs 0.671 +- 0.064, lsfa
