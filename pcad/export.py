@@ -494,6 +494,7 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
         {'xyz_features': None, 'part': None}
     """
     from pcad.detectors.patches import (
+        FPFH_NEIGHBOURS,
         PATCH_STRIDE,
         MultimodalFeatures,
         SampleForeground,
@@ -511,7 +512,10 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
     out["part"] = torch.from_numpy(fg.part())
     g = size // PATCH_STRIDE
     if name == "btf":
-        out["xyz_features"] = torch.from_numpy(fpfh_patches(xyz, size, (g, g), foreground=fg))
+        # a run exported before the option existed was fitted with BTF's neighbours
+        n = int(cfg.get("fpfh_neighbours", FPFH_NEIGHBOURS))
+        out["xyz_features"] = torch.from_numpy(fpfh_patches(xyz, size, (g, g), foreground=fg,
+                                                            neighbours=n))
     elif name in ("cfm", "m3dm", "lsfa"):
         feats = MultimodalFeatures(name, size, cfg["rgb_backbone"], cfg["weights"],
                                    cfg["point_backbone"], cfg["point_weights"],

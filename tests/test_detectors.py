@@ -265,7 +265,10 @@ def test_fit_predict_outputs(runs, data, name):
         assert amap.shape == s.shape == (64, 64)
         assert amap.dtype == np.float32
         assert np.isfinite(amap).all()
-        assert score >= 0.0 and amap.min() >= 0.0
+        assert amap.min() >= 0.0  # distances
+        # btf's image score sums leave-one-out z-scores (a good sample may score below 0);
+        # the others' is a distance
+        assert name == "btf" or score >= 0.0
 
 
 @pytest.mark.parametrize("name", DETECTORS)

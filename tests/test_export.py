@@ -14,7 +14,6 @@ import torch
 from pcad.calibration import read_calibration
 from pcad.data import MVTec3DDataset
 from pcad.detectors import load_detector
-from pcad.detectors.patches import SampleForeground, fpfh_patches
 from pcad.engine import train
 from pcad.export import load_export, sample_inputs
 from tests.helpers import run_pcad
@@ -62,13 +61,11 @@ def test_export_gives_the_runs_scores_and_maps(data, data3, tmp_path, detector, 
     assert len(samples) == 3
     for sample in samples:
         score, amap = det.predict(sample)
-        xyz_feats = part = None
-        if detector == "btf":
-            fg = SampleForeground(sample.xyz, SIZE)
-            xyz_feats = torch.from_numpy(fpfh_patches(sample.xyz, SIZE, det.grid, foreground=fg))
-            part = torch.from_numpy(fg.part())
+        # pcad's inputs for the file: FPFH with the run's neighbours and the part mask
+        inputs = sample_inputs(info, sample.xyz)
         with torch.no_grad():
-            escore, emap = module(torch.from_numpy(sample.rgb), xyz_feats, part)
+            escore, emap = module(torch.from_numpy(sample.rgb), inputs["xyz_features"],
+                                  inputs["part"] if detector == "btf" else None)
         assert float(escore) == pytest.approx(score, rel=1e-4, abs=1e-5)
         assert emap.shape == amap.shape
         np.testing.assert_allclose(emap.numpy(), amap, rtol=1e-4, atol=1e-4 * amap.max())

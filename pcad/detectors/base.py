@@ -288,6 +288,9 @@ class Detector:
     #: a one-line meaning of each option this class adds or means differently; an option a
     #: class does not describe takes its parent's line or :data:`COMMON_OPTION_HELP`'s
     option_help: ClassVar[dict[str, str]] = {}
+    #: options added after runs were saved without them: a run file whose config lacks one
+    #: loads with the value given here (what it was fitted with), not today's default
+    legacy_options: ClassVar[dict[str, Any]] = {}
     #: trains under torchrun: sharded features, data-parallel steps (pcad.distributed)
     supports_distributed: ClassVar[bool] = False
     #: ``fit`` needs a defect source (``fit(samples, defect_source=...)``; pcad train builds
@@ -445,7 +448,7 @@ class Detector:
         if record["detector"] != cls.name:
             raise InvalidInputError(f"{folder}: a run of detector {record['detector']!r}, "
                                     f"not {cls.name!r}")
-        config = _placed(cls, record["config"], device, folder)
+        config = _placed(cls, {**cls.legacy_options, **record["config"]}, device, folder)
         try:
             det = cls(**config)
         except (PcadError, TypeError, ValueError, KeyError, AttributeError,

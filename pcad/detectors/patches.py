@@ -54,7 +54,8 @@ from pcad.devices import DEVICES, check_device
 from pcad.errors import InvalidInputError
 from pcad.features.base import full_float32_convolutions
 
-__all__ = ["DEVICES", "FEATURE_DEFAULTS", "MAX_IMAGE_SIZE", "MAX_SIGMA", "PATCH_STRIDE",
+__all__ = ["DEVICES", "FEATURE_DEFAULTS", "FPFH_NEIGHBOURS", "MAX_IMAGE_SIZE", "MAX_SIGMA",
+           "PATCH_STRIDE",
            "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures", "RGBFeatures",
            "SampleForeground", "host_workers", "parallel_map", "prepare_foregrounds",
            "prepare_foregrounds_torch",
@@ -71,6 +72,8 @@ MAX_SIGMA = 64.0
 POINT_BACKBONES = ("pointmae", "fpfh")
 #: pixels the part's foreground is dilated by for :func:`foreground_max`
 PART_DILATE = 3
+#: BTF's neighbour cap of the FPFH histograms (:func:`fpfh_patches`)
+FPFH_NEIGHBOURS = 100
 
 #: the feature options of the detectors built on :class:`MultimodalFeatures` (m3dm, lsfa).
 #: ``point_backbone`` is FPFH: on the built-in procedural parts its point bank separates
@@ -413,11 +416,14 @@ def foreground_max(amap: np.ndarray, xyz: np.ndarray | None, dilate: int = PART_
 
 
 def fpfh_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int], *,
-                 foreground: SampleForeground | None = None) -> np.ndarray:
+                 foreground: SampleForeground | None = None,
+                 neighbours: int = FPFH_NEIGHBOURS) -> np.ndarray:
     """``(h * w, 33) float32``: FPFH averaged per patch of the cloud resized (nearest) to the
     input size, background plane removed (zeros when fewer than 5 foreground points).
 
     ``foreground``: ``xyz``'s :class:`SampleForeground` for ``image_size``, or None.
+    ``neighbours``: the most neighbours of each point's histogram (within 10 point spacings,
+    :func:`~pcad.features.fpfh.fpfh_map`'s ``fpfh_max_nn``; BTF's 100 by default).
     """
     from pcad.features import fpfh_map, to_patch_grid
 
@@ -426,7 +432,8 @@ def fpfh_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int], *,
     if mask.sum() < 5:
         return np.zeros((grid[0] * grid[1], 33), np.float32)
     # the background is already removed: the mask is its own restriction
-    fmap = fpfh_map(fg.resized, remove_background=False, valid=mask)
+    fmap = fpfh_map(fg.resized, remove_background=False, valid=mask,
+                    fpfh_max_nn=check_int(neighbours, "fpfh_neighbours", minimum=1))
     return to_patch_grid(fmap, mask, grid).reshape(-1, 33)
 
 
