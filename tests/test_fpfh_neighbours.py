@@ -27,12 +27,12 @@ def data(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_samples(data):
+def scans(data):
     return list(MVTec3DDataset(data, "potato", "test"))
 
 
-def test_patches_use_the_neighbour_cap(test_samples):
-    xyz = test_samples[0].xyz
+def test_patches_use_the_neighbour_cap(scans):
+    xyz = scans[0].xyz
     fg = SampleForeground(xyz, SIZE)
     grid = (SIZE // 8, SIZE // 8)
     for n in (30, 200):
@@ -60,7 +60,7 @@ def test_option_default_and_bad_values(name):
 
 
 @pytest.mark.parametrize("name", ["btf", "fpfh"])
-def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, test_samples, tmp_path,
+def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, scans, tmp_path,
                                                                  name):
     train = list(MVTec3DDataset(data, "potato", "train"))
     old = create_detector(name, image_size=SIZE, fpfh_neighbours=FPFH_NEIGHBOURS, device="cpu")
@@ -71,7 +71,7 @@ def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, test_samp
     (tmp_path / "run" / "detector.json").write_text(json.dumps(record))
     loaded = load_detector(tmp_path / "run")
     assert loaded.config["fpfh_neighbours"] == FPFH_NEIGHBOURS
-    for s in test_samples:
+    for s in scans:
         assert loaded.predict(s)[0] == old.predict(s)[0]
     # a new run keeps what it was fitted with
     new = create_detector(name, image_size=SIZE, fpfh_neighbours=40, device="cpu").fit(train)
@@ -79,10 +79,10 @@ def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, test_samp
     assert load_detector(tmp_path / "new").config["fpfh_neighbours"] == 40
 
 
-def test_export_inputs_follow_the_run(test_samples):
+def test_export_inputs_follow_the_run(scans):
     from pcad.export import sample_inputs
 
-    xyz = test_samples[0].xyz
+    xyz = scans[0].xyz
     fg = SampleForeground(xyz, SIZE)
     grid = (SIZE // 8, SIZE // 8)
     cfg = {"image_size": SIZE, "fpfh_neighbours": 40}
