@@ -47,8 +47,7 @@ maximum lies on the defect for only 62-81 % of the geometric defects
 the part's own surface better and thin cracks a little worse. Chosen on the built-in parts (as
 above; dataset seeds 0, 1, 2, 12 runs): I-AUROC 0.846 -> 0.860 (paired +0.015, standard error
 0.010; 5 better, 3 worse, 4 tied), AUPRO@0.3 0.913 -> 0.923; bump 0.789 -> 0.805, hole 0.79 ->
-0.83,
-combined 0.91 -> 0.96, crack 0.89 -> 0.85. 320 neighbours gave the same (0.860), 160 within 7
+0.83, combined 0.91 -> 0.96, crack 0.89 -> 0.85. 320 neighbours gave the same (0.860), 160 within 7
 spacings less (0.805 on seeds 0-1), 100 and 320 concatenated (66 channels) no more (0.871 vs
 0.873 on seeds 0-1) at 1.5 times the cost. Checked on the real meshes afterwards (three
 seeds): I-AUROC 0.869 -> 0.877, AUPRO@0.3 0.928 -> 0.935, 12 of 24 runs better and 5 worse;
