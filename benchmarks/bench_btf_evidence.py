@@ -93,6 +93,9 @@ def run_part(data: str, category: str, work: Path) -> dict[str, Any]:
     size = det.config["image_size"]
     fores = [SampleForeground(s.xyz, size) for s in items]
     parts = det.batch_patch_features(items, fores)
+    # per defective sample, once for every bank: the pixels within TOLERANCE_PX of its defect
+    near = [binary_dilation(s.mask, iterations=TOLERANCE_PX) if s.label else None
+            for s in items]
     z = np.zeros((len(items), len(det.modalities)))
     on: dict[str, list[bool | None]] = {}
     for j, m in enumerate(det.modalities):
@@ -100,14 +103,12 @@ def run_part(data: str, category: str, work: Path) -> dict[str, Any]:
                                           fores)
         z[:, j] = (np.asarray(scores) - det.z_image[j, 0]) / det.z_image[j, 1]
         on[m] = []
-        for s, f, a in zip(items, fores, amaps, strict=True):
-            if not s.label:
+        for f, a, close in zip(fores, amaps, near, strict=True):
+            if close is None:
                 on[m].append(None)
                 continue
-            fg = f.part(3)
-            iy, ix = np.unravel_index(np.argmax(np.where(fg, a, -np.inf)), a.shape)
-            near = binary_dilation(s.mask, iterations=TOLERANCE_PX)
-            on[m].append(bool(near[iy, ix]))
+            iy, ix = np.unravel_index(np.argmax(np.where(f.part(), a, -np.inf)), a.shape)
+            on[m].append(bool(close[iy, ix]))
     return {"category": category, "labels": [int(s.label) for s in items],
             "defects": [s.defect for s in items], "modalities": list(det.modalities),
             "z": z.tolist(), "on_defect": on}

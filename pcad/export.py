@@ -494,12 +494,12 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
         {'xyz_features': None, 'part': None}
     """
     from pcad.detectors.patches import (
-        FPFH_NEIGHBOURS,
         PATCH_STRIDE,
         MultimodalFeatures,
         SampleForeground,
         fpfh_patches,
     )
+    from pcad.detectors.registry import detector_info
 
     name, cfg = info["detector"], info["config"]
     out: dict[str, torch.Tensor | None] = {"xyz_features": None, "part": None}
@@ -512,8 +512,8 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
     out["part"] = torch.from_numpy(fg.part())
     g = size // PATCH_STRIDE
     if name == "btf":
-        # a run exported before the option existed was fitted with BTF's neighbours
-        n = int(cfg.get("fpfh_neighbours", FPFH_NEIGHBOURS))
+        # options a run exported before they existed lacks: what it was fitted with
+        n = int({**detector_info(name).obj.legacy_options, **cfg}["fpfh_neighbours"])
         out["xyz_features"] = torch.from_numpy(fpfh_patches(xyz, size, (g, g), foreground=fg,
                                                             neighbours=n))
     elif name in ("cfm", "m3dm", "lsfa"):

@@ -55,9 +55,8 @@ from pcad.errors import InvalidInputError
 from pcad.features.base import full_float32_convolutions
 
 __all__ = ["DEVICES", "FEATURE_DEFAULTS", "FPFH_NEIGHBOURS", "MAX_IMAGE_SIZE", "MAX_SIGMA",
-           "PATCH_STRIDE",
-           "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures", "RGBFeatures",
-           "SampleForeground", "host_workers", "parallel_map", "prepare_foregrounds",
+           "PATCH_STRIDE", "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures",
+           "RGBFeatures", "SampleForeground", "host_workers", "parallel_map", "prepare_foregrounds",
            "prepare_foregrounds_torch",
            "backbone_image", "check_device", "check_image_size", "check_sigma", "extract_all",
            "foreground_max",
