@@ -494,6 +494,7 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
         {'xyz_features': None, 'part': None}
     """
     from pcad.detectors.patches import (
+        FPFH_NEIGHBOURS,
         PATCH_STRIDE,
         MultimodalFeatures,
         SampleForeground,
@@ -511,15 +512,16 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
     fg = SampleForeground(xyz, size)
     out["part"] = torch.from_numpy(fg.part())
     g = size // PATCH_STRIDE
+    # options a run exported before they existed lacks: what it was fitted with (cfm: 100)
+    n = int({**detector_info(name).obj.legacy_options, **cfg}.get("fpfh_neighbours",
+                                                                  FPFH_NEIGHBOURS))
     if name == "btf":
-        # options a run exported before they existed lacks: what it was fitted with
-        n = int({**detector_info(name).obj.legacy_options, **cfg}["fpfh_neighbours"])
         out["xyz_features"] = torch.from_numpy(fpfh_patches(xyz, size, (g, g), foreground=fg,
                                                             neighbours=n))
     elif name in ("cfm", "m3dm", "lsfa"):
         feats = MultimodalFeatures(name, size, cfg["rgb_backbone"], cfg["weights"],
                                    cfg["point_backbone"], cfg["point_weights"],
-                                   cfg["num_group"], cfg["group_size"])
+                                   cfg["num_group"], cfg["group_size"], fpfh_neighbours=n)
         pts, patch_fg = feats.points(xyz, fg)
         out["xyz_features"] = torch.from_numpy(
             np.ascontiguousarray(pts, dtype=np.float32).reshape(g * g, -1))

@@ -1,6 +1,7 @@
-"""``fpfh_neighbours`` of ``btf`` and ``fpfh``: the FPFH patches use it (against Open3D's own
-features through :func:`pcad.features.fpfh_map`), bad values are refused, runs saved before
-the option existed load and score with BTF's 100, and an export passes the run's value."""
+"""``fpfh_neighbours`` of ``btf``, ``fpfh``, ``m3dm`` and ``lsfa``: the FPFH patches use it
+(against Open3D's own features through :func:`pcad.features.fpfh_map`), bad values are
+refused, runs saved before the option existed load and score with BTF's 100, and an export
+passes the run's value."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import pytest
 
 from pcad.data import MVTec3DDataset
 from pcad.detectors import create_detector, load_detector
-from pcad.detectors.btf import FPFH_DEFAULT_NEIGHBOURS
-from pcad.detectors.patches import FPFH_NEIGHBOURS, SampleForeground, fpfh_patches
+from pcad.detectors.patches import (
+    FPFH_DEFAULT_NEIGHBOURS,
+    FPFH_NEIGHBOURS,
+    SampleForeground,
+    fpfh_patches,
+)
 from pcad.errors import InvalidInputError
 from pcad.features import fpfh_map, to_patch_grid
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 64
+NAMES = ("btf", "fpfh", "m3dm", "lsfa")
+#: small fits of the multi-bank detectors (frozen features: the option is about them)
+FAST = {"m3dm": {"coreset_ratio": 1.0}, "lsfa": {"epochs": 0, "coreset_ratio": 1.0}}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def test_patches_use_the_neighbour_cap(scans):
                                                neighbours=FPFH_NEIGHBOURS))
 
 
-@pytest.mark.parametrize("name", ["btf", "fpfh"])
+@pytest.mark.parametrize("name", NAMES)
 def test_option_default_and_bad_values(name):
     assert create_detector(name).config["fpfh_neighbours"] == FPFH_DEFAULT_NEIGHBOURS
     assert create_detector(name, fpfh_neighbours=64.0).config["fpfh_neighbours"] == 64
@@ -59,11 +67,13 @@ def test_option_default_and_bad_values(name):
             create_detector(name, fpfh_neighbours=bad)
 
 
-@pytest.mark.parametrize("name", ["btf", "fpfh"])
+@pytest.mark.parametrize("name", NAMES)
 def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, scans, tmp_path,
                                                                  name):
     train = list(MVTec3DDataset(data, "potato", "train"))
-    old = create_detector(name, image_size=SIZE, fpfh_neighbours=FPFH_NEIGHBOURS, device="cpu")
+    fast = FAST.get(name, {})
+    old = create_detector(name, image_size=SIZE, fpfh_neighbours=FPFH_NEIGHBOURS, device="cpu",
+                          **fast)
     old.fit(train)
     old.save(tmp_path / "run")
     record = json.loads((tmp_path / "run" / "detector.json").read_text())
@@ -74,7 +84,8 @@ def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, scans, tm
     for s in scans:
         assert loaded.predict(s)[0] == old.predict(s)[0]
     # a new run keeps what it was fitted with
-    new = create_detector(name, image_size=SIZE, fpfh_neighbours=40, device="cpu").fit(train)
+    new = create_detector(name, image_size=SIZE, fpfh_neighbours=40, device="cpu",
+                          **fast).fit(train)
     new.save(tmp_path / "new")
     assert load_detector(tmp_path / "new").config["fpfh_neighbours"] == 40
 
@@ -93,3 +104,24 @@ def test_export_inputs_follow_the_run(scans):
     got = sample_inputs({"detector": "btf", "config": {"image_size": SIZE}}, xyz)
     np.testing.assert_array_equal(got["xyz_features"].numpy(),
                                   fpfh_patches(xyz, SIZE, grid, foreground=fg))
+
+
+def test_multibank_features_use_the_option(scans):
+    """m3dm / lsfa's point bank reads FPFH with the detector's cap; cfm keeps BTF's."""
+    xyz = scans[0].xyz
+    fg = SampleForeground(xyz, SIZE)
+    grid = (SIZE // 8, SIZE // 8)
+    det = create_detector("m3dm", image_size=SIZE, fpfh_neighbours=40)
+    pts, _ = det.features.points(xyz, fg)
+    np.testing.assert_array_equal(pts, fpfh_patches(xyz, SIZE, grid, foreground=fg,
+                                                    neighbours=40))
+    assert create_detector("cfm")._features.fpfh_neighbours == FPFH_NEIGHBOURS
+    # and so do the export's inputs, with 100 for a run exported before the option
+    from pcad.export import sample_inputs
+
+    cfg = {**create_detector("m3dm", image_size=SIZE).config, "fpfh_neighbours": 40}
+    got = sample_inputs({"detector": "m3dm", "config": cfg}, xyz)["xyz_features"].numpy()
+    np.testing.assert_array_equal(got, pts)
+    del cfg["fpfh_neighbours"]
+    got = sample_inputs({"detector": "lsfa", "config": cfg}, xyz)["xyz_features"].numpy()
+    np.testing.assert_array_equal(got, fpfh_patches(xyz, SIZE, grid, foreground=fg))

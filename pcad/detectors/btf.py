@@ -74,7 +74,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pcad.checks import check_int
 from pcad.detectors.base import RUN_FILE
 from pcad.detectors.fusion import (
     MIN_LOO_SAMPLES,
@@ -85,37 +84,11 @@ from pcad.detectors.fusion import (
     read_loo_stats,
 )
 from pcad.detectors.patchcore import PatchCoreRGB, PatchMemoryDetector
-from pcad.detectors.patches import FPFH_NEIGHBOURS, SampleForeground, fpfh_patches
+from pcad.detectors.patches import FPFHOption, SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.errors import InvalidInputError
 
-__all__ = ["FPFH_DEFAULT_NEIGHBOURS", "BTFDetector", "FPFHDetector"]
-
-#: ``fpfh_neighbours`` of ``btf`` and ``fpfh`` (see the module docstring)
-FPFH_DEFAULT_NEIGHBOURS = 200
-
-
-class FPFHOption:
-    """The ``fpfh_neighbours`` option of the detectors that read FPFH patches: the most
-    neighbours of each point's histogram (:func:`~pcad.detectors.patches.fpfh_patches`);
-    runs saved before it existed load with BTF's 100 (:data:`FPFH_NEIGHBOURS`)."""
-
-    config: dict[str, Any]
-    grid: tuple[int, int]
-    FPFH_DEFAULTS: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS}
-    FPFH_HELP: ClassVar[dict[str, str]] = {
-        "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
-                           f"spacings ({FPFH_DEFAULT_NEIGHBOURS}; BTF's: {FPFH_NEIGHBOURS})"}
-    legacy_options: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_NEIGHBOURS}
-
-    def check_fpfh_option(self) -> None:
-        self.config["fpfh_neighbours"] = check_int(self.config["fpfh_neighbours"],
-                                                   "fpfh_neighbours", minimum=5)
-
-    def fpfh(self, sample: Any, foreground: SampleForeground | None) -> np.ndarray:
-        """``(h * w, 33)`` FPFH patches of ``sample`` with this detector's neighbours."""
-        return fpfh_patches(sample.xyz, self.config["image_size"], self.grid,
-                            foreground=foreground, neighbours=self.config["fpfh_neighbours"])
+__all__ = ["BTFDetector", "FPFHDetector"]
 
 
 @register_detector("fpfh")

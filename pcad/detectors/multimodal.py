@@ -126,6 +126,7 @@ from pcad.detectors.fusion import (
 from pcad.detectors.patches import (
     FEATURE_DEFAULTS,
     POINT_BACKBONES,
+    FPFHOption,
     MultimodalFeatures,
     SampleForeground,
     check_device,
@@ -182,7 +183,7 @@ def read_part_norms(state: dict[str, Any], where: str) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------- detector
 
 
-class MultiBankDetector(Detector):
+class MultiBankDetector(FPFHOption, Detector):
     """Shared base of ``m3dm`` and ``lsfa`` (see the module docstring).
 
     Subclasses set :attr:`BANKS` and implement :meth:`train_networks` (learn from the frozen
@@ -201,7 +202,7 @@ class MultiBankDetector(Detector):
         **FEATURE_DEFAULTS, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0, "n_reweight": 3,
         "bank_score": "foreground-max", "fusion": "zsum", "map_fusion": "zsum",
         "ocsvm_nu": 0.5, "ocsvm_max_iter": 1000, "svm_patches": "all", "bank_weights": None,
-        "image_score": "dlf",
+        "image_score": "dlf", **FPFHOption.FPFH_DEFAULTS,
     }
     BANK_SCORES = ("reweighted", "foreground-max")
     FUSIONS = ("ocsvm", "sum", *Z_FUSIONS)
@@ -218,6 +219,7 @@ class MultiBankDetector(Detector):
                         "detector's",
         "image_score": "dlf (fused bank scores) or foreground-max (fused map over the part)",
         "batch_size": "training batch size in samples",
+        **FPFHOption.FPFH_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
@@ -233,6 +235,7 @@ class MultiBankDetector(Detector):
         c["ocsvm_nu"] = check_fraction(c["ocsvm_nu"], "ocsvm_nu", inclusive_zero=False)
         c["ocsvm_max_iter"] = check_int(c["ocsvm_max_iter"], "ocsvm_max_iter", minimum=1)
         c["device"] = check_device(c["device"])
+        self.check_fpfh_option()
         for key in ("num_group", "group_size"):
             if c[key] is not None:
                 c[key] = check_int(c[key], key, minimum=1)
@@ -256,7 +259,8 @@ class MultiBankDetector(Detector):
                              for b in self.BANKS}
         self.features = MultimodalFeatures(
             self.name, size, c["rgb_backbone"], c["weights"], c["point_backbone"],
-            c["point_weights"], c["num_group"], c["group_size"], "cpu")
+            c["point_weights"], c["num_group"], c["group_size"], "cpu",
+            fpfh_neighbours=c["fpfh_neighbours"])
         self.banks: dict[str, Any] = {}
         self.stats: dict[str, tuple[float, float]] = {}
         self.w_image = np.ones(len(self.BANKS))

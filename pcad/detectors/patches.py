@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,7 +54,8 @@ from pcad.devices import DEVICES, check_device
 from pcad.errors import InvalidInputError
 from pcad.features.base import full_float32_convolutions
 
-__all__ = ["DEVICES", "FEATURE_DEFAULTS", "FPFH_NEIGHBOURS", "MAX_IMAGE_SIZE", "MAX_SIGMA",
+__all__ = ["DEVICES", "FEATURE_DEFAULTS", "FPFH_DEFAULT_NEIGHBOURS", "FPFH_NEIGHBOURS",
+           "FPFHOption", "MAX_IMAGE_SIZE", "MAX_SIGMA",
            "PATCH_STRIDE", "POINT_BACKBONES", "GridDeviceMixin", "MultimodalFeatures",
            "RGBFeatures", "SampleForeground", "host_workers", "parallel_map", "prepare_foregrounds",
            "prepare_foregrounds_torch",
@@ -73,6 +74,9 @@ POINT_BACKBONES = ("pointmae", "fpfh")
 PART_DILATE = 3
 #: BTF's neighbour cap of the FPFH histograms (:func:`fpfh_patches`)
 FPFH_NEIGHBOURS = 100
+#: ``fpfh_neighbours`` of the detectors with :class:`FPFHOption` (btf, fpfh, m3dm, lsfa; see
+#: :mod:`pcad.detectors.btf` for why)
+FPFH_DEFAULT_NEIGHBOURS = 200
 
 #: the feature options of the detectors built on :class:`MultimodalFeatures` (m3dm, lsfa).
 #: ``point_backbone`` is FPFH: on the built-in procedural parts its point bank separates
@@ -436,6 +440,35 @@ def fpfh_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int], *,
     return to_patch_grid(fmap, mask, grid).reshape(-1, 33)
 
 
+class FPFHOption:
+    """The ``fpfh_neighbours`` option of the detectors that read FPFH patches: the most
+    neighbours of each point's histogram (:func:`fpfh_patches`); runs saved before it existed
+    load with BTF's 100 (:data:`FPFH_NEIGHBOURS`, ``legacy_options``).
+
+    Example:
+        >>> from pcad.detectors import create_detector
+        >>> create_detector("m3dm").config["fpfh_neighbours"]
+        200
+    """
+
+    config: dict[str, Any]
+    grid: tuple[int, int]
+    FPFH_DEFAULTS: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS}
+    FPFH_HELP: ClassVar[dict[str, str]] = {
+        "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
+                           f"spacings ({FPFH_DEFAULT_NEIGHBOURS}; BTF's: {FPFH_NEIGHBOURS})"}
+    legacy_options: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_NEIGHBOURS}
+
+    def check_fpfh_option(self) -> None:
+        self.config["fpfh_neighbours"] = check_int(self.config["fpfh_neighbours"],
+                                                   "fpfh_neighbours", minimum=5)
+
+    def fpfh(self, sample: Any, foreground: SampleForeground | None) -> np.ndarray:
+        """``(h * w, 33)`` FPFH patches of ``sample`` with this detector's neighbours."""
+        return fpfh_patches(sample.xyz, self.config["image_size"], self.grid,
+                            foreground=foreground, neighbours=self.config["fpfh_neighbours"])
+
+
 def foreground_patches(xyz: np.ndarray, image_size: int, grid: tuple[int, int], *,
                        foreground: SampleForeground | None = None) -> np.ndarray:
     """``(h * w,) bool``: the patches with at least one measured, non-background point of the
@@ -579,6 +612,7 @@ class MultimodalFeatures:
         point_weights, num_group, group_size: Point-MAE checkpoint (None: the one shipped with
             pcad) and grouping (None: the checkpoint's); ignored by ``"fpfh"``.
         device: where the Point-MAE encoder runs.
+        fpfh_neighbours: ``"fpfh"``'s neighbour cap (:func:`fpfh_patches`' ``neighbours``).
 
     Example:
         >>> from pcad.detectors.patches import MultimodalFeatures
@@ -591,13 +625,15 @@ class MultimodalFeatures:
                  weights: str | None = None,
                  point_backbone: str = FEATURE_DEFAULTS["point_backbone"],
                  point_weights: str | None = None, num_group: int | None = None,
-                 group_size: int | None = None, device: torch.device | str = "cpu") -> None:
+                 group_size: int | None = None, device: torch.device | str = "cpu", *,
+                 fpfh_neighbours: int = FPFH_NEIGHBOURS) -> None:
         if point_backbone not in POINT_BACKBONES:
             raise InvalidInputError(f"point_backbone: expected one of {POINT_BACKBONES}, got "
                                     f"{point_backbone!r}")
         self.owner, self.image_size = owner, image_size
         self.point_backbone, self.point_weights = point_backbone, point_weights
         self.num_group, self.group_size = num_group, group_size
+        self.fpfh_neighbours = check_int(fpfh_neighbours, "fpfh_neighbours", minimum=1)
         self._rgb = RGBFeatures(rgb_backbone, weights, image_size)
         self._encoder = None
         self.device = device
@@ -647,7 +683,8 @@ class MultimodalFeatures:
         its :class:`SampleForeground` for this input size, or None)."""
         if self.point_backbone == "fpfh":
             fg = _foreground(xyz, self.image_size, foreground)
-            return (fpfh_patches(xyz, self.image_size, self.grid, foreground=fg),
+            return (fpfh_patches(xyz, self.image_size, self.grid, foreground=fg,
+                                 neighbours=self.fpfh_neighbours),
                     foreground_patches(xyz, self.image_size, self.grid, foreground=fg))
         from pcad.features.point_grid import point_patch_features
 
