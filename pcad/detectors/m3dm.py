@@ -17,7 +17,8 @@ M3DM keeps both backbones frozen and fuses the modalities twice:
 
 Options (besides the shared ones of :mod:`pcad.detectors.multimodal`: ``image_size``,
 ``rgb_backbone``, ``weights``, ``point_backbone``, ``point_weights``, ``num_group``,
-``group_size``, ``coreset_ratio``, ``bank_score`` (default ``"foreground-max"``; M3DM:
+``group_size``, ``fpfh_neighbours`` (200; see :mod:`pcad.detectors.multimodal` for the
+measured change from 100), ``coreset_ratio``, ``bank_score`` (default ``"foreground-max"``; M3DM:
 ``"reweighted"``), ``fusion`` and ``map_fusion`` (default ``"zsum"``: leave-one-out-normalised
 bank scores summed with equal non-negative weights, monotone in every bank's evidence, at least
 3 training samples; M3DM's one-class SVMs are ``"ocsvm"``), ``svm_patches``, ``ocsvm_nu``,
