@@ -166,8 +166,9 @@ def test_effnet_rejects_mismatched_weights_naming_keys(packaged_state_dict, tmp_
 
 
 def test_effnet_layers_and_input_errors(effnet):
-    with pytest.raises(InvalidInputError, match="layers"):
-        EfficientNetLite0(layers=(16,))
+    for bad in ((16,), ("",), (None,), (float("inf"),), ()):  # e.g. from an edited run
+        with pytest.raises(InvalidInputError, match="layers"):
+            EfficientNetLite0(layers=bad)
     with pytest.raises(InvalidInputError, match="image"):
         effnet(np.zeros((32, 32), np.uint8))
     with pytest.raises(InvalidInputError, match="image"):

@@ -361,8 +361,9 @@ def test_intermediate_layers_and_aggregation(tiny_sd):
     assert both.layers == (0, 1) and both.out_channels == 2 * DIM and f.shape[1] == 2 * DIM
     torch.testing.assert_close(f[:, DIM:], g)
     torch.testing.assert_close(p, F.avg_pool2d(g, 3, 1, 1, count_include_pad=False))
-    with pytest.raises(InvalidInputError, match="layers"):
-        create_backbone("dino-vitb8", weights=tiny_sd, layers=(2,))
+    for bad in ((2,), ("",), (None,), ()):  # e.g. from an edited run
+        with pytest.raises(InvalidInputError, match="layers"):
+            create_backbone("dino-vitb8", weights=tiny_sd, layers=bad)
 
 
 # ----------------------------------------------------------------------------- pos-embed

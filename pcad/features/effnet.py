@@ -144,11 +144,13 @@ class EfficientNetLite0(FeatureBackbone):
 
     def __init__(self, layers: Sequence[int] = DEFAULT_LAYERS, aggregate_kernel: int = 3) -> None:
         super().__init__(aggregate_kernel)
-        layers = tuple(sorted({int(i) for i in layers}))
+        wanted = f"layers: block indices in [0, {len(BLOCKS) - 1}] expected"
+        try:  # an edited run may hold anything here
+            layers = tuple(sorted({int(i) for i in layers}))
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInputError(f"{wanted}, got {layers!r}") from None
         if not layers or layers[0] < 0 or layers[-1] >= len(BLOCKS):
-            raise InvalidInputError(
-                f"layers: block indices in [0, {len(BLOCKS) - 1}] expected, got {layers}"
-            )
+            raise InvalidInputError(f"{wanted}, got {layers}")
         self.layers = layers
         self.out_channels = sum(BLOCK_CHANNELS[i] for i in layers)
         self.stride = BLOCK_STRIDES[layers[0]]
