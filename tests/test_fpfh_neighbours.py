@@ -1,4 +1,4 @@
-"""``fpfh_neighbours`` of ``btf``, ``fpfh``, ``m3dm`` and ``lsfa``: the FPFH patches use it
+"""``fpfh_neighbours`` of ``btf``, ``fpfh``, ``m3dm``, ``lsfa`` and ``cfm``: the FPFH patches use it
 (against Open3D's own features through :func:`pcad.features.fpfh_map`), bad values are
 refused, runs saved before the option existed load and score with BTF's 100, and an export
 passes the run's value."""
@@ -23,9 +23,10 @@ from pcad.features import fpfh_map, to_patch_grid
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 64
-NAMES = ("btf", "fpfh", "m3dm", "lsfa")
+NAMES = ("btf", "fpfh", "m3dm", "lsfa", "cfm")
 #: small fits of the multi-bank detectors (frozen features: the option is about them)
-FAST = {"m3dm": {"coreset_ratio": 1.0}, "lsfa": {"epochs": 0, "coreset_ratio": 1.0}}
+FAST = {"m3dm": {"coreset_ratio": 1.0}, "lsfa": {"epochs": 0, "coreset_ratio": 1.0},
+        "cfm": {"epochs": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,8 @@ def test_export_inputs_follow_the_run(scans):
 
 
 def test_multibank_features_use_the_option(scans):
-    """m3dm / lsfa's point bank reads FPFH with the detector's cap; cfm keeps BTF's."""
+    """m3dm / lsfa's point bank and cfm's point side read FPFH with the detector's cap; the
+    learned detectors (pbas, ...) keep BTF's."""
     xyz = scans[0].xyz
     fg = SampleForeground(xyz, SIZE)
     grid = (SIZE // 8, SIZE // 8)
@@ -115,7 +117,8 @@ def test_multibank_features_use_the_option(scans):
     pts, _ = det.features.points(xyz, fg)
     np.testing.assert_array_equal(pts, fpfh_patches(xyz, SIZE, grid, foreground=fg,
                                                     neighbours=40))
-    assert create_detector("cfm")._features.fpfh_neighbours == FPFH_NEIGHBOURS
+    assert create_detector("cfm", fpfh_neighbours=40)._features.fpfh_neighbours == 40
+    assert create_detector("pbas")._features.fpfh_neighbours == FPFH_NEIGHBOURS
     # and so do the export's inputs, with 100 for a run exported before the option
     from pcad.export import sample_inputs
 
