@@ -439,6 +439,9 @@ def _multimodal_module(det: Any, thr: float, sc: float) -> tuple[nn.Module, str]
     n = det.grid[0] * det.grid[1]
     if det.name == "cfm":
         mode = cfg["image_score"]
+        if mode not in ("foreground-max", "max"):
+            raise InvalidInputError(f"pcad export: image_score {mode!r} of this cfm run cannot "
+                                    "be exported yet (exportable: foreground-max, max)")
         f_2d3d = copy.deepcopy(det.f_2d3d).cpu().eval()
         f_3d2d = copy.deepcopy(det.f_3d2d).cpu().eval()
         module = ExportedCFM(

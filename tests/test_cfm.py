@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -218,3 +219,29 @@ def test_pointmae_point_backbone(train_set, eval_set, tmp_path):
     assert again.predict(eval_set[-1])[0] == pytest.approx(score, rel=1e-5)
     with pytest.raises(InvalidInputError, match="point_backbone"):
         create_detector("cfm", point_backbone="pointnet")
+
+
+def test_foreground_mean_image_score(fitted, eval_set, tmp_path):
+    """``image_score="foreground-mean"``: the map's mean over the dilated part, the same map;
+    batched = per sample; an export refuses it (the file scores maxima only)."""
+    from pcad.detectors.patches import SampleForeground, foreground_mean
+    from pcad.export import export_run
+
+    mean = copy.copy(fitted)
+    mean.config = {**fitted.config, "image_score": "foreground-mean"}
+    samples = eval_set[:3]
+    batch = mean.predict_batch(samples)
+    for s, (score, amap) in zip(samples, batch, strict=True):
+        ref_score, ref_map = fitted.predict(s)
+        np.testing.assert_array_equal(amap, ref_map)
+        part = SampleForeground(s.xyz).part()
+        assert score == pytest.approx(float(amap[part].mean()), rel=1e-6)
+        assert score == foreground_mean(amap, s.xyz)
+        one_score, one_map = mean.predict(s)
+        assert one_score == score
+        np.testing.assert_array_equal(one_map, amap)
+        assert score < ref_score  # a mean is below the maximum
+    mean.save(tmp_path / "run")
+    with pytest.raises(InvalidInputError, match="foreground-mean"):
+        export_run(tmp_path / "run", tmp_path / "cfm.pt")
+    assert not (tmp_path / "cfm.pt").exists()

@@ -158,10 +158,12 @@ def btf_runs(train_set):
             for f in ("zsum", "zmax", "joint")}
 
 
-@pytest.mark.parametrize("name", ["btf-zsum", "btf-zmax", "btf-joint", "cfm"])
+@pytest.mark.parametrize("name", ["btf-zsum", "btf-zmax", "btf-joint", "cfm",
+                                  "cfm-foreground-mean"])
 def test_other_fused_detectors_stronger_bump(train_set, btf_runs, good, name):
-    if name == "cfm":
-        det = create_detector(name, image_size=64, epochs=3).fit(train_set)
+    if name.startswith("cfm"):
+        score = name[4:] or "foreground-max"
+        det = create_detector("cfm", image_size=64, epochs=3, image_score=score).fit(train_set)
     else:
         det = btf_runs[name.split("-")[1]]
     scores = [det.predict(s)[0] for s in [good] + [bumped(good, a) for a in STRENGTHS]]

@@ -54,6 +54,8 @@ What pcad does (and where it departs from the paper):
   4 at 224; CFM approximates a Gaussian with repeated box filters).
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over the
   part as pcad's other xyz detectors (:func:`~pcad.detectors.patches.foreground_max`);
+  ``"foreground-mean"``, the map's mean over the part
+  (:func:`~pcad.detectors.patches.foreground_mean`, below);
   ``"max"``, the map's maximum.
 
 **Default changed: ``fpfh_neighbours=200``** (before: BTF's 100), as ``btf``, ``m3dm`` and
@@ -110,6 +112,7 @@ from pcad.detectors.patches import (
     check_image_size,
     check_sigma,
     foreground_max,
+    foreground_mean,
     host_workers,
     prepare_foregrounds,
 )
@@ -149,11 +152,12 @@ class CFMDetector(FPFHOption, GridDeviceMixin, Detector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None, "device": "auto",
                 **FPFHOption.FPFH_DEFAULTS}
-    SCORES = ("foreground-max", "max")
+    SCORES = ("foreground-max", "foreground-mean", "max")
     option_help: ClassVar[dict[str, str]] = {
         "hidden": "hidden width of the two mapping MLPs; null: twice the larger feature width",
         "batch_size": "training batch size in patches",
-        "image_score": "foreground-max (map maximum over the part) or max (whole map)",
+        "image_score": "foreground-max (map maximum over the part), foreground-mean (map mean "
+                       "over the part) or max (whole map)",
         **FPFHOption.FPFH_HELP,
     }
 
@@ -328,9 +332,14 @@ class CFMDetector(FPFHOption, GridDeviceMixin, Detector):
         # one foreground for the point features and the image score
         fore = SampleForeground(sample.xyz, self.config["image_size"])
         amap = upsample_map(self.patch_scores(sample, fore), sample.shape, self.config["sigma"])
-        if self.config["image_score"] == "foreground-max":
-            return foreground_max(amap, sample.xyz, foreground=fore), amap
-        return float(amap.max()), amap
+        return self._image_score(amap, sample, fore), amap
+
+    def _image_score(self, amap: np.ndarray, sample: Any, fore: SampleForeground) -> float:
+        how = self.config["image_score"]
+        if how == "max":
+            return float(amap.max())
+        reduce = foreground_max if how == "foreground-max" else foreground_mean
+        return reduce(amap, sample.xyz, foreground=fore)
 
     def predict_batch(self, samples: Sequence[Any]) -> list[tuple[float, np.ndarray]]:
         """``[predict(s) for s in samples]`` with the work batched: the RGB backbone sees the
@@ -347,7 +356,7 @@ class CFMDetector(FPFHOption, GridDeviceMixin, Detector):
         fores = [SampleForeground(s.xyz, size) for s in items]
         # the background-plane fits of the batch on the device on CUDA (serial on the CPU)
         prepare_foregrounds(fores, host_workers(dev, len(items)),
-                            part=self.config["image_score"] == "foreground-max", device=dev)
+                            part=self.config["image_score"] != "max", device=dev)
         self._features.device = dev
         rgbs = self._features.rgb_batch([s.rgb for s in items])
         points = self._features.points_batch([s.xyz for s in items], fores)
@@ -366,10 +375,8 @@ class CFMDetector(FPFHOption, GridDeviceMixin, Detector):
             grids = [self.score_features(r, p, f) for r, (p, f) in zip(rgbs, points,
                                                                         strict=True)]
         amaps = upsample_maps(grids, [s.shape for s in items], self.config["sigma"], dev)
-        if self.config["image_score"] == "foreground-max":
-            return [(foreground_max(a, s.xyz, foreground=f), a)
-                    for a, s, f in zip(amaps, items, fores, strict=True)]
-        return [(float(a.max()), a) for a in amaps]
+        return [(self._image_score(a, s, f), a)
+                for a, s, f in zip(amaps, items, fores, strict=True)]
 
     # --- persistence ----------------------------------------------------------------------
 
