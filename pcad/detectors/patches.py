@@ -74,8 +74,8 @@ POINT_BACKBONES = ("pointmae", "fpfh")
 PART_DILATE = 3
 #: BTF's neighbour cap of the FPFH histograms (:func:`fpfh_patches`)
 FPFH_NEIGHBOURS = 100
-#: ``fpfh_neighbours`` of the detectors with :class:`FPFHOption` (btf, fpfh, m3dm, lsfa; see
-#: :mod:`pcad.detectors.btf` for why)
+#: ``fpfh_neighbours`` of the detectors with :class:`FPFHOption` (btf, fpfh, m3dm, lsfa, cfm;
+#: see :mod:`pcad.detectors.btf` for why)
 FPFH_DEFAULT_NEIGHBOURS = 200
 
 #: the feature options of the detectors built on :class:`MultimodalFeatures` (m3dm, lsfa).
