@@ -176,9 +176,10 @@ def post_ms(samples: list, image_size: int, repeats: int, sigma: float = 4.0) ->
 
 def feature_ms(samples: list, image_size: int) -> float:
     """Milliseconds per sample of the shared extraction (RGB backbone + FPFH + foreground)."""
-    from pcad.detectors.patches import MultimodalFeatures
+    from pcad.detectors.patches import FPFH_NEIGHBOURS, MultimodalFeatures
 
-    feats = MultimodalFeatures("heads", image_size=image_size)
+    # the learned heads' extraction (tokens.ModalityPatchesMixin: BTF's FPFH neighbours)
+    feats = MultimodalFeatures("heads", image_size=image_size, fpfh_neighbours=FPFH_NEIGHBOURS)
     feats(samples[0])  # the backbone is built on first use
     t0 = time.perf_counter()
     for s in samples:

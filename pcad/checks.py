@@ -86,6 +86,35 @@ def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = Non
     return v
 
 
+def check_indices(values: Any, name: str, minimum: int, maximum: int) -> tuple[int, ...]:
+    """A non-empty sequence of integers in ``[minimum, maximum]`` as a tuple of ints (each as
+    :func:`check_int`; a numeric string counts as its integer).
+
+    Example:
+        >>> check_indices([4, "10", 2.0], "layers", 0, 15)
+        (4, 10, 2)
+        >>> check_indices([""], "k", 0, 15)
+        Traceback (most recent call last):
+        ...
+        pcad.errors.InvalidInputError: k: expected a non-empty list of integers in [0, 15], got ['']
+    """
+    wanted = f"{name}: expected a non-empty list of integers in [{minimum}, {maximum}]"
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{wanted}, got {values!r}")
+    values = list(values)
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            try:
+                v = int(v)
+            except ValueError:
+                raise InvalidInputError(f"{wanted}, got {values!r}") from None
+        out.append(check_int(v, name, minimum, maximum))
+    if not out:
+        raise InvalidInputError(f"{wanted}, got {values!r}")
+    return tuple(out)
+
+
 def check_number(value: Any, name: str, *, allow_bool: bool = True) -> float:
     """Return ``value`` as a Python float (NaN and inf included; the range is the caller's).
 

@@ -515,9 +515,8 @@ def sample_inputs(info: dict[str, Any], xyz: np.ndarray | None
     fg = SampleForeground(xyz, size)
     out["part"] = torch.from_numpy(fg.part())
     g = size // PATCH_STRIDE
-    # options a run exported before they existed lacks: what it was fitted with (cfm: 100)
-    n = int({**detector_info(name).obj.legacy_options, **cfg}.get("fpfh_neighbours",
-                                                                  FPFH_NEIGHBOURS))
+    # an export made before the option: what its run was fitted with
+    n = int(detector_info(name).obj.saved_config(cfg).get("fpfh_neighbours", FPFH_NEIGHBOURS))
     if name == "btf":
         out["xyz_features"] = torch.from_numpy(fpfh_patches(xyz, size, (g, g), foreground=fg,
                                                             neighbours=n))

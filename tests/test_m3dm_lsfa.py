@@ -32,7 +32,7 @@ from pcad.detectors.lsfa import (
     rotate_cells,
 )
 from pcad.detectors.m3dm import UFF, M3DMDetector
-from pcad.detectors.patches import FPFH_DEFAULT_NEIGHBOURS, MultimodalFeatures
+from pcad.detectors.patches import MultimodalFeatures
 from pcad.detectors.training import info_nce, nearest_distance, warmup_cosine_lr
 from pcad.engine import evaluate_run, train
 from pcad.errors import FileFormatError, InvalidInputError, PcadError
@@ -73,8 +73,7 @@ def eval_set(data):
 @pytest.fixture(scope="module")
 def feats(train_set):
     """Frozen features of the training set, ``(N, n, C)`` (FPFH is slow: computed once)."""
-    f = MultimodalFeatures("test", 64, point_backbone="fpfh",
-                           fpfh_neighbours=FPFH_DEFAULT_NEIGHBOURS)  # the detectors' cap
+    f = MultimodalFeatures("test", 64, point_backbone="fpfh")
     parts = [f(s) for s in train_set]
     return tuple(np.stack([p[i] for p in parts]) for i in range(3))
 

@@ -22,7 +22,7 @@ from pcad.data import MVTec3DDataset
 from pcad.detectors import create_detector, load_detector
 from pcad.detectors.fusion import MIN_LOO_SAMPLES, fuse_normalized, loo_stats
 from pcad.detectors.multimodal import MultiBankDetector
-from pcad.detectors.patches import FPFH_DEFAULT_NEIGHBOURS, MultimodalFeatures
+from pcad.detectors.patches import MultimodalFeatures
 from pcad.errors import InvalidInputError
 from synth import apply_to_scan
 
@@ -97,8 +97,7 @@ def good(data):
 
 @pytest.fixture(scope="module")
 def feats(train_set):
-    f = MultimodalFeatures("test", 64, point_backbone="fpfh",
-                           fpfh_neighbours=FPFH_DEFAULT_NEIGHBOURS)  # the detectors' cap
+    f = MultimodalFeatures("test", 64, point_backbone="fpfh")
     parts = [f(s) for s in train_set]
     return tuple(np.stack([p[i] for p in parts]) for i in range(3))
 

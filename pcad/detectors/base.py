@@ -429,6 +429,18 @@ class Detector:
             fh.write(text)
 
     @classmethod
+    def saved_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A saved run's (or export's) ``config`` with the options it predates filled in with
+        what it was fitted with (:attr:`legacy_options`).
+
+        Example:
+            >>> from pcad.detectors import detector_info
+            >>> detector_info("btf").obj.saved_config({"image_size": 64})["fpfh_neighbours"]
+            100
+        """
+        return {**cls.legacy_options, **config}
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | None = None) -> Detector:
         """The run saved by :meth:`save` in the folder ``path`` (made by this class).
 
@@ -448,7 +460,7 @@ class Detector:
         if record["detector"] != cls.name:
             raise InvalidInputError(f"{folder}: a run of detector {record['detector']!r}, "
                                     f"not {cls.name!r}")
-        config = _placed(cls, {**cls.legacy_options, **record["config"]}, device, folder)
+        config = _placed(cls, cls.saved_config(record["config"]), device, folder)
         try:
             det = cls(**config)
         except (PcadError, TypeError, ValueError, KeyError, AttributeError,

@@ -633,7 +633,8 @@ class MultimodalFeatures:
         point_weights, num_group, group_size: Point-MAE checkpoint (None: the one shipped with
             pcad) and grouping (None: the checkpoint's); ignored by ``"fpfh"``.
         device: where the Point-MAE encoder runs.
-        fpfh_neighbours: ``"fpfh"``'s neighbour cap (:func:`fpfh_patches`' ``neighbours``).
+        fpfh_neighbours: ``"fpfh"``'s neighbour cap (:func:`fpfh_patches`' ``neighbours``;
+            the default is m3dm / lsfa / cfm's, the learned detectors pass BTF's 100).
 
     Example:
         >>> from pcad.detectors.patches import MultimodalFeatures
@@ -647,7 +648,7 @@ class MultimodalFeatures:
                  point_backbone: str = FEATURE_DEFAULTS["point_backbone"],
                  point_weights: str | None = None, num_group: int | None = None,
                  group_size: int | None = None, device: torch.device | str = "cpu", *,
-                 fpfh_neighbours: int = FPFH_NEIGHBOURS) -> None:
+                 fpfh_neighbours: int = FPFH_DEFAULT_NEIGHBOURS) -> None:
         if point_backbone not in POINT_BACKBONES:
             raise InvalidInputError(f"point_backbone: expected one of {POINT_BACKBONES}, got "
                                     f"{point_backbone!r}")

@@ -26,6 +26,7 @@ import numpy as np
 from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import upsample_map
 from pcad.detectors.patches import (
+    FPFH_NEIGHBOURS,
     MultimodalFeatures,
     SampleForeground,
     check_device,
@@ -134,7 +135,8 @@ class ModalityPatchesMixin:
         self.modalities = MODALITIES[c["modality"]]
         self._features = MultimodalFeatures(
             self.name, size, c["rgb_backbone"], c["weights"], c["point_backbone"],
-            c["point_weights"], c["num_group"], c["group_size"], device="cpu")
+            c["point_weights"], c["num_group"], c["group_size"], device="cpu",
+            fpfh_neighbours=FPFH_NEIGHBOURS)  # BTF's: with 200 pbas tied (README)
         return size
 
     def check_training_options(self) -> None:

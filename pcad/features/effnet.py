@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.errors import InvalidInputError
+from pcad.checks import check_indices
 from pcad.features.base import FeatureBackbone
 from pcad.features.checkpoint import load_state_dict_strict, read_state_dict
 from pcad.features.registry import register_backbone
@@ -144,13 +144,7 @@ class EfficientNetLite0(FeatureBackbone):
 
     def __init__(self, layers: Sequence[int] = DEFAULT_LAYERS, aggregate_kernel: int = 3) -> None:
         super().__init__(aggregate_kernel)
-        wanted = f"layers: block indices in [0, {len(BLOCKS) - 1}] expected"
-        try:  # an edited run may hold anything here
-            layers = tuple(sorted({int(i) for i in layers}))
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInputError(f"{wanted}, got {layers!r}") from None
-        if not layers or layers[0] < 0 or layers[-1] >= len(BLOCKS):
-            raise InvalidInputError(f"{wanted}, got {layers}")
+        layers = tuple(sorted(set(check_indices(layers, "layers", 0, len(BLOCKS) - 1))))
         self.layers = layers
         self.out_channels = sum(BLOCK_CHANNELS[i] for i in layers)
         self.stride = BLOCK_STRIDES[layers[0]]

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int
+from pcad.checks import check_indices, check_int
 from pcad.errors import FileFormatError, InvalidInputError
 from pcad.features.base import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
 from pcad.features.checkpoint import (
@@ -219,13 +219,8 @@ class DinoViT(FeatureBackbone):
         if img_size % patch_size:
             raise InvalidInputError(f"img_size: must be a multiple of patch_size {patch_size}, "
                                     f"got {img_size}")
-        wanted = f"layers: block indices in [{-depth}, {depth - 1}] expected, got {layers!r}"
-        try:  # an edited run may hold anything here
-            idx = (depth - 1,) if layers is None else tuple(int(i) for i in layers)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInputError(wanted) from None
-        if not idx or any(not -depth <= i < depth for i in idx):
-            raise InvalidInputError(wanted)
+        idx = ((depth - 1,) if layers is None
+               else check_indices(layers, "layers", -depth, depth - 1))
         self.layers = tuple(sorted({i % depth for i in idx}))
         self.embed_dim, self.depth, self.num_heads = embed_dim, depth, num_heads
         self.patch_size = self.stride = patch_size
