@@ -1,4 +1,5 @@
-"""``fpfh_neighbours`` of ``btf``, ``fpfh``, ``m3dm``, ``lsfa`` and ``cfm``: the FPFH patches use it
+"""``fpfh_neighbours`` of ``btf``, ``fpfh``, ``m3dm``, ``lsfa`` and ``cfm`` (and of the learned
+detectors on :mod:`pcad.detectors.tokens`' features, BTF's 100 by default): the FPFH patches use it
 (against Open3D's own features through :func:`pcad.features.fpfh_map`), bad values are
 refused, runs saved before the option existed load and score with BTF's 100, and an export
 passes the run's value."""
@@ -24,9 +25,11 @@ from pcad.features import fpfh_map, to_patch_grid
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 64
 NAMES = ("btf", "fpfh", "m3dm", "lsfa", "cfm")
+#: the learned detectors: the option exists, BTF's 100 by default
+LEARNED = ("vitad", "uniad", "fader", "pbas", "hetnet", "prototypes-ot", "onenip")
 #: small fits of the multi-bank detectors (frozen features: the option is about them)
 FAST = {"m3dm": {"coreset_ratio": 1.0}, "lsfa": {"epochs": 0, "coreset_ratio": 1.0},
-        "cfm": {"epochs": 1}}
+        "cfm": {"epochs": 1}, "pbas": {"epochs": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +62,17 @@ def test_patches_use_the_neighbour_cap(scans):
                                                neighbours=FPFH_NEIGHBOURS))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + LEARNED)
 def test_option_default_and_bad_values(name):
-    assert create_detector(name).config["fpfh_neighbours"] == FPFH_DEFAULT_NEIGHBOURS
+    default = FPFH_NEIGHBOURS if name in LEARNED else FPFH_DEFAULT_NEIGHBOURS
+    assert create_detector(name).config["fpfh_neighbours"] == default
     assert create_detector(name, fpfh_neighbours=64.0).config["fpfh_neighbours"] == 64
     for bad in (2, "many", 10.5):
         with pytest.raises(InvalidInputError, match="fpfh_neighbours"):
             create_detector(name, fpfh_neighbours=bad)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "pbas"])
 def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, scans, tmp_path,
                                                                  name):
     train = list(MVTec3DDataset(data, "potato", "train"))
@@ -119,6 +123,8 @@ def test_multibank_features_use_the_option(scans):
                                                     neighbours=40))
     assert create_detector("cfm", fpfh_neighbours=40)._features.fpfh_neighbours == 40
     assert create_detector("pbas")._features.fpfh_neighbours == FPFH_NEIGHBOURS
+    for name in LEARNED:
+        assert create_detector(name, fpfh_neighbours=40)._features.fpfh_neighbours == 40
     # and so do the export's inputs, with 100 for a run exported before the option
     from pcad.export import sample_inputs
 

@@ -67,6 +67,8 @@ COMMON_OPTION_HELP: dict[str, str] = {
                     "torchvision:NAME",
     "weights": "local checkpoint of the RGB backbone (never downloaded); null: the shipped one",
     "point_backbone": "point features: fpfh (no weights) or pointmae",
+    "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
+                       "spacings (BTF's: 100)",
     "point_weights": "local Point-MAE checkpoint; null: the small one shipped with pcad",
     "num_group": "Point-MAE groups per cloud; null: the checkpoint's",
     "group_size": "points per Point-MAE group; null: the checkpoint's",

@@ -97,8 +97,6 @@ class FPFHDetector(FPFHOption, PatchMemoryDetector):
 
     modalities = ("xyz",)
     defaults = {**PatchMemoryDetector.defaults, **FPFHOption.FPFH_DEFAULTS}
-    option_help: ClassVar[dict[str, str]] = {**PatchMemoryDetector.option_help,
-                                             **FPFHOption.FPFH_HELP}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -118,7 +116,7 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
     defaults = {**PatchCoreRGB.defaults, "fusion": "zsum", **FPFHOption.FPFH_DEFAULTS}
     FUSIONS = ("joint", *Z_FUSIONS)
     option_help: ClassVar[dict[str, str]] = {
-        **PatchCoreRGB.option_help, **FPFHOption.FPFH_HELP,
+        **PatchCoreRGB.option_help,
         "fusion": "image score: zsum (default) or zmax of the RGB and FPFH banks' scores, "
                   "LOO-normalised; joint: the concatenated bank's",
     }

@@ -163,7 +163,6 @@ class CFMDetector(FPFHOption, GridDeviceMixin, Detector):
         "batch_size": "training batch size in patches",
         "image_score": "foreground-max (map maximum over the part), foreground-mean (map mean "
                        "over the part) or max (whole map)",
-        **FPFHOption.FPFH_HELP,
     }
 
     def __init__(self, **config: Any) -> None:

@@ -72,7 +72,7 @@ from torch import nn
 
 from pcad.checks import check_flag, check_int, check_positive
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import STD_FLOOR
+from pcad.detectors.tokens import FPFH_DEFAULTS, STD_FLOOR
 from pcad.detectors.vitad import Block, ViTADDetector
 from pcad.errors import InvalidInputError
 
@@ -279,7 +279,7 @@ class FADeRDetector(ViTADDetector):
                 "warmup_epochs": 2, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto"}
+                "device": "auto", **FPFH_DEFAULTS}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "decoder width (the input projection maps the tokens to it); a multiple of heads",
         "depth": "decoder transformer blocks",

@@ -95,6 +95,7 @@ from pcad.detectors.base import (
 from pcad.detectors.patches import GridDeviceMixin, SampleForeground, backbone_image
 from pcad.detectors.registry import register_detector
 from pcad.detectors.tokens import (
+    FPFH_DEFAULTS,
     IMAGE_SCORE_HELP,
     STD_FLOOR,
     ModalityPatchesMixin,
@@ -351,7 +352,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto"}
+                "device": "auto", **FPFH_DEFAULTS}
     SCORES = ("foreground-max", "max")
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR

@@ -236,7 +236,6 @@ class MultiBankDetector(FPFHOption, Detector):
                         "detector's",
         "image_score": "dlf (fused bank scores) or foreground-max (fused map over the part)",
         "batch_size": "training batch size in samples",
-        **FPFHOption.FPFH_HELP,
     }
 
     def __init__(self, **config: Any) -> None:

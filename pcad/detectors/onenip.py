@@ -87,7 +87,7 @@ from pcad.detectors.defect_source import DefectSourceMixin
 from pcad.detectors.patches import SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
-from pcad.detectors.tokens import STD_FLOOR, patch_grid
+from pcad.detectors.tokens import FPFH_DEFAULTS, STD_FLOOR, patch_grid
 from pcad.detectors.training import StateSlot
 from pcad.detectors.uniad import MAX_NEIGHBOR, EncoderLayer, QueryDecoderLayer, neighbour_mask
 from pcad.detectors.vitad import ViTADDetector
@@ -212,7 +212,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                 "sigma": 4.0, "image_score": "foreground-max", "holdout_defects": [],
                 "defect_types": None, "textures": None, "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto"}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
     option_help: ClassVar[dict[str, str]] = {
         **ViTADDetector.option_help,
         "dim": "transformer width (the input projection maps the tokens to it); a multiple "

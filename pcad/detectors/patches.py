@@ -475,9 +475,6 @@ class FPFHOption:
     config: dict[str, Any]
     grid: tuple[int, int]
     FPFH_DEFAULTS: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS}
-    FPFH_HELP: ClassVar[dict[str, str]] = {
-        "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
-                           f"spacings ({FPFH_DEFAULT_NEIGHBOURS}; BTF's: {FPFH_NEIGHBOURS})"}
     legacy_options: ClassVar[dict[str, Any]] = {"fpfh_neighbours": FPFH_NEIGHBOURS}
 
     def check_fpfh_option(self) -> None:

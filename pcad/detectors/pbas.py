@@ -89,6 +89,7 @@ from pcad.detectors.patches import (
 )
 from pcad.detectors.registry import register_detector
 from pcad.detectors.tokens import (
+    FPFH_DEFAULTS,
     IMAGE_SCORE_HELP,
     STD_FLOOR,
     ModalityPatchesMixin,
@@ -184,7 +185,7 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "n_scales": 3, "min_scale": 0.5, "direction_jitter": 0.5, "seed": 0,
                 "sigma": 4.0, "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto"}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
     SCORES = ("foreground-max", "max")
     #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR

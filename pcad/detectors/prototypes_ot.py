@@ -76,7 +76,12 @@ from pcad.detectors.patches import (
     SampleForeground,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import IMAGE_SCORE_HELP, ModalityPatchesMixin, patch_grid
+from pcad.detectors.tokens import (
+    FPFH_DEFAULTS,
+    IMAGE_SCORE_HELP,
+    ModalityPatchesMixin,
+    patch_grid,
+)
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "prototypes.pt"
@@ -189,7 +194,7 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "max_patches": 4096, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto"}
+                "device": "auto", **FPFH_DEFAULTS}
     SCORES = ("foreground-max", "max")
     option_help: ClassVar[dict[str, str]] = {
         "modality": "patch features: rgb (backbone patches), xyz (point patches), both "

@@ -27,6 +27,7 @@ from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import upsample_map
 from pcad.detectors.patches import (
     FPFH_NEIGHBOURS,
+    FPFHOption,
     MultimodalFeatures,
     SampleForeground,
     check_device,
@@ -35,10 +36,13 @@ from pcad.detectors.patches import (
     foreground_max,
 )
 
-__all__ = ["IMAGE_SCORE_HELP", "MODALITIES", "MODALITY_CHOICES", "ModalityPatchesMixin",
-           "STD_FLOOR", "channel_stats", "patch_grid", "standardise"]
+__all__ = ["FPFH_DEFAULTS", "IMAGE_SCORE_HELP", "MODALITIES", "MODALITY_CHOICES",
+           "ModalityPatchesMixin", "STD_FLOOR", "channel_stats", "patch_grid", "standardise"]
 
 MODALITY_CHOICES = ("auto", "rgb", "xyz", "both")
+#: the ``fpfh_neighbours`` default of the family: BTF's 100 (with 200, the m3dm / lsfa / cfm
+#: default, pbas tied on the built-in parts: README)
+FPFH_DEFAULTS = {"fpfh_neighbours": FPFH_NEIGHBOURS}
 #: the inputs a sample must have per modality ("auto": an image; a cloud is used when present)
 MODALITIES = {"auto": ("rgb",), "rgb": ("rgb",), "xyz": ("xyz",), "both": ("rgb", "xyz")}
 #: the ``image_score`` line of their ``option_help``
@@ -114,15 +118,17 @@ def patch_grid(scores: Any, fg: np.ndarray | None, grid: tuple[int, int]) -> np.
     return out.reshape(grid)
 
 
-class ModalityPatchesMixin:
+class ModalityPatchesMixin(FPFHOption):
     """Modality handling and ``predict`` for a detector with ``config`` (``modality``,
-    ``image_size``, ``sigma``, ``image_score``), a
+    ``image_size``, ``sigma``, ``image_score``, ``fpfh_neighbours``: BTF's 100 by default,
+    :data:`FPFH_DEFAULTS`), a
     :class:`~pcad.detectors.patches.MultimodalFeatures` as ``_features``, a ``device`` and a
     ``patch_scores(sample, foreground) -> (h, w) float32`` method."""
 
     def check_modality_options(self) -> int:
         """Check the options every such detector has (``image_size``, ``modality``, ``seed``,
-        ``sigma``, ``image_score`` among ``SCORES``, ``device``; errors name the option), set
+        ``sigma``, ``image_score`` among ``SCORES``, ``device``, ``fpfh_neighbours``; errors
+        name the option), set
         :attr:`modalities` and the feature extractor; return the image size. Called first by
         the detector's ``__init__``."""
         c = self.config
@@ -132,11 +138,12 @@ class ModalityPatchesMixin:
         c["sigma"] = check_sigma(c["sigma"])
         c["image_score"] = check_choice(c["image_score"], "image_score", self.SCORES)
         c["device"] = check_device(c["device"])
+        self.check_fpfh_option()
         self.modalities = MODALITIES[c["modality"]]
         self._features = MultimodalFeatures(
             self.name, size, c["rgb_backbone"], c["weights"], c["point_backbone"],
             c["point_weights"], c["num_group"], c["group_size"], device="cpu",
-            fpfh_neighbours=FPFH_NEIGHBOURS)  # BTF's: with 200 pbas tied (README)
+            fpfh_neighbours=c["fpfh_neighbours"])
         return size
 
     def check_training_options(self) -> None:

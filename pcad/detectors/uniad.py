@@ -75,7 +75,7 @@ from pcad.detectors.fader import (
     corrupt_tokens,
 )
 from pcad.detectors.registry import register_detector
-from pcad.detectors.tokens import STD_FLOOR
+from pcad.detectors.tokens import FPFH_DEFAULTS, STD_FLOOR
 from pcad.detectors.vitad import ViTADDetector
 from pcad.errors import InvalidInputError
 
@@ -251,7 +251,7 @@ class UniADDetector(ViTADDetector):
                 "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0, "sigma": 4.0,
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto"}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "transformer width (the input projection maps the tokens to it); a multiple "
                "of heads",

@@ -79,6 +79,7 @@ from pcad.detectors.patches import (
 )
 from pcad.detectors.registry import register_detector
 from pcad.detectors.tokens import (
+    FPFH_DEFAULTS,
     IMAGE_SCORE_HELP,
     ModalityPatchesMixin,
     channel_stats,
@@ -195,7 +196,7 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0, "sigma": 4.0,
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto"}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
     SCORES = ("foreground-max", "max")
     option_help: ClassVar[dict[str, str]] = {
         "modality": "encoder tokens: rgb (backbone patches), xyz (point patches), both "
