@@ -279,7 +279,8 @@ class FADeRDetector(ViTADDetector):
                 "warmup_epochs": 2, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto", **FPFH_DEFAULTS}
+                "device": "auto", **FPFH_DEFAULTS,
+                "calibration": "nearest"}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "decoder width (the input projection maps the tokens to it); a multiple of heads",
         "depth": "decoder transformer blocks",

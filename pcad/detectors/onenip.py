@@ -84,7 +84,7 @@ from torch import nn
 from pcad.checks import check_choice, check_int
 from pcad.detectors.base import RUN_FILE, read_run_file
 from pcad.detectors.defect_source import DefectSourceMixin
-from pcad.detectors.patches import SampleForeground
+from pcad.detectors.patches import FPFHOption, SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
 from pcad.detectors.tokens import FPFH_DEFAULTS, STD_FLOOR, patch_grid
@@ -204,6 +204,8 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
     state_file = STATE_FILE
     std_floor = STD_FLOOR
     network_word = "network"
+    #: no ``calibration`` option (vitad's): the refiner reads the raw errors
+    legacy_options: ClassVar[dict[str, Any]] = FPFHOption.legacy_options
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "variants": 4,
                 "refiner_hidden": 32, "refiner_layers": 2, "loss": "bce+dice",

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import (
     RUN_FILE,
     Detector,
@@ -73,6 +73,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
+from pcad.detectors.error_calibration import ErrorCalibration, token_errors_in_batches
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -91,6 +92,11 @@ from pcad.errors import FileFormatError, InvalidInputError
 STATE_FILE = "vitad.pt"
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
+#: ``calibration``: the map's errors divided by the nearest training token's (default), or raw
+CALIBRATIONS = ("nearest", "none")
+CALIBRATION_HELP = ("nearest (each token's error divided by the fitted decoder's error on the "
+                    "nearest training token: pcad.detectors.error_calibration) or none (the "
+                    "raw error)")
 
 
 def decoder_taps(n_levels: int, depth: int) -> list[int]:
@@ -196,8 +202,12 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0, "sigma": 4.0,
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
+                "calibration": "nearest"}
     SCORES = ("foreground-max", "max")
+    #: runs saved before the calibration existed score uncalibrated errors
+    legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
+                                                "calibration": "none"}
     option_help: ClassVar[dict[str, str]] = {
         "modality": "encoder tokens: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -210,6 +220,7 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         "mlp_ratio": "hidden width of the decoder MLPs as a multiple of dim",
         "batch_size": "training batch size in images",
         "image_score": IMAGE_SCORE_HELP,
+        "calibration": CALIBRATION_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
@@ -230,8 +241,11 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         if c["mlp_ratio"] > 16:
             raise InvalidInputError(f"mlp_ratio: must be <= 16, got {c['mlp_ratio']:g}")
         self.check_training_options()
+        if "calibration" in self.defaults:  # not onenip's: its refiner reads the errors
+            c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
         self.decoder: ViTADDecoder | None = None
         self.stats: dict[str, torch.Tensor] = {}
+        self.calibration: ErrorCalibration | None = None
         self.history: list[float] = []
 
     # --- features -------------------------------------------------------------------------
@@ -288,11 +302,31 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
 
         items = self._train_list(samples)
         self.resolve_modality(items)  # "auto" becomes what the data has
-        toks, levels = [], None
+        toks, fgs, levels = [], [], None
         for s in tqdm(items, disable=not progress, desc="vitad features", unit="sample"):
-            t, _, levels = self.tokens(s, where="training set")
+            t, fg, levels = self.tokens(s, where="training set")
             toks.append(t)
-        return self.fit_tokens(np.stack(toks), levels, progress=progress)
+            fgs.append(fg)
+        self.fit_tokens(np.stack(toks), levels, progress=progress)
+        self.fit_calibration(np.stack(toks), fgs)
+        return self
+
+    def fit_calibration(self, tokens: np.ndarray, fgs: Sequence[np.ndarray | None]) -> None:
+        """With ``calibration="nearest"``: keep the fitted decoder's error on every training
+        token ``(N, n, C)`` on the part (``fgs``: each sample's ``(n,)`` foreground, or None:
+        every token) with the standardised token (:mod:`~pcad.detectors.error_calibration`)."""
+        self.calibration = None
+        if self.config.get("calibration") != "nearest":
+            return
+        n_img, n_tok, width = tokens.shape
+        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+        err = token_errors_in_batches(self.decoder.distances, x)
+        keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
+                         for fg in fgs])
+        if not keep.any():
+            keep[:] = True
+        self.calibration = ErrorCalibration(x.cpu()[torch.from_numpy(keep)],
+                                            err[keep], self.device)
 
     def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int]) -> torch.Tensor:
         """Check ``tokens (N, n, C)`` against the token grid and the ``levels`` (widths, summing
@@ -351,8 +385,11 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         toks, fg, _ = self.tokens(sample, foreground)
         self.check_width(toks.shape[1], self.stats["mean"].numel(),
                          f"its {self.network_word} ({self.state_file})")
+        z = self._standardise(toks)
         with torch.no_grad():
-            d = self.decoder.distances(self._standardise(toks)[None])[0]
+            d = self.decoder.distances(z[None])[0]
+            if self.calibration is not None:
+                d = self.calibration(z, d)
         return patch_grid(d, fg, self.token_grid)
 
     # --- persistence ----------------------------------------------------------------------
@@ -362,6 +399,8 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
 
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()}}
+        if self.calibration is not None:
+            state["calibration"] = self.calibration.state()
         atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
@@ -388,3 +427,10 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         width = sum(levels)
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
         self.history = [float(x) for x in state.get("history", [])]
+        self.calibration = None
+        if self.config.get("calibration") == "nearest":
+            if "calibration" not in saved:
+                raise FileFormatError(f"{path}: no 'calibration' for calibration='nearest' "
+                                      "(the run is incomplete or was edited)")
+            self.calibration = ErrorCalibration.from_state(
+                saved["calibration"], width, f"{path} ['calibration']", self.device)

@@ -1,0 +1,101 @@
+"""Nearest-neighbour calibration of a reconstruction detector's token errors.
+
+A decoder trained on a few normal samples reconstructs some normal structure (edges, holes,
+the rim of a part) about as badly as a small defect, so the map's maximum lands on that
+structure and the image score ranks good and defective samples alike. The calibration
+divides each test token's error by the error the fitted model makes on the **nearest
+training token** (standardised features, Euclidean): a token reconstructed as badly as
+similar normal tokens scores about 1, a defect several times that. The reference is floored at
+``FLOOR`` x the median training error, so that a training token reconstructed almost exactly
+cannot blow a score up.
+
+Measured on the built-in parts (gear, plate, bracket, potato; dataset seeds 0-2, 20 training
+and 8 good + 24 defective test samples, 224 px; the token-level maximum as image score):
+uniad's I-AUROC 0.681 -> 0.796 (10 of 12 runs better), against 0.776 with the mean error of
+the 3 nearest training tokens and 0.747 for the nearest training token's distance alone (a
+memory bank of the same tokens). Not in the ViTAD / UniAD / FADeR papers: pcad's addition.
+
+Example:
+    >>> import torch
+    >>> cal = ErrorCalibration(torch.tensor([[0.0, 0.0], [4.0, 0.0]]), torch.tensor([0.5, 2.0]))
+    >>> cal(torch.tensor([[0.1, 0.0], [3.9, 0.0]]), torch.tensor([1.0, 1.0])).tolist()
+    [2.0, 0.5]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pcad.errors import FileFormatError
+
+__all__ = ["FLOOR", "ErrorCalibration"]
+
+#: the reference error's floor, x the median training error
+FLOOR = 0.1
+
+
+class ErrorCalibration:
+    """Token errors divided by the error on the nearest training token.
+
+    Args:
+        tokens: ``(m, C)`` standardised training tokens (torch or numpy, m >= 1).
+        errors: ``(m,)`` the fitted model's error on each of them (finite, >= 0).
+        device: where the nearest-neighbour search runs.
+    """
+
+    def __init__(self, tokens: Any, errors: Any, device: Any = "cpu") -> None:
+        from pcad.memory.search import NearestNeighbours
+
+        self.tokens = torch.as_tensor(tokens, dtype=torch.float32).detach().cpu()
+        self.errors = torch.as_tensor(errors, dtype=torch.float32).detach().cpu()
+        if self.tokens.ndim != 2 or self.errors.shape != (len(self.tokens),) \
+                or not len(self.tokens):
+            raise ValueError(f"ErrorCalibration: expected (m, C) tokens and (m,) errors, got "
+                             f"{tuple(self.tokens.shape)} and {tuple(self.errors.shape)}")
+        self.floor = max(FLOOR * float(self.errors.median()), 1e-6)
+        dev = torch.device(device)
+        self._search = NearestNeighbours(self.tokens.numpy(), backend="auto",
+                                         device=dev if dev.type == "cuda" else None)
+
+    def reference(self, z: torch.Tensor) -> torch.Tensor:
+        """``(n,)``: the training error of each ``(n, C)`` token's nearest training token,
+        floored (on ``z``'s device)."""
+        _, idx = self._search.query(z.detach().float().cpu().numpy(), k=1)
+        return self.errors[torch.from_numpy(idx[:, 0])].clamp_min(self.floor).to(z.device)
+
+    def __call__(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` calibrated errors ``d / reference(z)`` of ``(n, C)`` tokens ``z`` with
+        errors ``d``."""
+        return d / self.reference(z).to(d.dtype)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a run saves: ``{"tokens", "errors"}``."""
+        return {"tokens": self.tokens, "errors": self.errors}
+
+    @classmethod
+    def from_state(cls, state: Any, width: int, where: str, device: Any = "cpu"
+                   ) -> ErrorCalibration:
+        """The calibration saved by :meth:`state`, checked against the token ``width``;
+        a bad entry is a :class:`~pcad.errors.FileFormatError` naming ``where``."""
+        ok = isinstance(state, dict) and all(
+            isinstance(state.get(k), torch.Tensor) and state[k].is_floating_point()
+            and bool(torch.isfinite(state[k]).all()) for k in ("tokens", "errors"))
+        if ok:
+            t, e = state["tokens"], state["errors"]
+            ok = t.ndim == 2 and t.shape[1] == width and len(t) > 0 and e.shape == (len(t),) \
+                and bool((e >= 0).all())
+        if not ok:
+            raise FileFormatError(f"{where}: 'calibration' must hold finite (m, {width}) "
+                                  "'tokens' and (m,) non-negative 'errors'")
+        return cls(state["tokens"], state["errors"], device)
+
+
+def token_errors_in_batches(distances: Any, x: torch.Tensor, batch: int = 8) -> np.ndarray:
+    """``(N, n)`` float32: ``distances((b, n, C)) -> (b, n)`` over ``(N, n, C)`` tokens ``x``
+    in batches of ``batch`` images, without gradients."""
+    with torch.no_grad():
+        return torch.cat([distances(x[i:i + batch]).cpu() for i in range(0, len(x), batch)]
+                         ).numpy()

@@ -1,0 +1,104 @@
+"""The nearest-neighbour error calibration of vitad / uniad / fader
+(:mod:`pcad.detectors.error_calibration`): the reference is the error of the nearest training
+token (against a brute-force search), a training token scores at most 1, runs save and load it,
+runs saved before it score the raw errors, bad options and bad run files are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcad.detectors import create_detector, load_detector
+from pcad.detectors.error_calibration import FLOOR, ErrorCalibration
+from pcad.engine import open_split
+from pcad.errors import FileFormatError, InvalidInputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+NAMES = ("vitad", "uniad", "fader")
+
+
+def test_reference_is_the_nearest_training_tokens_error():
+    g = torch.Generator().manual_seed(0)
+    tokens, errors = torch.randn(300, 12, generator=g), torch.rand(300, generator=g) + 0.5
+    cal = ErrorCalibration(tokens, errors)
+    z = torch.randn(50, 12, generator=g)
+    nearest = torch.cdist(z.double(), tokens.double()).argmin(1)
+    torch.testing.assert_close(cal.reference(z), errors[nearest])
+    d = torch.rand(50, generator=g)
+    torch.testing.assert_close(cal(z, d), d / errors[nearest])
+    # the floor: FLOOR x the median training error
+    errors[:10] = 0.0
+    cal = ErrorCalibration(tokens, errors)
+    assert cal.floor == pytest.approx(FLOOR * float(errors.median()))
+    assert float(cal.reference(tokens[:10]).min()) == pytest.approx(cal.floor)
+
+
+def test_bad_shapes_and_saved_states():
+    with pytest.raises(ValueError, match="expected"):
+        ErrorCalibration(torch.zeros(3, 2), torch.zeros(2))
+    good = {"tokens": torch.zeros(3, 2), "errors": torch.ones(3)}
+    assert len(ErrorCalibration.from_state(good, 2, "f").tokens) == 3
+    for bad in ({"tokens": torch.zeros(3, 2)}, {**good, "errors": -torch.ones(3)},
+                {**good, "tokens": torch.zeros(3, 5)}, "nope",
+                {**good, "errors": torch.full((3,), float("nan"))}):
+        with pytest.raises(FileFormatError, match="calibration"):
+            ErrorCalibration.from_state(bad, 2, "f")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_option(name):
+    assert create_detector(name).config["calibration"] == "nearest"
+    with pytest.raises(InvalidInputError, match="calibration") as info:
+        create_detector(name, calibration="knn")
+    assert "\n" not in str(info.value)
+    assert "calibration" not in create_detector("onenip").config
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plate_bumps_test,
+                                                               tmp_path, name):
+    det = create_detector(name, image_size=64, modality="both", epochs=3, device="cpu")
+    train = list(open_split(plate_bumps, "plate", "train", det))
+    det.fit(train)
+    assert det.calibration is not None
+    # a training token's nearest training token is itself: d / max(d, floor) <= 1
+    for s in train[:2]:
+        assert float(det.patch_scores(s).max()) <= 1.0 + 1e-6
+    det.save(tmp_path / "run")
+    loaded = load_detector(tmp_path / "run")
+    for s in plate_bumps_test[:3]:
+        assert loaded.predict(s)[0] == det.predict(s)[0]
+    # the calibrated map is the raw one over the reference
+    s = plate_bumps_test[-1]
+    raw = create_detector(name, image_size=64, modality="both", epochs=3, device="cpu",
+                          calibration="none").fit(train)
+    toks, fg, _ = raw.tokens(s)
+    z = raw._standardise(toks)
+    with torch.no_grad():
+        d = raw.decoder.distances(z[None])[0]
+    want = (d / det.calibration.reference(z)).numpy()
+    got = det.patch_scores(s).reshape(-1)
+    np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)
+
+
+def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
+                                                                   plate_bumps_test, tmp_path):
+    det = create_detector("uniad", image_size=64, modality="both", epochs=2, device="cpu",
+                          calibration="none")
+    det.fit(list(open_split(plate_bumps, "plate", "train", det)))
+    assert det.calibration is None
+    det.save(tmp_path / "run")
+    rec_path = tmp_path / "run" / "detector.json"
+    record = json.loads(rec_path.read_text())
+    del record["config"]["calibration"]  # a run saved before the option
+    rec_path.write_text(json.dumps(record))
+    old = load_detector(tmp_path / "run")
+    assert old.config["calibration"] == "none"
+    assert old.predict(plate_bumps_test[0])[0] == det.predict(plate_bumps_test[0])[0]
+    record["config"]["calibration"] = "nearest"  # edited: no saved calibration
+    rec_path.write_text(json.dumps(record))
+    with pytest.raises(FileFormatError, match="calibration"):
+        load_detector(tmp_path / "run")
