@@ -25,11 +25,11 @@ from pcad.features import fpfh_map, to_patch_grid
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 64
 NAMES = ("btf", "fpfh", "m3dm", "lsfa", "cfm")
-#: the learned detectors: the option exists, BTF's 100 by default
+#: the learned detectors: the option exists, BTF's 100 by default (hetnet: 200)
 LEARNED = ("vitad", "uniad", "fader", "pbas", "hetnet", "prototypes-ot", "onenip")
 #: small fits of the multi-bank detectors (frozen features: the option is about them)
 FAST = {"m3dm": {"coreset_ratio": 1.0}, "lsfa": {"epochs": 0, "coreset_ratio": 1.0},
-        "cfm": {"epochs": 1}, "pbas": {"epochs": 1}}
+        "cfm": {"epochs": 1}, "pbas": {"epochs": 1}, "hetnet": {"epochs": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_patches_use_the_neighbour_cap(scans):
 
 @pytest.mark.parametrize("name", NAMES + LEARNED)
 def test_option_default_and_bad_values(name):
-    default = FPFH_NEIGHBOURS if name in LEARNED else FPFH_DEFAULT_NEIGHBOURS
+    default = FPFH_NEIGHBOURS if name in LEARNED and name != "hetnet" else \
+        FPFH_DEFAULT_NEIGHBOURS
     assert create_detector(name).config["fpfh_neighbours"] == default
     assert create_detector(name, fpfh_neighbours=64.0).config["fpfh_neighbours"] == 64
     for bad in (2, "many", 10.5):
@@ -72,7 +73,7 @@ def test_option_default_and_bad_values(name):
             create_detector(name, fpfh_neighbours=bad)
 
 
-@pytest.mark.parametrize("name", [*NAMES, "pbas"])
+@pytest.mark.parametrize("name", [*NAMES, "pbas", "hetnet"])
 def test_run_saved_before_the_option_scores_with_btfs_neighbours(data, scans, tmp_path,
                                                                  name):
     train = list(MVTec3DDataset(data, "potato", "train"))
@@ -123,6 +124,7 @@ def test_multibank_features_use_the_option(scans):
                                                     neighbours=40))
     assert create_detector("cfm", fpfh_neighbours=40)._features.fpfh_neighbours == 40
     assert create_detector("pbas")._features.fpfh_neighbours == FPFH_NEIGHBOURS
+    assert create_detector("hetnet")._features.fpfh_neighbours == FPFH_DEFAULT_NEIGHBOURS
     for name in LEARNED:
         assert create_detector(name, fpfh_neighbours=40)._features.fpfh_neighbours == 40
     # and so do the export's inputs, with 100 for a run exported before the option
