@@ -44,7 +44,8 @@ What pcad does (and where it departs from the paper):
   cosine in :func:`~pcad.detectors.training.run_training` (live loss, ``train_log.csv``,
   ``--resume``). The gates need steps to separate: the default ``batch_size`` is 2.
 - **Map / score**: per-token L2 reconstruction error (0 off the part with point features),
-  upsampled and blurred; the image score is the map's maximum over the part
+  divided by the error on the nearest training token (``calibration`` ``"nearest"``, vitad's;
+  ``"none"``: the raw error), upsampled and blurred; the image score is the map's maximum over the part
   (``foreground-max``; the whole map without a cloud) or over the whole map (``max``).
 - **Small by design**: :meth:`FADeRDetector.complexity` gives the parameters and the FLOPs
   of one sample's forward (:func:`network_complexity`, counted by

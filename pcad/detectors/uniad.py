@@ -37,8 +37,10 @@ What pcad does (and where it departs from the paper):
   :func:`~pcad.detectors.training.run_training` (UniAD: AdamW, step decay), live loss,
   ``train_log.csv``, ``--resume``. ``pcad train --categories`` fits one model on every
   category's samples, as UniAD's unified setting.
-- **Map / score**: per-token L2 error (0 off the part with point features), upsampled and
-  blurred (:func:`~pcad.detectors.base.upsample_map`); the image score is the map's maximum
+- **Map / score**: per-token L2 error (0 off the part with point features), divided by the
+  error on the nearest training token (``calibration`` ``"nearest"``, vitad's; ``"none"``:
+  the raw error, UniAD's), upsampled and blurred
+  (:func:`~pcad.detectors.base.upsample_map`); the image score is the map's maximum
   over the part (``image_score`` ``foreground-max``, the whole map without a cloud) or over
   the whole map (``max``). UniAD takes the maximum of the average-pooled map.
 - **FADeR plug-in** (``fader``, default false): :class:`~pcad.detectors.fader.FADeR`'s two
