@@ -1,4 +1,4 @@
-"""The nearest-neighbour error calibration of vitad / uniad / fader
+"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot
 (:mod:`pcad.detectors.error_calibration`): the reference is the error of the nearest training
 token (against a brute-force search), a training token scores at most 1, runs save and load it,
 runs saved before it score the raw errors, bad options and bad run files are one-line errors."""
@@ -17,7 +17,21 @@ from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-NAMES = ("vitad", "uniad", "fader")
+NAMES = ("vitad", "uniad", "fader", "prototypes-ot")
+#: short fits
+QUICK = {"vitad": {"epochs": 3}, "uniad": {"epochs": 3}, "fader": {"epochs": 3},
+         "prototypes-ot": {"iters": 2}}
+
+
+def raw_errors(det, sample):
+    """``(z (n, C), raw errors (n,), fg (n,))`` of ``sample`` under ``det``."""
+    toks, fg, *_ = det.tokens(sample)
+    if det.name == "prototypes-ot":
+        z, d = det.token_costs(toks)
+        return torch.from_numpy(z.astype(np.float32)), torch.from_numpy(d), fg
+    z = det._standardise(toks)
+    with torch.no_grad():
+        return z, det.decoder.distances(z[None])[0], fg
 
 
 def test_reference_is_the_nearest_training_tokens_error():
@@ -60,7 +74,7 @@ def test_option(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plate_bumps_test,
                                                                tmp_path, name):
-    det = create_detector(name, image_size=64, modality="both", epochs=3, device="cpu")
+    det = create_detector(name, image_size=64, modality="both", device="cpu", **QUICK[name])
     train = list(open_split(plate_bumps, "plate", "train", det))
     det.fit(train)
     assert det.calibration is not None
@@ -73,21 +87,20 @@ def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plat
         assert loaded.predict(s)[0] == det.predict(s)[0]
     # the calibrated map is the raw one over the reference
     s = plate_bumps_test[-1]
-    raw = create_detector(name, image_size=64, modality="both", epochs=3, device="cpu",
-                          calibration="none").fit(train)
-    toks, fg, _ = raw.tokens(s)
-    z = raw._standardise(toks)
-    with torch.no_grad():
-        d = raw.decoder.distances(z[None])[0]
+    raw = create_detector(name, image_size=64, modality="both", device="cpu",
+                          calibration="none", **QUICK[name]).fit(train)
+    z, d, fg = raw_errors(raw, s)
     want = (d / det.calibration.reference(z)).numpy()
     got = det.patch_scores(s).reshape(-1)
     np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["uniad", "prototypes-ot"])
 def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
-                                                                   plate_bumps_test, tmp_path):
-    det = create_detector("uniad", image_size=64, modality="both", epochs=2, device="cpu",
-                          calibration="none")
+                                                                   plate_bumps_test, tmp_path,
+                                                                   name):
+    det = create_detector(name, image_size=64, modality="both", device="cpu",
+                          calibration="none", **QUICK[name])
     det.fit(list(open_split(plate_bumps, "plate", "train", det)))
     assert det.calibration is None
     det.save(tmp_path / "run")

@@ -45,8 +45,9 @@ What pcad does (and where it departs from the paper):
   ``--resume``). The gates need steps to separate: the default ``batch_size`` is 2.
 - **Map / score**: per-token L2 reconstruction error (0 off the part with point features),
   divided by the error on the nearest training token (``calibration`` ``"nearest"``, vitad's;
-  ``"none"``: the raw error), upsampled and blurred; the image score is the map's maximum over the part
-  (``foreground-max``; the whole map without a cloud) or over the whole map (``max``).
+  ``"none"``: the raw error), upsampled and blurred; the image score is the map's maximum
+  over the part (``foreground-max``; the whole map without a cloud) or over the whole map
+  (``max``).
 - **Small by design**: :meth:`FADeRDetector.complexity` gives the parameters and the FLOPs
   of one sample's forward (:func:`network_complexity`, counted by
   :class:`torch.utils.flop_counter.FlopCounterMode`).

@@ -71,6 +71,7 @@ import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, check_run_stats, read_run_file
+from pcad.detectors.error_calibration import ErrorCalibration
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -194,8 +195,11 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "max_patches": 4096, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto", **FPFH_DEFAULTS}
+                "device": "auto", **FPFH_DEFAULTS, "calibration": "nearest"}
     SCORES = ("foreground-max", "max")
+    #: runs saved before the calibration existed score raw transport costs
+    legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
+                                                "calibration": "none"}
     option_help: ClassVar[dict[str, str]] = {
         "modality": "patch features: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -212,6 +216,8 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         "solver": "test-time transport: emd (exact, ot.emd) or sinkhorn (ot.sinkhorn)",
         "max_patches": "training patches drawn (seeded) for the global prototypes",
         "image_score": IMAGE_SCORE_HELP,
+        "calibration": "nearest (each patch's cost divided by the cost of the nearest training "
+                       "patch: pcad.detectors.error_calibration) or none (the raw cost)",
     }
 
     def __init__(self, **config: Any) -> None:
@@ -230,7 +236,9 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         c["reg"] = check_positive(c["reg"], "reg")
         c["solver"] = check_choice(c["solver"], "solver", SOLVERS)
         c["max_patches"] = check_int(c["max_patches"], "max_patches", minimum=1)
+        c["calibration"] = check_choice(c["calibration"], "calibration", ("nearest", "none"))
         self.state: dict[str, torch.Tensor] = {}
+        self.calibration: ErrorCalibration | None = None
 
     # --- geometry -------------------------------------------------------------------------
 
@@ -276,10 +284,21 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
 
         items = self._train_list(samples)
         self.resolve_modality(items)  # "auto" becomes what the data has
-        toks = [self.tokens(s, where="training set")[0]
-                for s in tqdm(items, disable=not progress, desc="prototypes-ot features",
-                              unit="sample")]
-        return self.fit_tokens(np.stack(toks), progress=progress)
+        pairs = [self.tokens(s, where="training set")
+                 for s in tqdm(items, disable=not progress, desc="prototypes-ot features",
+                               unit="sample")]
+        self.fit_tokens(np.stack([t for t, _ in pairs]), progress=progress)
+        self.calibration = None
+        if self.config["calibration"] == "nearest":
+            zs, costs = [], []
+            for toks, fg in pairs:
+                z, cost = self.token_costs(toks)
+                keep = slice(None) if fg is None else np.asarray(fg, bool)
+                zs.append(z[keep])
+                costs.append(cost[keep])
+            self.calibration = ErrorCalibration(np.concatenate(zs).astype(np.float32),
+                                                np.concatenate(costs).astype(np.float32))
+        return self
 
     def fit_tokens(self, tokens: np.ndarray, progress: bool = False) -> PrototypesOTDetector:
         """Fit the standardisation and the global and local prototypes on ``(N, n, C)``
@@ -320,16 +339,27 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
 
     def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
                      ) -> np.ndarray:
-        """``(h, w) float32`` on the patch grid: ``(1 - mix)`` times the patch's transport
-        cost to the local prototypes (structured cost) plus ``mix`` times its cost to the
-        global ones (feature cost); 0 off the part with point features."""
-        import ot  # pot; imported on use (0.3 s on top of torch)
-
+        """``(h, w) float32`` on the patch grid: :meth:`token_costs`, divided by the cost of
+        the nearest training patch with ``calibration="nearest"``; 0 off the part with point
+        features."""
         self._require_fit()
-        c = self.config
         toks, fg = self.tokens(sample, foreground)
         self.check_width(toks.shape[1], self.state["mean"].numel(),
                          f"its prototypes ({STATE_FILE})")
+        z, scores = self.token_costs(toks)
+        if self.calibration is not None:
+            scores = self.calibration(torch.from_numpy(z.astype(np.float32)),
+                                      torch.from_numpy(scores)).numpy()
+        return patch_grid(scores, fg, self.grid)
+
+    def token_costs(self, toks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z (n, C) float64, costs (n,) float32)`` of ``(n, C)`` patch tokens: the
+        standardised tokens and, per patch, ``(1 - mix)`` times its transport cost to the local
+        prototypes (structured cost) plus ``mix`` times its cost to the global ones (feature
+        cost), at least 0."""
+        import ot  # pot; imported on use (0.3 s on top of torch)
+
+        c = self.config
         z = self._standardise(toks)
         scale = float(self.state["scale"][0])
         feat_local = np.sqrt(ot.dist(z, self.state["local_protos"].numpy())) / scale
@@ -339,14 +369,16 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         feat_glob = np.sqrt(ot.dist(z, self.state["global_protos"].numpy())) / scale
         glob = transport_costs(feat_glob, c["solver"], c["reg"])
         scores = ((1 - c["mix"]) * local + c["mix"] * glob).astype(np.float32)
-        return patch_grid(np.maximum(scores, 0.0), fg, self.grid)
+        return z, np.maximum(scores, 0.0)
 
     # --- persistence ----------------------------------------------------------------------
 
     def _save_state(self, folder: Path) -> None:
         from pcad.io import atomic_save
 
-        state = {k: v.cpu() for k, v in self.state.items()}
+        state: dict[str, Any] = {k: v.cpu() for k, v in self.state.items()}
+        if self.calibration is not None:
+            state["calibration"] = self.calibration.state()
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
@@ -372,3 +404,10 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             raise FileFormatError(f"{path}: local prototypes and positions do not match the "
                                   f"{self.cell_grid} cells, or the scale is not positive")
         self.state = {k: saved[k].double() for k in keys}  # float64 as fitted: same bytes
+        self.calibration = None
+        if self.config["calibration"] == "nearest":
+            if "calibration" not in saved:
+                raise FileFormatError(f"{path}: no 'calibration' for calibration='nearest' "
+                                      "(the run is incomplete or was edited)")
+            self.calibration = ErrorCalibration.from_state(saved["calibration"], width,
+                                                           f"{path} ['calibration']")
