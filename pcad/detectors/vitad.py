@@ -50,7 +50,10 @@ What pcad does (and where it departs from the paper):
   Measured on the built-in gear, plate, bracket and potato (dataset seeds 0-2, 12 runs, 20
   training and 8 good + 24 defective test samples, 224 px), ``"none"`` -> ``"nearest"``:
   uniad I-AUROC 0.681 -> 0.805 (11 runs better, 1 worse), AUPRO@0.3 0.861 -> 0.877, P-AUROC
-  0.959 -> 0.972.
+  0.959 -> 0.972; fader 0.683 -> 0.794 (10 / 2), AUPRO@0.3 0.870 -> 0.877; vitad 0.783 ->
+  0.811 (6 / 6), AUPRO@0.3 0.872 -> 0.879, P-AUROC 0.964 -> 0.972. Checked on the eight
+  shared meshes afterwards (seed 0): vitad 0.721 -> 0.810, uniad 0.627 -> 0.748, fader 0.603
+  -> 0.739 (each 7 meshes of 8 better).
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over the
   part when the sample has a cloud (the whole map for an RGB-only sample); ``"max"``, the
   map's maximum.
