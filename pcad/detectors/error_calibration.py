@@ -31,7 +31,7 @@ import torch
 
 from pcad.errors import FileFormatError
 
-__all__ = ["FLOOR", "ErrorCalibration"]
+__all__ = ["FLOOR", "ErrorCalibration", "token_errors_in_batches"]
 
 #: the reference error's floor, x the median training error
 FLOOR = 0.1
@@ -95,7 +95,13 @@ class ErrorCalibration:
 
 def token_errors_in_batches(distances: Any, x: torch.Tensor, batch: int = 8) -> np.ndarray:
     """``(N, n)`` float32: ``distances((b, n, C)) -> (b, n)`` over ``(N, n, C)`` tokens ``x``
-    in batches of ``batch`` images, without gradients."""
+    in batches of ``batch`` images, without gradients.
+
+    Example:
+        >>> x = torch.ones(3, 2, 4)
+        >>> token_errors_in_batches(lambda t: t.sum(-1), x, batch=2).tolist()
+        [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]]
+    """
     with torch.no_grad():
         return torch.cat([distances(x[i:i + batch]).cpu() for i in range(0, len(x), batch)]
                          ).numpy()
