@@ -31,7 +31,10 @@ import torch
 
 from pcad.errors import FileFormatError
 
-__all__ = ["FLOOR", "ErrorCalibration", "token_errors_in_batches"]
+__all__ = ["CALIBRATIONS", "FLOOR", "ErrorCalibration", "token_errors_in_batches"]
+
+#: the ``calibration`` option: errors over the nearest training patch's (default), or raw
+CALIBRATIONS = ("nearest", "none")
 
 #: the reference error's floor, x the median training error
 FLOOR = 0.1
@@ -91,6 +94,19 @@ class ErrorCalibration:
             raise FileFormatError(f"{where}: 'calibration' must hold finite (m, {width}) "
                                   "'tokens' and (m,) non-negative 'errors'")
         return cls(state["tokens"], state["errors"], device)
+
+    @classmethod
+    def from_run(cls, saved: dict[str, Any], mode: str, width: int, where: str,
+                 device: Any = "cpu") -> ErrorCalibration | None:
+        """The calibration of a run file's dict ``saved`` for the ``calibration`` option
+        ``mode`` (None for ``"none"``); a missing or bad entry is a
+        :class:`~pcad.errors.FileFormatError` naming ``where``."""
+        if mode != "nearest":
+            return None
+        if "calibration" not in saved:
+            raise FileFormatError(f"{where}: no 'calibration' for calibration='nearest' (the "
+                                  "run is incomplete or was edited)")
+        return cls.from_state(saved["calibration"], width, f"{where} ['calibration']", device)
 
 
 def token_errors_in_batches(distances: Any, x: torch.Tensor, batch: int = 8) -> np.ndarray:

@@ -80,7 +80,7 @@ import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, check_run_stats, read_run_file
-from pcad.detectors.error_calibration import ErrorCalibration
+from pcad.detectors.error_calibration import CALIBRATIONS, ErrorCalibration
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -245,7 +245,7 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         c["reg"] = check_positive(c["reg"], "reg")
         c["solver"] = check_choice(c["solver"], "solver", SOLVERS)
         c["max_patches"] = check_int(c["max_patches"], "max_patches", minimum=1)
-        c["calibration"] = check_choice(c["calibration"], "calibration", ("nearest", "none"))
+        c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
         self.state: dict[str, torch.Tensor] = {}
         self.calibration: ErrorCalibration | None = None
 
@@ -413,10 +413,5 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             raise FileFormatError(f"{path}: local prototypes and positions do not match the "
                                   f"{self.cell_grid} cells, or the scale is not positive")
         self.state = {k: saved[k].double() for k in keys}  # float64 as fitted: same bytes
-        self.calibration = None
-        if self.config["calibration"] == "nearest":
-            if "calibration" not in saved:
-                raise FileFormatError(f"{path}: no 'calibration' for calibration='nearest' "
-                                      "(the run is incomplete or was edited)")
-            self.calibration = ErrorCalibration.from_state(saved["calibration"], width,
-                                                           f"{path} ['calibration']")
+        self.calibration = ErrorCalibration.from_run(saved, self.config["calibration"], width,
+                                                     str(path))

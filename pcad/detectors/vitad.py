@@ -88,7 +88,11 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import ErrorCalibration, token_errors_in_batches
+from pcad.detectors.error_calibration import (
+    CALIBRATIONS,
+    ErrorCalibration,
+    token_errors_in_batches,
+)
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -107,8 +111,6 @@ from pcad.errors import FileFormatError, InvalidInputError
 STATE_FILE = "vitad.pt"
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
-#: ``calibration``: the map's errors divided by the nearest training token's (default), or raw
-CALIBRATIONS = ("nearest", "none")
 CALIBRATION_HELP = ("nearest (each token's error divided by the fitted decoder's error on the "
                     "nearest training token: pcad.detectors.error_calibration) or none (the "
                     "raw error)")
@@ -442,10 +444,5 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         width = sum(levels)
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
         self.history = [float(x) for x in state.get("history", [])]
-        self.calibration = None
-        if self.config.get("calibration") == "nearest":
-            if "calibration" not in saved:
-                raise FileFormatError(f"{path}: no 'calibration' for calibration='nearest' "
-                                      "(the run is incomplete or was edited)")
-            self.calibration = ErrorCalibration.from_state(
-                saved["calibration"], width, f"{path} ['calibration']", self.device)
+        self.calibration = ErrorCalibration.from_run(saved, self.config.get("calibration"),
+                                                     width, str(path), self.device)
