@@ -1,4 +1,5 @@
-"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot
+"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot (and
+hetnet's, off by default)
 (:mod:`pcad.detectors.error_calibration`): the reference is the error of the nearest training
 token (against a brute-force search), a training token scores at most 1, runs save and load it,
 runs saved before it score the raw errors, bad options and bad run files are one-line errors."""
@@ -17,14 +18,18 @@ from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-NAMES = ("vitad", "uniad", "fader", "prototypes-ot")
+NAMES = ("vitad", "uniad", "fader", "prototypes-ot", "hetnet")
 #: short fits
 QUICK = {"vitad": {"epochs": 3}, "uniad": {"epochs": 3}, "fader": {"epochs": 3},
-         "prototypes-ot": {"iters": 2}}
+         "prototypes-ot": {"iters": 2}, "hetnet": {"epochs": 2}}
 
 
 def raw_errors(det, sample):
     """``(z (n, C), raw errors (n,), fg (n,))`` of ``sample`` under ``det``."""
+    if det.name == "hetnet":
+        feats, fg = det.teachers(sample)
+        with torch.no_grad():
+            return (*det.patch_errors(feats), fg)
     toks, fg, *_ = det.tokens(sample)
     if det.name == "prototypes-ot":
         z, d = det.token_costs(toks)
@@ -64,7 +69,8 @@ def test_bad_shapes_and_saved_states():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_option(name):
-    assert create_detector(name).config["calibration"] == "nearest"
+    default = "none" if name == "hetnet" else "nearest"  # hetnet's: not checked on meshes yet
+    assert create_detector(name).config["calibration"] == default
     with pytest.raises(InvalidInputError, match="calibration") as info:
         create_detector(name, calibration="knn")
     assert "\n" not in str(info.value)
@@ -74,7 +80,8 @@ def test_option(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plate_bumps_test,
                                                                tmp_path, name):
-    det = create_detector(name, image_size=64, modality="both", device="cpu", **QUICK[name])
+    det = create_detector(name, image_size=64, modality="both", device="cpu",
+                          calibration="nearest", **QUICK[name])
     train = list(open_split(plate_bumps, "plate", "train", det))
     det.fit(train)
     assert det.calibration is not None
@@ -95,7 +102,7 @@ def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plat
     np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["uniad", "prototypes-ot"])
+@pytest.mark.parametrize("name", ["uniad", "prototypes-ot", "hetnet"])
 def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
                                                                    plate_bumps_test, tmp_path,
                                                                    name):

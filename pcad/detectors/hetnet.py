@@ -97,6 +97,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
+from pcad.detectors.error_calibration import CALIBRATIONS, ErrorCalibration
 from pcad.detectors.patches import (
     FPFH_DEFAULT_NEIGHBOURS,
     GridDeviceMixin,
@@ -361,11 +362,18 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto", "fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS}
+                "device": "auto", "fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS,
+                "calibration": "none"}
     SCORES = ("foreground-max", "max")
+    #: runs saved before the calibration existed score raw discrepancies
+    legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
+                                                "calibration": "none"}
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
+        "calibration": "none (default; the raw discrepancy) or nearest (each patch's "
+                       "discrepancy over the nearest training patch's: "
+                       "pcad.detectors.error_calibration)",
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
                     "auto (both when the training samples have clouds, else rgb)",
         "second_teacher": "the second RGB teacher: effnet-lite2 (EfficientNet-Lite2, weights "
@@ -399,10 +407,12 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         c["noise_radius"] = check_int(c["noise_radius"], "noise_radius", minimum=0, maximum=4)
         c["shrinkage"] = check_fraction(c["shrinkage"], "shrinkage")
         c["xyz_weight"] = check_positive(c["xyz_weight"], "xyz_weight", allow_zero=True)
+        c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
         self.check_training_options()
         self.net: HetNetStudents | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
+        self.calibration: ErrorCalibration | None = None
         self._lite2: EfficientNetLite2 | None = None
 
     # --- teachers -------------------------------------------------------------------------
@@ -469,7 +479,15 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             f, fg = self.teachers(s, where="training set")
             feats.append(f)
             masks.append(np.ones(len(f[0]), bool) if fg is None else fg)
-        return self.fit_features(feats, np.stack(masks), progress=progress)
+        self.fit_features(feats, np.stack(masks), progress=progress)
+        self.calibration = None
+        if self.config["calibration"] == "nearest":
+            pairs = [self.patch_errors(f) for f in feats]
+            keep = np.concatenate(masks)
+            self.calibration = ErrorCalibration(torch.cat([z for z, _ in pairs])[keep],
+                                                torch.cat([d for _, d in pairs])[keep],
+                                                self.device)
+        return self
 
     def fit_features(self, feats: list[list[np.ndarray]], masks: np.ndarray,
                      progress: bool = False) -> HetNetDetector:
@@ -554,9 +572,18 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                                     f"with {len(self.net.widths)}")
         for f, width in zip(feats, self.net.widths, strict=True):
             self.check_width(f.shape[1], width, f"its students ({STATE_FILE})")
-        w = torch.tensor(self.teacher_weights(), dtype=torch.float32, device=self.device)
-        score = (w[:, None] * self.discrepancies(feats)).sum(0) / w.sum().clamp_min(1e-12)
+        z, score = self.patch_errors(feats)
+        if self.calibration is not None:
+            score = self.calibration(z, score)
         return patch_grid(score, fg, self.grid)
+
+    def patch_errors(self, feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z (n, sum C_k), d (n,))`` of one image's teacher features: the standardised
+        teachers side by side and the teachers' normalised discrepancies, weighted
+        (:meth:`teacher_weights`) and averaged."""
+        w = torch.tensor(self.teacher_weights(), dtype=torch.float32, device=self.device)
+        z = torch.cat([self._standardise(k, f) for k, f in enumerate(feats)], dim=1)
+        return z, (w[:, None] * self.discrepancies(feats)).sum(0) / w.sum().clamp_min(1e-12)
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -565,6 +592,8 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
 
         state = {"net": {k: v.cpu() for k, v in self.net.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()}}
+        if self.calibration is not None:
+            state["calibration"] = self.calibration.state()
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
@@ -592,3 +621,5 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         if not bool((self.stats["norm"] > 0).all()):
             raise FileFormatError(f"{path}: 'stats.norm' must be positive")
         self.history = [float(x) for x in state.get("history", [])]
+        self.calibration = ErrorCalibration.from_run(saved, c["calibration"], sum(widths),
+                                                     str(path), self.device)
