@@ -1,5 +1,4 @@
-"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot (and
-hetnet's, off by default)
+"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot / hetnet
 (:mod:`pcad.detectors.error_calibration`): the reference is the error of the nearest training
 token (against a brute-force search), a training token scores at most 1, runs save and load it,
 runs saved before it score the raw errors, bad options and bad run files are one-line errors."""
@@ -69,8 +68,7 @@ def test_bad_shapes_and_saved_states():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_option(name):
-    default = "none" if name == "hetnet" else "nearest"  # hetnet's: not checked on meshes yet
-    assert create_detector(name).config["calibration"] == default
+    assert create_detector(name).config["calibration"] == "nearest"
     with pytest.raises(InvalidInputError, match="calibration") as info:
         create_detector(name, calibration="knn")
     assert "\n" not in str(info.value)
