@@ -67,6 +67,9 @@ COMMON_OPTION_HELP: dict[str, str] = {
                     "torchvision:NAME",
     "weights": "local checkpoint of the RGB backbone (never downloaded); null: the shipped one",
     "point_backbone": "point features: fpfh (no weights) or pointmae",
+    "calibration": "nearest (each patch's error, discrepancy or cost divided by the fitted "
+                   "model's on the nearest training patch: pcad.detectors.error_calibration) "
+                   "or none (the raw one)",
     "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
                        "spacings (BTF's: 100)",
     "point_weights": "local Point-MAE checkpoint; null: the small one shipped with pcad",

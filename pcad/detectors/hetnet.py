@@ -34,8 +34,8 @@ What pcad does (and where it departs from the paper):
   The point teacher's FPFH histograms gather up to ``fpfh_neighbours`` (200, as btf's, m3dm's
   and lsfa's; the family's other detectors keep BTF's 100) neighbours: on the built-in parts
   above, seeds 0-2 (12 runs), I-AUROC 0.785 -> 0.796 with 200 (seeds 0-1 0.767 -> 0.781, seed
-  2 0.822 -> 0.826); checked on the eight shared meshes afterwards (seeds 0-1), 0.811 -> 0.826
-  (the nut 0.55 -> 0.64; AUPRO@0.3 0.928 -> 0.930). Runs saved before load with 100.
+  2 0.822 -> 0.826); checked on the eight shared meshes afterwards (seeds 0-1), 0.820 -> 0.834
+  (the nut 0.55 -> 0.64; AUPRO@0.3 0.932 -> 0.933). Runs saved before load with 100.
 - **Students** (:class:`HetNetStudents`), one encoder per teacher (``Linear(C_i, hidden) -
   GELU - Linear(hidden, dim)``), the fusion below, and one head per teacher
   (``Linear(2 dim, hidden) - GELU - Linear(hidden, C_i)``) that reads its own fused code and
@@ -380,8 +380,6 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
-        "calibration": "nearest (each patch's discrepancy over the nearest training patch's: "
-                       "pcad.detectors.error_calibration) or none (the raw discrepancy)",
         "modality": "teachers: rgb (the RGB teachers), xyz (the point teacher), both (all) or "
                     "auto (both when the training samples have clouds, else rgb)",
         "second_teacher": "the second RGB teacher: effnet-lite2 (EfficientNet-Lite2, weights "

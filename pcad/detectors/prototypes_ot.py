@@ -225,8 +225,6 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         "solver": "test-time transport: emd (exact, ot.emd) or sinkhorn (ot.sinkhorn)",
         "max_patches": "training patches drawn (seeded) for the global prototypes",
         "image_score": IMAGE_SCORE_HELP,
-        "calibration": "nearest (each patch's cost divided by the cost of the nearest training "
-                       "patch: pcad.detectors.error_calibration) or none (the raw cost)",
     }
 
     def __init__(self, **config: Any) -> None:

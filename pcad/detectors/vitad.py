@@ -111,9 +111,6 @@ from pcad.errors import FileFormatError, InvalidInputError
 STATE_FILE = "vitad.pt"
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
-CALIBRATION_HELP = ("nearest (each token's error divided by the fitted decoder's error on the "
-                    "nearest training token: pcad.detectors.error_calibration) or none (the "
-                    "raw error)")
 
 
 def decoder_taps(n_levels: int, depth: int) -> list[int]:
@@ -237,7 +234,6 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         "mlp_ratio": "hidden width of the decoder MLPs as a multiple of dim",
         "batch_size": "training batch size in images",
         "image_score": IMAGE_SCORE_HELP,
-        "calibration": CALIBRATION_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
