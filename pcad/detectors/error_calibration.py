@@ -24,14 +24,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from pcad.checks import check_choice
 from pcad.errors import FileFormatError
 
-__all__ = ["CALIBRATIONS", "FLOOR", "ErrorCalibration", "token_errors_in_batches"]
+__all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration",
+           "token_errors_in_batches"]
 
 #: the ``calibration`` option: errors over the nearest training patch's (default), or raw
 CALIBRATIONS = ("nearest", "none")
@@ -107,6 +109,78 @@ class ErrorCalibration:
             raise FileFormatError(f"{where}: no 'calibration' for calibration='nearest' (the "
                                   "run is incomplete or was edited)")
         return cls.from_state(saved["calibration"], width, f"{where} ['calibration']", device)
+
+
+class CalibrationOption:
+    """The ``calibration`` option of a detector (a mixin beside :class:`~pcad.detectors.base.
+    Detector`): checks it, fits, applies, saves and loads the :class:`ErrorCalibration`.
+
+    A detector puts ``**CALIBRATION_DEFAULTS`` in its ``defaults`` (``"nearest"``) and
+    ``**CALIBRATION_LEGACY`` in its ``legacy_options`` (runs saved before the option existed
+    score raw errors), calls :meth:`check_calibration` in ``__init__``,
+    :meth:`fit_error_calibration` after fitting, :meth:`calibrate` on each test sample's
+    errors and :meth:`calibration_state` / :meth:`load_calibration` in its state file. A
+    subclass without the option in its ``defaults`` (onenip) never calibrates.
+
+    Example:
+        >>> import torch
+        >>> class Det(CalibrationOption):
+        ...     defaults = {**CalibrationOption.CALIBRATION_DEFAULTS}
+        ...     config, device = {"calibration": "nearest"}, "cpu"
+        >>> det = Det()
+        >>> det.fit_error_calibration(torch.tensor([[0.0], [4.0]]), torch.tensor([0.5, 2.0]))
+        >>> det.calibrate(torch.tensor([[0.1], [3.9]]), torch.tensor([1.0, 1.0])).tolist()
+        [2.0, 0.5]
+        >>> sorted(det.calibration_state()["calibration"])
+        ['errors', 'tokens']
+    """
+
+    #: the option's default, for a detector's ``defaults``
+    CALIBRATION_DEFAULTS: ClassVar[dict[str, Any]] = {"calibration": "nearest"}
+    #: what runs saved before the option existed were fitted with, for ``legacy_options``
+    CALIBRATION_LEGACY: ClassVar[dict[str, Any]] = {"calibration": "none"}
+    calibration: ErrorCalibration | None = None
+
+    def check_calibration(self) -> None:
+        """Check the ``calibration`` option (where the detector has it)."""
+        if "calibration" in self.defaults:
+            self.config["calibration"] = check_choice(self.config["calibration"],
+                                                      "calibration", CALIBRATIONS)
+
+    def fit_error_calibration(self, tokens: Any, errors: Any, keep: Any = None) -> None:
+        """With ``calibration="nearest"``: keep the fitted model's ``(m,)`` ``errors`` on its
+        ``(m, C)`` standardised training ``tokens``, those of the ``(m,)`` bool mask ``keep``
+        only (the part) when it selects any; otherwise no calibration."""
+        self.calibration = None
+        if self.config.get("calibration") != "nearest":
+            return
+        t = torch.as_tensor(tokens, dtype=torch.float32).detach().cpu()
+        e = torch.as_tensor(errors, dtype=torch.float32).detach().cpu()
+        if keep is not None:
+            k = torch.as_tensor(np.asarray(keep, dtype=bool).reshape(-1))
+            if bool(k.any()):
+                t, e = t[k], e[k]
+        self.calibration = ErrorCalibration(t, e, self.device)
+
+    def calibrate(self, z: Any, d: Any) -> Any:
+        """``d`` (``(n,)``, torch or numpy) over the training error of each ``(n, C)`` token
+        ``z``'s nearest training token, or ``d`` itself without a calibration."""
+        if self.calibration is None:
+            return d
+        if isinstance(d, np.ndarray):
+            z = torch.from_numpy(np.asarray(z, dtype=np.float32))
+            return self.calibration(z, torch.from_numpy(d)).numpy().astype(d.dtype)
+        return self.calibration(z, d)
+
+    def calibration_state(self) -> dict[str, Any]:
+        """``{"calibration": ...}`` for the state file, or ``{}`` without a calibration."""
+        return {} if self.calibration is None else {"calibration": self.calibration.state()}
+
+    def load_calibration(self, saved: dict[str, Any], width: int, where: str) -> None:
+        """The calibration of the state file's dict ``saved`` (:meth:`ErrorCalibration.
+        from_run`)."""
+        self.calibration = ErrorCalibration.from_run(saved, self.config.get("calibration"),
+                                                     width, where, self.device)
 
 
 def token_errors_in_batches(distances: Any, x: torch.Tensor, batch: int = 8) -> np.ndarray:

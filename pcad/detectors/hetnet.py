@@ -106,7 +106,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import CALIBRATIONS, ErrorCalibration
+from pcad.detectors.error_calibration import CalibrationOption
 from pcad.detectors.patches import (
     FPFH_DEFAULT_NEIGHBOURS,
     GridDeviceMixin,
@@ -358,7 +358,7 @@ class LocalGaussianNoise:
 
 
 @register_detector("hetnet")
-class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
+class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Detector):
     """Noise-fusion distillation with heterogeneous teachers (see the module)."""
 
     modalities = ("rgb",)
@@ -372,11 +372,11 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
                 "device": "auto", "fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS,
-                "calibration": "nearest"}
+                **CalibrationOption.CALIBRATION_DEFAULTS}
     SCORES = ("foreground-max", "max")
     #: runs saved before the calibration existed score raw discrepancies
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
-                                                "calibration": "none"}
+                                                **CalibrationOption.CALIBRATION_LEGACY}
     #: each teacher's std floor, x its root-mean-square channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
@@ -413,12 +413,11 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         c["noise_radius"] = check_int(c["noise_radius"], "noise_radius", minimum=0, maximum=4)
         c["shrinkage"] = check_fraction(c["shrinkage"], "shrinkage")
         c["xyz_weight"] = check_positive(c["xyz_weight"], "xyz_weight", allow_zero=True)
-        c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
+        self.check_calibration()
         self.check_training_options()
         self.net: HetNetStudents | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
-        self.calibration: ErrorCalibration | None = None
         self._lite2: EfficientNetLite2 | None = None
 
     # --- teachers -------------------------------------------------------------------------
@@ -489,10 +488,8 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         self.calibration = None
         if self.config["calibration"] == "nearest":
             pairs = [self.patch_errors(f) for f in feats]
-            keep = np.concatenate(masks)
-            self.calibration = ErrorCalibration(torch.cat([z for z, _ in pairs])[keep],
-                                                torch.cat([d for _, d in pairs])[keep],
-                                                self.device)
+            self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
+                                       torch.cat([d for _, d in pairs]), np.concatenate(masks))
         return self
 
     def fit_features(self, feats: list[list[np.ndarray]], masks: np.ndarray,
@@ -578,10 +575,7 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                                     f"with {len(self.net.widths)}")
         for f, width in zip(feats, self.net.widths, strict=True):
             self.check_width(f.shape[1], width, f"its students ({STATE_FILE})")
-        z, score = self.patch_errors(feats)
-        if self.calibration is not None:
-            score = self.calibration(z, score)
-        return patch_grid(score, fg, self.grid)
+        return patch_grid(self.calibrate(*self.patch_errors(feats)), fg, self.grid)
 
     def patch_errors(self, feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z (n, sum C_k), d (n,))`` of one image's teacher features: the standardised
@@ -597,9 +591,8 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         from pcad.io import atomic_save
 
         state = {"net": {k: v.cpu() for k, v in self.net.state_dict().items()},
-                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
-        if self.calibration is not None:
-            state["calibration"] = self.calibration.state()
+                 "stats": {k: v.cpu() for k, v in self.stats.items()},
+                 **self.calibration_state()}
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
@@ -627,5 +620,4 @@ class HetNetDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         if not bool((self.stats["norm"] > 0).all()):
             raise FileFormatError(f"{path}: 'stats.norm' must be positive")
         self.history = [float(x) for x in state.get("history", [])]
-        self.calibration = ErrorCalibration.from_run(saved, c["calibration"], sum(widths),
-                                                     str(path), self.device)
+        self.load_calibration(saved, sum(widths), str(path))

@@ -80,7 +80,7 @@ import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, check_run_stats, read_run_file
-from pcad.detectors.error_calibration import CALIBRATIONS, ErrorCalibration
+from pcad.detectors.error_calibration import CalibrationOption
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -193,7 +193,7 @@ def ot_prototypes(x: np.ndarray, k: int, iters: int, reg: float,
 
 
 @register_detector("prototypes-ot")
-class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
+class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Detector):
     """Local and global prototypes learned with optimal transport; transport-cost maps (see
     the module)."""
 
@@ -204,11 +204,11 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "max_patches": 4096, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
-                "device": "auto", **FPFH_DEFAULTS, "calibration": "nearest"}
+                "device": "auto", **FPFH_DEFAULTS, **CalibrationOption.CALIBRATION_DEFAULTS}
     SCORES = ("foreground-max", "max")
     #: runs saved before the calibration existed score raw transport costs
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
-                                                "calibration": "none"}
+                                                **CalibrationOption.CALIBRATION_LEGACY}
     option_help: ClassVar[dict[str, str]] = {
         "modality": "patch features: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -243,9 +243,8 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         c["reg"] = check_positive(c["reg"], "reg")
         c["solver"] = check_choice(c["solver"], "solver", SOLVERS)
         c["max_patches"] = check_int(c["max_patches"], "max_patches", minimum=1)
-        c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
+        self.check_calibration()
         self.state: dict[str, torch.Tensor] = {}
-        self.calibration: ErrorCalibration | None = None
 
     # --- geometry -------------------------------------------------------------------------
 
@@ -297,14 +296,11 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         self.fit_tokens(np.stack([t for t, _ in pairs]), progress=progress)
         self.calibration = None
         if self.config["calibration"] == "nearest":
-            zs, costs = [], []
-            for toks, fg in pairs:
-                z, cost = self.token_costs(toks)
-                keep = slice(None) if fg is None else np.asarray(fg, bool)
-                zs.append(z[keep])
-                costs.append(cost[keep])
-            self.calibration = ErrorCalibration(np.concatenate(zs).astype(np.float32),
-                                                np.concatenate(costs).astype(np.float32))
+            zs, costs = zip(*(self.token_costs(toks) for toks, _ in pairs), strict=True)
+            keep = [np.ones(len(z), bool) if fg is None else np.asarray(fg, bool)
+                    for z, (_, fg) in zip(zs, pairs, strict=True)]
+            self.fit_error_calibration(np.concatenate(zs), np.concatenate(costs),
+                                       np.concatenate(keep))
         return self
 
     def fit_tokens(self, tokens: np.ndarray, progress: bool = False) -> PrototypesOTDetector:
@@ -354,10 +350,7 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         self.check_width(toks.shape[1], self.state["mean"].numel(),
                          f"its prototypes ({STATE_FILE})")
         z, scores = self.token_costs(toks)
-        if self.calibration is not None:
-            scores = self.calibration(torch.from_numpy(z.astype(np.float32)),
-                                      torch.from_numpy(scores)).numpy()
-        return patch_grid(scores, fg, self.grid)
+        return patch_grid(self.calibrate(z, scores), fg, self.grid)
 
     def token_costs(self, toks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z (n, C) float64, costs (n,) float32)`` of ``(n, C)`` patch tokens: the
@@ -383,9 +376,7 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
     def _save_state(self, folder: Path) -> None:
         from pcad.io import atomic_save
 
-        state: dict[str, Any] = {k: v.cpu() for k, v in self.state.items()}
-        if self.calibration is not None:
-            state["calibration"] = self.calibration.state()
+        state = {**{k: v.cpu() for k, v in self.state.items()}, **self.calibration_state()}
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _load_state(self, folder: Path, state: dict[str, Any]) -> None:
@@ -411,5 +402,4 @@ class PrototypesOTDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             raise FileFormatError(f"{path}: local prototypes and positions do not match the "
                                   f"{self.cell_grid} cells, or the scale is not positive")
         self.state = {k: saved[k].double() for k in keys}  # float64 as fitted: same bytes
-        self.calibration = ErrorCalibration.from_run(saved, self.config["calibration"], width,
-                                                     str(path))
+        self.load_calibration(saved, width, str(path))

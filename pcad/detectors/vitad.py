@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_choice, check_int, check_positive
+from pcad.checks import check_int, check_positive
 from pcad.detectors.base import (
     RUN_FILE,
     Detector,
@@ -88,11 +88,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import (
-    CALIBRATIONS,
-    ErrorCalibration,
-    token_errors_in_batches,
-)
+from pcad.detectors.error_calibration import CalibrationOption, token_errors_in_batches
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -198,7 +194,7 @@ class ViTADDecoder(nn.Module):
 
 
 @register_detector("vitad")
-class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
+class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Detector):
     """ViTAD: a plain ViT decoder reconstructing frozen patch tokens (see the module)."""
 
     modalities = ("rgb",)
@@ -217,11 +213,11 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
-                "calibration": "nearest"}
+                **CalibrationOption.CALIBRATION_DEFAULTS}
     SCORES = ("foreground-max", "max")
     #: runs saved before the calibration existed score uncalibrated errors
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
-                                                "calibration": "none"}
+                                                **CalibrationOption.CALIBRATION_LEGACY}
     option_help: ClassVar[dict[str, str]] = {
         "modality": "encoder tokens: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -254,11 +250,9 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         if c["mlp_ratio"] > 16:
             raise InvalidInputError(f"mlp_ratio: must be <= 16, got {c['mlp_ratio']:g}")
         self.check_training_options()
-        if "calibration" in self.defaults:  # not onenip's: its refiner reads the errors
-            c["calibration"] = check_choice(c["calibration"], "calibration", CALIBRATIONS)
+        self.check_calibration()  # not onenip's: its refiner reads the errors
         self.decoder: ViTADDecoder | None = None
         self.stats: dict[str, torch.Tensor] = {}
-        self.calibration: ErrorCalibration | None = None
         self.history: list[float] = []
 
     # --- features -------------------------------------------------------------------------
@@ -336,10 +330,7 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         err = token_errors_in_batches(self.decoder.distances, x)
         keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
                          for fg in fgs])
-        if not keep.any():
-            keep[:] = True
-        self.calibration = ErrorCalibration(x.cpu()[torch.from_numpy(keep)],
-                                            err[keep], self.device)
+        self.fit_error_calibration(x.reshape(-1, width), err.reshape(-1), keep)
 
     def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int]) -> torch.Tensor:
         """Check ``tokens (N, n, C)`` against the token grid and the ``levels`` (widths, summing
@@ -401,8 +392,7 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         z = self._standardise(toks)
         with torch.no_grad():
             d = self.decoder.distances(z[None])[0]
-            if self.calibration is not None:
-                d = self.calibration(z, d)
+            d = self.calibrate(z, d)
         return patch_grid(d, fg, self.token_grid)
 
     # --- persistence ----------------------------------------------------------------------
@@ -411,9 +401,8 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         from pcad.io import atomic_save
 
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
-                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
-        if self.calibration is not None:
-            state["calibration"] = self.calibration.state()
+                 "stats": {k: v.cpu() for k, v in self.stats.items()},
+                 **self.calibration_state()}
         atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
@@ -440,5 +429,4 @@ class ViTADDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         width = sum(levels)
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
         self.history = [float(x) for x in state.get("history", [])]
-        self.calibration = ErrorCalibration.from_run(saved, self.config.get("calibration"),
-                                                     width, str(path), self.device)
+        self.load_calibration(saved, width, str(path))
