@@ -1,4 +1,4 @@
-"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot / hetnet
+"""The nearest-neighbour error calibration of vitad / uniad / fader / prototypes-ot / hetnet / pbas
 (:mod:`pcad.detectors.error_calibration`): the reference is the error of the nearest training
 token (against a brute-force search), a training token scores at most 1, runs save and load it,
 runs saved before it score the raw errors, bad options and bad run files are one-line errors."""
@@ -17,10 +17,10 @@ from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-NAMES = ("vitad", "uniad", "fader", "prototypes-ot", "hetnet")
+NAMES = ("vitad", "uniad", "fader", "prototypes-ot", "hetnet", "pbas")
 #: short fits
 QUICK = {"vitad": {"epochs": 3}, "uniad": {"epochs": 3}, "fader": {"epochs": 3},
-         "prototypes-ot": {"iters": 2}, "hetnet": {"epochs": 2}}
+         "prototypes-ot": {"iters": 2}, "hetnet": {"epochs": 2}, "pbas": {"epochs": 3}}
 
 
 def raw_errors(det, sample):
@@ -29,6 +29,11 @@ def raw_errors(det, sample):
         feats, fg = det.teachers(sample)
         with torch.no_grad():
             return (*det.patch_errors(feats), fg)
+    if det.name == "pbas":
+        feats, fg = det.patches(sample)
+        z = det._standardise(feats)
+        with torch.no_grad():
+            return z, torch.nn.functional.softplus(det.net(z)), fg
     toks, fg, *_ = det.tokens(sample)
     if det.name == "prototypes-ot":
         z, d = det.token_costs(toks)
@@ -100,7 +105,7 @@ def test_training_tokens_score_at_most_one_and_runs_round_trip(plate_bumps, plat
     np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["uniad", "prototypes-ot", "hetnet"])
+@pytest.mark.parametrize("name", ["uniad", "prototypes-ot", "hetnet", "pbas"])
 def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
                                                                    plate_bumps_test, tmp_path,
                                                                    name):

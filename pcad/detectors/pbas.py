@@ -53,6 +53,15 @@ What pcad does (and where it departs from the paper):
 - **Map**: ``softplus(logit) = -log(1 - p)`` per patch (monotone in the discriminator's
   anomaly probability ``p`` and not saturating at 1), upsampled and blurred as the other
   detectors (:func:`~pcad.detectors.base.upsample_map`, ``sigma`` 4 at 224).
+- **Calibration** (``calibration``, pcad's, not in the paper;
+  :mod:`~pcad.detectors.error_calibration`, as vitad's family, prototypes-ot and hetnet): with
+  ``"nearest"`` (default) each patch's score is divided by the score of the nearest
+  standardised training patch (a training patch the discriminator finds odd, a hole's rim,
+  makes similar test patches count less); ``"none"`` keeps the discriminator's output (runs
+  saved before the option load with it). Measured on the built-in gear, plate, bracket and
+  potato, dataset seeds 0-2 (20 training, 8 good + 24 defective test samples, 224 px):
+  I-AUROC 0.799 -> 0.819 (8 runs better, 3 worse), AUPRO@0.3 0.873 -> 0.866, P-AUROC 0.971
+  both.
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over
   the part when the sample has a cloud (the whole map for an RGB-only sample); ``"max"``.
 - **torchrun**: not supported (``supports_distributed`` False): training is seconds.
@@ -83,6 +92,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
+from pcad.detectors.error_calibration import CalibrationOption
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -173,7 +183,7 @@ class PBASNet(nn.Module):
 
 
 @register_detector("pbas")
-class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
+class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Detector):
     """PBAS: adaptor + hypersphere + synthesized anomalies + discriminator (see the module)."""
 
     modalities = ("rgb",)
@@ -185,8 +195,12 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
                 "n_scales": 3, "min_scale": 0.5, "direction_jitter": 0.5, "seed": 0,
                 "sigma": 4.0, "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
+                **CalibrationOption.CALIBRATION_DEFAULTS}
     SCORES = ("foreground-max", "max")
+    #: runs saved before the calibration existed score raw discriminator outputs
+    legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
+                                                **CalibrationOption.CALIBRATION_LEGACY}
     #: the standardisation's std floor, x the median channel std (:func:`channel_stats`)
     std_floor: ClassVar[float] = STD_FLOOR
     option_help: ClassVar[dict[str, str]] = {
@@ -224,6 +238,7 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             raise InvalidInputError(f"min_scale: must be <= 16 radii, got {c['min_scale']:g}")
         c["direction_jitter"] = check_positive(c["direction_jitter"], "direction_jitter",
                                                allow_zero=True)
+        self.check_calibration()
         self.net: PBASNet | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
@@ -301,6 +316,8 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
             seed=c["seed"], progress=progress, desc="pbas training",
             extra_state={"synthesis": gen})
         self.net.eval()
+        with torch.no_grad():
+            self.fit_error_calibration(x, F.softplus(self.net(x)))
         self.fitted = True
         return self
 
@@ -312,8 +329,9 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         feats, fg = self.patches(sample, foreground)
         self.check_width(feats.shape[1], self.stats["mean"].numel(),
                          f"its networks ({STATE_FILE})")
+        z = self._standardise(feats)
         with torch.no_grad():
-            s = F.softplus(self.net(self._standardise(feats)))
+            s = self.calibrate(z, F.softplus(self.net(z)))
         return patch_grid(s, fg, self.grid)
 
     # --- persistence ----------------------------------------------------------------------
@@ -322,7 +340,8 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         from pcad.io import atomic_save
 
         state = {"net": {k: v.cpu() for k, v in self.net.state_dict().items()},
-                 "stats": {k: v.cpu() for k, v in self.stats.items()}}
+                 "stats": {k: v.cpu() for k, v in self.stats.items()},
+                 **self.calibration_state()}
         atomic_save(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:
@@ -338,3 +357,4 @@ class PBASDetector(ModalityPatchesMixin, GridDeviceMixin, Detector):
         self.net.to(self.device).eval()
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
         self.history = [float(x) for x in state.get("history", [])]
+        self.load_calibration(saved, width, str(path))
