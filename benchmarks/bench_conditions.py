@@ -16,9 +16,10 @@ whichever of fader, hetnet, onenip, uniad, vitad are registered when it runs;
 ``PCAD_BENCH_DETECTORS=btf,pbas`` chooses others, ``PCAD_BENCH_SEEDS=0,1`` the seeds,
 ``PCAD_BENCH_RUNS=FILE.jsonl`` keeps every finished (detector, part, seed) as one JSON line and
 skips those already there (an interrupted benchmark resumes), ``PCAD_BENCH_DATA=DIR`` keeps the
-rendered datasets in ``DIR`` (the generator resumes them: a later run renders nothing again). Each run is fitted and evaluated
-through the engine (:func:`pcad.engine.train`, :func:`pcad.engine.evaluate_run`, no maps) in a
-child process with one torch thread, which also reports its peak resident memory
+rendered datasets in ``DIR`` (:func:`runlog.data_root`: a later run renders nothing again).
+Each run is fitted and evaluated through the engine (:func:`pcad.engine.train`,
+:func:`pcad.engine.evaluate_run`, no maps) in a child process with one torch thread, which also
+reports its peak resident memory
 (``peak_rss_mb``) and what the fitted run keeps (:func:`footprint`: ``params``, the values in
 its weights, statistics and memory banks, and ``run_mb``); a run that fails gives an ``error``
 row.
@@ -48,7 +49,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_generalization import _stats, selected_seeds  # noqa: E402
-from runlog import append_run, load_runs, setting_row, table_main  # noqa: E402
+from runlog import append_run, data_root, load_runs, setting_row, table_main  # noqa: E402
 
 BENCH = "conditions"
 PARTS = ("gear", "plate", "bracket", "potato")
@@ -337,14 +338,12 @@ def run(quick: bool) -> list[dict]:
     wanted = {(d, p, s) for d in detectors for p in parts for s in seeds}
     runs = [r for r in load_runs(log) if (r["detector"], r["part"], r["seed"]) in wanted]
     done = {(r["detector"], r["part"], r["seed"]) for r in runs}
-    kept = os.environ.get("PCAD_BENCH_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             if all((d, p, seed) in done for d in detectors for p in parts):
                 continue
             t0 = time.perf_counter()
-            data = render(seed, parts, counts, Path(kept) if kept else Path(tmp),
-                          workers=1 if quick else 2)
+            data = render(seed, parts, counts, data_root(tmp), workers=1 if quick else 2)
             print(f"  conditions: seed {seed}: {len(parts)} parts rendered twice in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             torch.set_num_threads(1)

@@ -24,7 +24,8 @@ per detector, the mean over meshes (``mesh`` = ``"mean"``) of the per-mesh means
 ``seed_std`` (mean of the per-mesh seed std) and the worst and best mesh (``min``, ``max``).
 A run that fails gives an ``error`` row and the others go on. ``PCAD_BENCH_RUNS=FILE.jsonl``
 keeps every finished run as one JSON line and skips the runs already there, so an interrupted
-benchmark resumes where it stopped (a seed whose runs are all done is not rendered again).
+benchmark resumes where it stopped (a seed whose runs are all done is not rendered again);
+``PCAD_BENCH_DATA=DIR`` keeps the rendered datasets in ``DIR`` (:func:`runlog.data_root`).
 Without the meshes folder (CI clones have no ``../shared``) the module returns one ``skipped`` row.
 
 The README table (:func:`render_table`):
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from runlog import append_run, load_runs, setting_row, table_main  # noqa: E402
+from runlog import append_run, data_root, load_runs, setting_row, table_main  # noqa: E402
 
 BENCH = "generalization"
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off")
@@ -323,7 +324,7 @@ def run(quick: bool) -> list[dict]:
         for seed in seeds:
             if all((d, c.name, seed) in done for d in detectors for c in cats):
                 continue
-            data = Path(tmp) / f"data-{seed}"
+            data = data_root(tmp) / f"data-{seed}"
             cfg = DatasetConfig(categories=cats, seed=seed, **counts)
             t0 = time.perf_counter()
             generate(cfg, data, workers=2, progress=False)

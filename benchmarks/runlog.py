@@ -1,5 +1,6 @@
 """What several benchmarks share: the JSON-lines file of finished runs that lets an
-interrupted benchmark resume (``PCAD_BENCH_RUNS``), and the ``--table FILE`` entry point that
+interrupted benchmark resume (``PCAD_BENCH_RUNS``), the folder its rendered datasets are kept
+in (``PCAD_BENCH_DATA``), and the ``--table FILE`` entry point that
 prints a benchmark's README table from a ``benchmarks/run.py`` output.
 
 Example:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,19 @@ def load_runs(path: Path | None) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return runs
+
+
+def data_root(tmp: str | Path) -> Path:
+    """Where a benchmark renders its datasets: ``$PCAD_BENCH_DATA`` when set (kept: the
+    generator resumes a complete dataset without rendering it again; one folder per benchmark
+    and workload), else ``tmp`` (its temporary folder).
+
+    >>> os.environ.pop("PCAD_BENCH_DATA", None) and None
+    >>> data_root("/tmp/x")
+    PosixPath('/tmp/x')
+    """
+    kept = os.environ.get("PCAD_BENCH_DATA")
+    return Path(kept) if kept else Path(tmp)
 
 
 def append_run(path: Path | None, run: dict[str, Any]) -> None:

@@ -117,8 +117,13 @@ def test_quick_run_logs_and_resumes(bc, tmp_path, monkeypatch):
     monkeypatch.delenv("PCAD_BENCH_SEEDS", raising=False)
     log = tmp_path / "runs.jsonl"
     monkeypatch.setenv("PCAD_BENCH_RUNS", str(log))
+    monkeypatch.setenv("PCAD_BENCH_DATA", str(tmp_path / "kept"))
     rows = bc.run(quick=True)
     assert not [r for r in rows if r.get("error")], rows
+    # the renders are kept where PCAD_BENCH_DATA says, both conditions complete
+    for cond in ("standard", "strong"):
+        info = json.loads((tmp_path / "kept" / f"data-0-{cond}" / "dataset.json").read_text())
+        assert info["complete"] and info["config"].get("conditions", "standard") == cond
     for key in ("i_auroc", "p_auroc", "aupro"):
         std = _row(rows, "btf", "plate", "standard", key)["value"]
         strong = _row(rows, "btf", "plate", "strong", key)["value"]
