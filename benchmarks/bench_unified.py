@@ -20,7 +20,8 @@ child process with one torch thread, so that its peak resident memory (the child
 1 of each defect type per category, the demo set only (a smoke test).
 ``PCAD_BENCH_RUNS=FILE.jsonl`` keeps every finished (detector, dataset, setting) as one JSON
 line and skips those already there (an interrupted benchmark resumes; datasets all of whose
-runs are kept are not rendered again).
+runs are kept are not rendered again); ``PCAD_BENCH_DATA=DIR`` keeps the rendered datasets in
+``DIR`` (:func:`runlog.data_root`).
 
 Rows: per (detector, dataset, setting) the mean over categories of I-AUROC, I-AP, I-F1-max,
 P-AUROC, P-AP, P-F1-max, AUPRO@0.3 and mAD (``per_category`` holds each category's), fit
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from runlog import append_run, load_runs, table_main  # noqa: E402
+from runlog import append_run, data_root, load_runs, table_main  # noqa: E402
 
 BENCH = "unified"
 #: the detectors compared (those not registered are left out)
@@ -201,7 +202,7 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset, cats in _datasets(quick).items():
             todo = [(d, s) for d in dets for s in SETTINGS if (d, dataset, s) not in kept]
-            data, names = (_render(cats, Path(tmp) / "data" / dataset, quick) if todo
+            data, names = (_render(cats, data_root(Path(tmp) / "data") / dataset, quick) if todo
                            else ("", []))
             for det in dets:
                 for setting in SETTINGS:
