@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pcad.detectors import create_detector, load_detector
-from pcad.detectors.error_calibration import FLOOR, ErrorCalibration
+from pcad.detectors.error_calibration import FLOOR, ErrorCalibration, coreset_errors
 from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
 
@@ -125,3 +125,39 @@ def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
     rec_path.write_text(json.dumps(record))
     with pytest.raises(FileFormatError, match="calibration"):
         load_detector(tmp_path / "run")
+
+
+def test_coreset_errors_are_the_mean_error_of_the_nearest_training_tokens():
+    g = torch.Generator().manual_seed(1)
+    tokens, errors = torch.randn(400, 6, generator=g), torch.rand(400, generator=g)
+    centres, means = coreset_errors(tokens, errors, 32)
+    assert centres.shape == (32, 6) and means.shape == (32,)
+    owner = torch.cdist(tokens.double(), centres.double()).argmin(1)
+    want = torch.stack([errors[owner == i].double().mean() for i in range(32)]).float()
+    torch.testing.assert_close(means, want)
+    # every centre is a training token
+    assert all(bool((tokens == c).all(1).any()) for c in centres)
+
+
+def test_calibration_size_keeps_a_coreset_and_keep_limits_the_search(plate_bumps,
+                                                                      plate_bumps_test):
+    assert create_detector("pbas").config["calibration_size"] == 512
+    assert create_detector("uniad").config["calibration_size"] is None
+    with pytest.raises(InvalidInputError, match="calibration_size") as info:
+        create_detector("pbas", calibration_size=0)
+    assert "\n" not in str(info.value)
+    det = create_detector("pbas", image_size=64, modality="both", device="cpu", epochs=3,
+                          calibration_size=16)
+    det.fit(list(open_split(plate_bumps, "plate", "train", det)))
+    assert len(det.calibration.tokens) == 16
+    s = plate_bumps_test[-1]
+    feats, fg = det.patches(s)
+    z = det._standardise(feats)
+    with torch.no_grad():
+        d = torch.nn.functional.softplus(det.net(z))
+    full = det.calibrate(z, d)
+    part = det.calibrate(z, d, fg)
+    torch.testing.assert_close(part[fg], full[fg])
+    torch.testing.assert_close(part[~fg], d[~fg])  # off the part: not searched
+    np.testing.assert_allclose(det.patch_scores(s).reshape(-1)[fg], full[fg].numpy(),
+                               rtol=1e-6)

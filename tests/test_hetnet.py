@@ -19,6 +19,7 @@ from pcad.detectors.hetnet import (
     LocalGaussianNoise,
     LocalGlobalFusion,
     lite2_teacher,
+    photometric_jitter,
 )
 from pcad.engine import open_split
 from pcad.errors import InvalidInputError
@@ -37,7 +38,8 @@ def fitted(plate_bumps_fit):
     ({"fusion_kernel": 0}, "fusion_kernel"), ({"noise_scale": -1}, "noise_scale"),
     ({"noise_scale": 100}, "noise_scale"), ({"noise_radius": -1}, "noise_radius"),
     ({"noise_radius": 9}, "noise_radius"), ({"shrinkage": 1.5}, "shrinkage"),
-    ({"xyz_weight": -1}, "xyz_weight"), ({"epochs": 0}, "epochs"), ({"lr": 0}, "lr"),
+    ({"xyz_weight": -1}, "xyz_weight"), ({"photometric_views": -1}, "photometric_views"),
+    ({"photometric_views": 9}, "photometric_views"), ({"epochs": 0}, "epochs"), ({"lr": 0}, "lr"),
     ({"batch_size": 0}, "batch_size"), ({"image_score": "mean"}, "image_score"),
     ({"image_size": 60}, "image_size"), ({"device": "tpu"}, "device"), ({"nope": 1}, "nope"),
 ])
@@ -191,3 +193,42 @@ def test_noise_off_and_single_rgb_teacher(plate_bumps):
                           second_teacher="none", modality="both")
     det.fit(list(open_split(plate_bumps, "plate", "train", det))[:3])
     assert det.net.widths == (152, 33) and det.teacher_names() == ("effnet-lite0", "fpfh")
+
+
+def test_photometric_jitter_is_seeded_and_bounded():
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    a = photometric_jitter(img, np.random.default_rng(3))
+    assert np.array_equal(a, photometric_jitter(img, np.random.default_rng(3)))
+    assert not np.array_equal(a, photometric_jitter(img, np.random.default_rng(4)))
+    # exposure x tint in [0.54, 1.76] plus noise of sigma <= 3: a mid-grey stays in range
+    grey = photometric_jitter(np.full((64, 64, 3), 100, np.uint8), np.random.default_rng(0))
+    assert 40 <= grey.mean() <= 190 and grey.dtype == np.uint8
+
+
+def test_photometric_views_train_on_jittered_copies_of_each_image(plate_bumps, monkeypatch):
+    seen = []
+    real = create_detector("hetnet").fit_features
+
+    def spy(self, feats, masks, progress=False):
+        seen.append((len(feats), feats))
+        return real.__func__(self, feats, masks, progress)
+
+    from pcad.detectors.hetnet import HetNetDetector
+    monkeypatch.setattr(HetNetDetector, "fit_features", spy)
+    train = list(open_split(plate_bumps, "plate", "train",
+                            create_detector("hetnet", modality="both")))[:3]
+    det = create_detector("hetnet", image_size=64, device="cpu", epochs=1, modality="both",
+                          photometric_views=2)
+    det.fit(train)
+    n, feats = seen[-1]
+    assert n == 9  # each image and two jittered copies
+    orig, copy = feats[0], feats[1]
+    assert not np.array_equal(orig[0], copy[0]) and not np.array_equal(orig[1], copy[1])
+    assert np.array_equal(orig[2], copy[2])  # the point teacher sees the same cloud
+    again = create_detector("hetnet", image_size=64, device="cpu", epochs=1, modality="both",
+                            photometric_views=2).fit(train)
+    assert again.predict(train[0])[0] == det.predict(train[0])[0]  # seeded
+    xyz_only = create_detector("hetnet", image_size=64, device="cpu", epochs=1,
+                               modality="xyz", photometric_views=2)
+    xyz_only.fit(train)
+    assert seen[-1][0] == 3  # no RGB teacher: nothing to jitter

@@ -70,6 +70,8 @@ COMMON_OPTION_HELP: dict[str, str] = {
     "calibration": "nearest (each patch's error, discrepancy or cost divided by the fitted "
                    "model's on the nearest training patch: pcad.detectors.error_calibration) "
                    "or none (the raw one)",
+    "calibration_size": "training patches the calibration keeps: a greedy coreset of this "
+                        "many, each with its nearest patches' mean error; null: all",
     "fpfh_neighbours": "most neighbours of each point's FPFH histogram, within 10 point "
                        "spacings (BTF's: 100)",
     "point_weights": "local Point-MAE checkpoint; null: the small one shipped with pcad",

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pcad.checks import check_choice
+from pcad.checks import check_choice, check_int
 from pcad.errors import FileFormatError
 
 __all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration",
@@ -135,22 +135,31 @@ class CalibrationOption:
         ['errors', 'tokens']
     """
 
-    #: the option's default, for a detector's ``defaults``
-    CALIBRATION_DEFAULTS: ClassVar[dict[str, Any]] = {"calibration": "nearest"}
+    #: the options' defaults, for a detector's ``defaults`` (``calibration_size`` None: every
+    #: training patch on the part is a reference)
+    CALIBRATION_DEFAULTS: ClassVar[dict[str, Any]] = {"calibration": "nearest",
+                                                      "calibration_size": None}
     #: what runs saved before the option existed were fitted with, for ``legacy_options``
     CALIBRATION_LEGACY: ClassVar[dict[str, Any]] = {"calibration": "none"}
     calibration: ErrorCalibration | None = None
 
     def check_calibration(self) -> None:
-        """Check the ``calibration`` option (where the detector has it)."""
+        """Check the ``calibration`` and ``calibration_size`` options (where the detector has
+        them)."""
         if "calibration" in self.defaults:
             self.config["calibration"] = check_choice(self.config["calibration"],
                                                       "calibration", CALIBRATIONS)
+        if self.config.get("calibration_size") is not None:
+            self.config["calibration_size"] = check_int(self.config["calibration_size"],
+                                                        "calibration_size", minimum=1)
 
     def fit_error_calibration(self, tokens: Any, errors: Any, keep: Any = None) -> None:
         """With ``calibration="nearest"``: keep the fitted model's ``(m,)`` ``errors`` on its
         ``(m, C)`` standardised training ``tokens``, those of the ``(m,)`` bool mask ``keep``
-        only (the part) when it selects any; otherwise no calibration."""
+        only (the part) when it selects any; otherwise no calibration. With
+        ``calibration_size`` ``k < m``: a greedy k-center coreset of the tokens (PatchCore's,
+        :func:`~pcad.memory.coreset.greedy_coreset`), each holding the mean error of the
+        training tokens nearest to it (a ``k``-row search per test patch instead of ``m``)."""
         self.calibration = None
         if self.config.get("calibration") != "nearest":
             return
@@ -160,17 +169,30 @@ class CalibrationOption:
             k = torch.as_tensor(np.asarray(keep, dtype=bool).reshape(-1))
             if bool(k.any()):
                 t, e = t[k], e[k]
+        size = self.config.get("calibration_size")
+        if size is not None and size < len(t):
+            t, e = coreset_errors(t, e, size, self.config.get("seed", 0))
         self.calibration = ErrorCalibration(t, e, self.device)
 
-    def calibrate(self, z: Any, d: Any) -> Any:
+    def calibrate(self, z: Any, d: Any, keep: Any = None) -> Any:
         """``d`` (``(n,)``, torch or numpy) over the training error of each ``(n, C)`` token
-        ``z``'s nearest training token, or ``d`` itself without a calibration."""
+        ``z``'s nearest training token, or ``d`` itself without a calibration; with the
+        ``(n,)`` bool mask ``keep`` (the part) only those tokens are searched and divided (the
+        others keep ``d``: the map is 0 there)."""
         if self.calibration is None:
             return d
-        if isinstance(d, np.ndarray):
-            z = torch.from_numpy(np.asarray(z, dtype=np.float32))
-            return self.calibration(z, torch.from_numpy(d)).numpy().astype(d.dtype)
-        return self.calibration(z, d)
+        numpy = isinstance(d, np.ndarray)
+        zt = torch.from_numpy(np.asarray(z, dtype=np.float32)) if numpy else z
+        dt = torch.from_numpy(d) if numpy else d
+        if keep is None:
+            out = self.calibration(zt, dt)
+        else:
+            rows = torch.from_numpy(np.flatnonzero(np.asarray(keep, dtype=bool).reshape(-1)))
+            out = dt.clone()
+            if len(rows):
+                rows = rows.to(dt.device)
+                out[rows] = self.calibration(zt[rows.to(zt.device)], dt[rows])
+        return out.numpy().astype(d.dtype) if numpy else out
 
     def calibration_state(self) -> dict[str, Any]:
         """``{"calibration": ...}`` for the state file, or ``{}`` without a calibration."""
@@ -181,6 +203,29 @@ class CalibrationOption:
         from_run`)."""
         self.calibration = ErrorCalibration.from_run(saved, self.config.get("calibration"),
                                                      width, where, self.device)
+
+
+def coreset_errors(tokens: torch.Tensor, errors: torch.Tensor, size: int, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens (size, C), errors (size,))``: a greedy k-center coreset of ``(m, C)``
+    ``tokens`` and, per coreset token, the mean of ``errors`` over the tokens nearest to it.
+
+    Example:
+        >>> t = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+        >>> c, e = coreset_errors(t, torch.tensor([1.0, 3.0, 10.0, 20.0]), 2)
+        >>> sorted(e.tolist())
+        [2.0, 15.0]
+    """
+    from pcad.memory.coreset import greedy_coreset
+    from pcad.memory.search import NearestNeighbours
+
+    idx = torch.from_numpy(greedy_coreset(tokens, n=size, seed=seed))
+    centres = tokens[idx]
+    _, owner = NearestNeighbours(centres.numpy(), backend="auto").query(tokens.numpy(), k=1)
+    owner = torch.from_numpy(owner[:, 0]).long()
+    total = torch.zeros(size, dtype=torch.float64).index_add_(0, owner, errors.double())
+    count = torch.bincount(owner, minlength=size).clamp_min(1)
+    return centres, (total / count).float()
 
 
 def token_errors_in_batches(distances: Any, x: torch.Tensor, batch: int = 8) -> np.ndarray:

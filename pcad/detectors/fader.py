@@ -282,7 +282,7 @@ class FADeRDetector(ViTADDetector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
                 "device": "auto", **FPFH_DEFAULTS,
-                "calibration": "nearest"}
+                **ViTADDetector.CALIBRATION_DEFAULTS}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "decoder width (the input projection maps the tokens to it); a multiple of heads",
         "depth": "decoder transformer blocks",

@@ -357,6 +357,25 @@ class LocalGaussianNoise:
         return math.sqrt(1 - lam) * low * self._scale[:, None] + math.sqrt(lam) * diag
 
 
+def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W, 3) uint8``: ``rgb`` under another exposure (x log-uniform 0.6-1.6), colour
+    tint (x U(0.9, 1.1) per channel) and sensor noise (Gaussian, sigma U(0, 3) grey levels),
+    drawn from ``rng``.
+
+    Example:
+        >>> img = np.full((4, 4, 3), 100, np.uint8)
+        >>> out = photometric_jitter(img, np.random.default_rng(0))
+        >>> out.shape, out.dtype, bool((out != img).any())
+        ((4, 4, 3), dtype('uint8'), True)
+    """
+    exposure = math.exp(rng.uniform(math.log(0.6), math.log(1.6)))
+    tint = rng.uniform(0.9, 1.1, 3)
+    sigma = rng.uniform(0.0, 3.0)
+    out = rgb.astype(np.float32) * (exposure * tint).astype(np.float32)
+    out += (sigma * rng.standard_normal(rgb.shape)).astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 @register_detector("hetnet")
 class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Detector):
     """Noise-fusion distillation with heterogeneous teachers (see the module)."""
@@ -366,7 +385,8 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
     supports_distributed = False
     defaults = {"image_size": 224, "modality": "auto", "second_teacher": "effnet-lite2",
                 "hidden": 128, "dim": 64, "fusion_kernel": 3, "noise_scale": 0.5,
-                "noise_radius": 1, "shrinkage": 0.1, "xyz_weight": 1.0, "epochs": 40,
+                "noise_radius": 1, "shrinkage": 0.1, "xyz_weight": 1.0, "photometric_views": 0,
+                "epochs": 40,
                 "lr": 2e-3, "batch_size": 2, "weight_decay": 1e-4, "warmup_epochs": 1,
                 "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
@@ -391,6 +411,9 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         "noise_radius": "half side of the neighbourhood the local Gaussians are fitted on",
         "shrinkage": "local covariance shrunk towards its diagonal by this fraction",
         "xyz_weight": "weight of the point teacher's discrepancy in the map (RGB teachers: 1)",
+        "photometric_views": "extra views of each training image with random exposure, colour "
+                             "tint and sensor noise (photometric_jitter) that the students also "
+                             "learn (0: none)",
         "batch_size": "training batch size in images (all their patches)",
         "image_score": IMAGE_SCORE_HELP,
     }
@@ -413,6 +436,8 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         c["noise_radius"] = check_int(c["noise_radius"], "noise_radius", minimum=0, maximum=4)
         c["shrinkage"] = check_fraction(c["shrinkage"], "shrinkage")
         c["xyz_weight"] = check_positive(c["xyz_weight"], "xyz_weight", allow_zero=True)
+        c["photometric_views"] = check_int(c["photometric_views"], "photometric_views",
+                                           minimum=0, maximum=8)
         self.check_calibration()
         self.check_training_options()
         self.net: HetNetStudents | None = None
@@ -452,14 +477,19 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         """``([(n, C_k) float32 per teacher], fg (n,) bool or None)``: each teacher's patch
         features of ``sample`` (order of :meth:`teacher_names`)."""
         rgb, pts, fg = self.modality_parts(sample, foreground, where)
-        out = []
-        if rgb is not None:
-            out.append(rgb)
-            if self.config["second_teacher"] != "none":
-                out.append(self.second_rgb(sample.rgb))
+        out = [] if rgb is None else self.rgb_teachers(sample.rgb, rgb)
         if pts is not None:
             out.append(pts)
         return out, fg
+
+    def rgb_teachers(self, image: np.ndarray, first: np.ndarray | None = None
+                     ) -> list[np.ndarray]:
+        """The RGB teachers' ``(n, C_k)`` patch features of an ``(H, W, 3) uint8`` image
+        (``first``: the first teacher's, when already computed)."""
+        out = [self._features.rgb(image) if first is None else first]
+        if self.config["second_teacher"] != "none":
+            out.append(self.second_rgb(image))
+        return out
 
     def _standardise(self, k: int, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         return standardise(x, self.stats[f"mean{k}"], self.stats[f"std{k}"], self.device)
@@ -480,10 +510,17 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         items = self._train_list(samples)
         self.resolve_modality(items)  # "auto" becomes what the data has
         feats, masks = [], []
+        views = self.config["photometric_views"] if "rgb" in self.modalities else 0
+        rng = np.random.default_rng(self.config["seed"] + 2)
+        n_rgb = 1 + (self.config["second_teacher"] != "none")
         for s in tqdm(items, disable=not progress, desc="hetnet teachers", unit="sample"):
             f, fg = self.teachers(s, where="training set")
+            mask = np.ones(len(f[0]), bool) if fg is None else fg
             feats.append(f)
-            masks.append(np.ones(len(f[0]), bool) if fg is None else fg)
+            masks.append(mask)
+            for _ in range(views):  # the same part under other exposure / tint / noise
+                feats.append(self.rgb_teachers(photometric_jitter(s.rgb, rng)) + f[n_rgb:])
+                masks.append(mask)
         self.fit_features(feats, np.stack(masks), progress=progress)
         self.calibration = None
         if self.config["calibration"] == "nearest":
@@ -575,7 +612,7 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
                                     f"with {len(self.net.widths)}")
         for f, width in zip(feats, self.net.widths, strict=True):
             self.check_width(f.shape[1], width, f"its students ({STATE_FILE})")
-        return patch_grid(self.calibrate(*self.patch_errors(feats)), fg, self.grid)
+        return patch_grid(self.calibrate(*self.patch_errors(feats), fg), fg, self.grid)
 
     def patch_errors(self, feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z (n, sum C_k), d (n,))`` of one image's teacher features: the standardised

@@ -196,7 +196,7 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
                 "sigma": 4.0, "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
-                **CalibrationOption.CALIBRATION_DEFAULTS}
+                **CalibrationOption.CALIBRATION_DEFAULTS, "calibration_size": 512}
     SCORES = ("foreground-max", "max")
     #: runs saved before the calibration existed score raw discriminator outputs
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
@@ -331,7 +331,7 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
                          f"its networks ({STATE_FILE})")
         z = self._standardise(feats)
         with torch.no_grad():
-            s = self.calibrate(z, F.softplus(self.net(z)))
+            s = self.calibrate(z, F.softplus(self.net(z)), fg)
         return patch_grid(s, fg, self.grid)
 
     # --- persistence ----------------------------------------------------------------------

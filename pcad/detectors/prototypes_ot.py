@@ -350,7 +350,7 @@ class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMi
         self.check_width(toks.shape[1], self.state["mean"].numel(),
                          f"its prototypes ({STATE_FILE})")
         z, scores = self.token_costs(toks)
-        return patch_grid(self.calibrate(z, scores), fg, self.grid)
+        return patch_grid(self.calibrate(z, scores, fg), fg, self.grid)
 
     def token_costs(self, toks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z (n, C) float64, costs (n,) float32)`` of ``(n, C)`` patch tokens: the

@@ -392,7 +392,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         z = self._standardise(toks)
         with torch.no_grad():
             d = self.decoder.distances(z[None])[0]
-            d = self.calibrate(z, d)
+            d = self.calibrate(z, d, fg)
         return patch_grid(d, fg, self.token_grid)
 
     # --- persistence ----------------------------------------------------------------------
