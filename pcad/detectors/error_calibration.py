@@ -32,7 +32,7 @@ import torch
 from pcad.checks import check_choice, check_int
 from pcad.errors import FileFormatError
 
-__all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration",
+__all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration", "coreset_errors",
            "token_errors_in_batches"]
 
 #: the ``calibration`` option: errors over the nearest training patch's (default), or raw
