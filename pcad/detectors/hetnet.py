@@ -81,7 +81,7 @@ What pcad does (and where it departs from the paper):
   cloud), so that the students learn to follow the RGB teachers under other light, as the
   strong acquisition conditions of ``pcad make-dataset --conditions strong`` bring at test
   time. Measured with 1 view on the built-in gear, plate, bracket and potato, dataset seed 0
-  (the conditions benchmark's datasets): I-AUROC standard 0.840 -> 0.843, strong 0.753 ->
+  (the conditions benchmark's datasets): I-AUROC standard 0.840 -> 0.842, strong 0.753 ->
   0.770; seed 1, gear and plate only: standard 0.927 / 0.964 -> 0.932 / 0.932, strong
   0.651 / 0.693 -> 0.667 / 0.719; fit about twice as long. Not the default: six runs, and
   not checked on the shared meshes.
