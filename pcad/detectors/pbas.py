@@ -61,7 +61,7 @@ What pcad does (and where it departs from the paper):
   saved before the option load with it). The references are a greedy coreset of
   ``calibration_size`` = 512 training patches, each with the mean score of the training
   patches nearest to it: with every patch (about 8000 at 224 px) the search made pbas's head
-  three times slower, no longer the fastest (``benchmarks/bench_heads.py``). Measured on the
+  1.05x fader's, no longer the fastest (``benchmarks/bench_heads.py``). Measured on the
   built-in gear, plate, bracket and potato, dataset seeds 0-2 (20 training, 8 good + 24
   defective test samples, 224 px): I-AUROC 0.799 (none) -> 0.819 (every training patch) ->
   0.826 (512; 9 runs better than none, 2 worse), AUPRO@0.3 0.873 -> 0.866 -> 0.867, P-AUROC
