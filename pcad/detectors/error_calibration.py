@@ -117,9 +117,10 @@ class CalibrationOption:
 
     A detector puts ``**CALIBRATION_DEFAULTS`` in its ``defaults`` (``"nearest"``) and
     ``**CALIBRATION_LEGACY`` in its ``legacy_options`` (runs saved before the option existed
-    score raw errors), calls :meth:`check_calibration` in ``__init__``,
-    :meth:`fit_error_calibration` after fitting, :meth:`calibrate` on each test sample's
-    errors and :meth:`calibration_state` / :meth:`load_calibration` in its state file. A
+    score raw errors), calls :meth:`check_calibration` in ``__init__``, computes its training
+    errors only when :attr:`calibrating` and hands them to :meth:`fit_error_calibration`,
+    calls :meth:`calibrate` on each test sample's errors and :meth:`calibration_state` /
+    :meth:`load_calibration` in its state file. A
     subclass without the option in its ``defaults`` (onenip) never calibrates.
 
     Example:
@@ -153,6 +154,11 @@ class CalibrationOption:
             self.config["calibration_size"] = check_int(self.config["calibration_size"],
                                                         "calibration_size", minimum=1)
 
+    @property
+    def calibrating(self) -> bool:
+        """Whether a fit keeps a calibration (``calibration="nearest"``)."""
+        return self.config.get("calibration") == "nearest"
+
     def fit_error_calibration(self, tokens: Any, errors: Any, keep: Any = None) -> None:
         """With ``calibration="nearest"``: keep the fitted model's ``(m,)`` ``errors`` on its
         ``(m, C)`` standardised training ``tokens``, those of the ``(m,)`` bool mask ``keep``
@@ -161,7 +167,7 @@ class CalibrationOption:
         :func:`~pcad.memory.coreset.greedy_coreset`), each holding the mean error of the
         training tokens nearest to it (a ``k``-row search per test patch instead of ``m``)."""
         self.calibration = None
-        if self.config.get("calibration") != "nearest":
+        if not self.calibrating:
             return
         t = torch.as_tensor(tokens, dtype=torch.float32).detach().cpu()
         e = torch.as_tensor(errors, dtype=torch.float32).detach().cpu()

@@ -504,11 +504,15 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
     def _standardise(self, k: int, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         return standardise(x, self.stats[f"mean{k}"], self.stats[f"std{k}"], self.device)
 
+    def rgb_teacher_count(self) -> int:
+        """How many teachers read the RGB image (0 without the rgb modality); they come first
+        in :meth:`teacher_names`."""
+        return ("rgb" in self.modalities) * (1 + (self.config["second_teacher"] != "none"))
+
     def teacher_weights(self) -> list[float]:
         """The map's weight of each teacher: 1 per RGB teacher, ``xyz_weight`` for the point
         teacher."""
-        n_rgb = sum(1 for m in self.modalities if m == "rgb") * (
-            1 + (self.config["second_teacher"] != "none"))
+        n_rgb = self.rgb_teacher_count()
         k = len(self.teacher_names())
         return [1.0 if i < n_rgb else self.config["xyz_weight"] for i in range(k)]
 
@@ -520,9 +524,9 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         items = self._train_list(samples)
         self.resolve_modality(items)  # "auto" becomes what the data has
         feats, masks = [], []
-        views = self.config["photometric_views"] if "rgb" in self.modalities else 0
+        n_rgb = self.rgb_teacher_count()
+        views = self.config["photometric_views"] if n_rgb else 0
         rng = np.random.default_rng(self.config["seed"] + 2)
-        n_rgb = 1 + (self.config["second_teacher"] != "none")
         for s in tqdm(items, disable=not progress, desc="hetnet teachers", unit="sample"):
             f, fg = self.teachers(s, where="training set")
             mask = np.ones(len(f[0]), bool) if fg is None else fg
@@ -532,8 +536,7 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
                 feats.append(self.rgb_teachers(photometric_jitter(s.rgb, rng)) + f[n_rgb:])
                 masks.append(mask)
         self.fit_features(feats, np.stack(masks), progress=progress)
-        self.calibration = None
-        if self.config["calibration"] == "nearest":
+        if self.calibrating:
             pairs = [self.patch_errors(f) for f in feats]
             self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
                                        torch.cat([d for _, d in pairs]), np.concatenate(masks))

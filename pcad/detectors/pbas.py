@@ -320,8 +320,9 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
             seed=c["seed"], progress=progress, desc="pbas training",
             extra_state={"synthesis": gen})
         self.net.eval()
-        with torch.no_grad():
-            self.fit_error_calibration(x, F.softplus(self.net(x)))
+        if self.calibrating:
+            with torch.no_grad():
+                self.fit_error_calibration(x, F.softplus(self.net(x)))
         self.fitted = True
         return self
 

@@ -294,8 +294,7 @@ class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMi
                  for s in tqdm(items, disable=not progress, desc="prototypes-ot features",
                                unit="sample")]
         self.fit_tokens(np.stack([t for t, _ in pairs]), progress=progress)
-        self.calibration = None
-        if self.config["calibration"] == "nearest":
+        if self.calibrating:
             zs, costs = zip(*(self.token_costs(toks) for toks, _ in pairs), strict=True)
             keep = [np.ones(len(z), bool) if fg is None else np.asarray(fg, bool)
                     for z, (_, fg) in zip(zs, pairs, strict=True)]

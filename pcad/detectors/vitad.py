@@ -322,8 +322,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         """With ``calibration="nearest"``: keep the fitted decoder's error on every training
         token ``(N, n, C)`` on the part (``fgs``: each sample's ``(n,)`` foreground, or None:
         every token) with the standardised token (:mod:`~pcad.detectors.error_calibration`)."""
-        self.calibration = None
-        if self.config.get("calibration") != "nearest":
+        if not self.calibrating:
             return
         n_img, n_tok, width = tokens.shape
         x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
