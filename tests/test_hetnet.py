@@ -232,3 +232,12 @@ def test_photometric_views_train_on_jittered_copies_of_each_image(plate_bumps, m
                                modality="xyz", photometric_views=2)
     xyz_only.fit(train)
     assert seen[-1][0] == 3  # no RGB teacher: nothing to jitter
+
+
+def test_photometric_views_default_and_runs_saved_before_it():
+    from pcad.detectors.hetnet import HetNetDetector
+
+    assert create_detector("hetnet").config["photometric_views"] == 1
+    # a run saved before the option was fitted without jittered copies: it loads with 0
+    assert HetNetDetector.saved_config({"image_size": 64})["photometric_views"] == 0
+    assert HetNetDetector.saved_config({"photometric_views": 2})["photometric_views"] == 2
