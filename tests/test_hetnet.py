@@ -52,10 +52,12 @@ def test_bad_options_are_one_line_errors(config, word):
 def test_each_teachers_std_is_floored_at_a_tenth_of_its_rms(fitted, plate_bumps):
     from pcad.engine import open_split
 
-    rows = [fitted.teachers(s) for s in open_split(plate_bumps, "plate", "train", fitted)]
+    # what the students learnt from: the training images and their jittered copies
+    feats, _ = fitted.training_features(list(open_split(plate_bumps, "plate", "train", fitted)))
+    assert len(feats) == 6 * (1 + fitted.config["photometric_views"])
     assert fitted.std_floor == 0.1 and fitted.teacher_names()[-1] == "fpfh"
     for k in range(len(fitted.teacher_names())):
-        raw = torch.from_numpy(np.concatenate([f[k] for f, _ in rows]).astype(np.float64)).std(0)
+        raw = torch.from_numpy(np.concatenate([f[k] for f in feats]).astype(np.float64)).std(0)
         floor = 0.1 * float(raw.square().mean().sqrt())
         np.testing.assert_allclose(fitted.stats[f"std{k}"].double().numpy(),
                                    raw.clamp_min(floor).numpy(), rtol=1e-5)
@@ -101,11 +103,11 @@ def test_students_of_three_heterogeneous_teachers_train(fitted, plate_bumps_test
 
 def test_discrepancy_normalised_per_teacher_with_training_statistics(fitted, plate_bumps):
     """On the training patches each teacher's normalised discrepancy averages 1."""
-    items = list(open_split(plate_bumps, "plate", "train", fitted))
+    feats, masks = fitted.training_features(list(open_split(plate_bumps, "plate", "train",
+                                                            fitted)))
     total, count = np.zeros(3), 0
-    for s in items:
-        feats, fg = fitted.teachers(s, where="training set")
-        d = fitted.discrepancies(feats).cpu().numpy()
+    for f, fg in zip(feats, masks, strict=True):
+        d = fitted.discrepancies(f).cpu().numpy()
         total += d[:, fg].sum(1)
         count += int(fg.sum())
     np.testing.assert_allclose(total / count, 1.0, rtol=1e-3)

@@ -524,10 +524,24 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
     # --- fit / predict --------------------------------------------------------------------
 
     def fit(self, samples, progress: bool = False) -> HetNetDetector:
-        from tqdm import tqdm
-
         items = self._train_list(samples)
         self.resolve_modality(items)  # "auto" becomes what the data has
+        feats, masks = self.training_features(items, progress=progress)
+        self.fit_features(feats, masks, progress=progress)
+        if self.calibrating:
+            pairs = [self.patch_errors(f) for f in feats]
+            self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
+                                       torch.cat([d for _, d in pairs]), np.concatenate(masks))
+        return self
+
+    def training_features(self, items: Sequence[Any], progress: bool = False
+                          ) -> tuple[list[list[np.ndarray]], np.ndarray]:
+        """What the students learn from: each training sample's teacher features
+        (``feats[i][k]``: ``(n, C_k)``), followed by ``photometric_views`` jittered copies
+        (the RGB teachers on :func:`photometric_jitter` of its image, drawn from the seed; the
+        point teacher's features unchanged), and the scored patches ``(N, n) bool``."""
+        from tqdm import tqdm
+
         feats, masks = [], []
         n_rgb = self.rgb_teacher_count()
         views = self.config["photometric_views"] if n_rgb else 0
@@ -540,12 +554,7 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
             for _ in range(views):  # the same part under other exposure / tint / noise
                 feats.append(self.rgb_teachers(photometric_jitter(s.rgb, rng)) + f[n_rgb:])
                 masks.append(mask)
-        self.fit_features(feats, np.stack(masks), progress=progress)
-        if self.calibrating:
-            pairs = [self.patch_errors(f) for f in feats]
-            self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
-                                       torch.cat([d for _, d in pairs]), np.concatenate(masks))
-        return self
+        return feats, np.stack(masks)
 
     def fit_features(self, feats: list[list[np.ndarray]], masks: np.ndarray,
                      progress: bool = False) -> HetNetDetector:
