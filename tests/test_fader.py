@@ -157,7 +157,10 @@ def test_complexity_params_and_flops():
     uniad = network_complexity(create_detector("uniad", image_size=64), levels)
     plug = network_complexity(create_detector("uniad", image_size=64, fader=True), levels)
     assert plug["params"] - uniad["params"] == (64 * 32 + 32) + (32 + 1)  # FADeR's 2 layers
-    assert plug["flops"] > uniad["flops"] > a["flops"]  # fader is the smallest
+    # on the same tokens (uniad's 14 x 14 grid, pool 2) fader is the smallest
+    same = create_detector("fader", image_size=64, pool=2).complexity(levels)
+    assert plug["flops"] > uniad["flops"] > same["flops"]
+    assert a["flops"] > same["flops"]  # fader's own default: the stride-8 grid, 4x the tokens
 
 
 def test_uniad_plug_in_fits_predicts_saves_loads(train_samples, tmp_path):

@@ -61,11 +61,11 @@ What pcad does (and where it departs from the paper):
   saved before the option load with it). The references are a greedy coreset of
   ``calibration_size`` = 512 training patches, each with the mean score of the training
   patches nearest to it: with every patch (about 8000 at 224 px) the search made pbas's head
-  1.05x fader's, no longer the fastest (``benchmarks/bench_heads.py``). Measured on the
-  built-in gear, plate, bracket and potato, dataset seeds 0-2 (20 training, 8 good + 24
-  defective test samples, 224 px): I-AUROC 0.799 (none) -> 0.819 (every training patch) ->
-  0.826 (512; 9 runs better than none, 2 worse), AUPRO@0.3 0.873 -> 0.866 -> 0.867, P-AUROC
-  0.971 all three.
+  1.05x that of fader (with its 14 x 14 tokens then), no longer the fastest
+  (``benchmarks/bench_heads.py``). Measured on the built-in gear, plate, bracket and potato,
+  dataset seeds 0-2 (20 training, 8 good + 24 defective test samples, 224 px): I-AUROC
+  0.799 (none) -> 0.819 (every training patch) -> 0.826 (512; 9 runs better than none, 2
+  worse), AUPRO@0.3 0.873 -> 0.866 -> 0.867, P-AUROC 0.971 all three.
 - **Image score** (``image_score``): ``"foreground-max"`` (default), the map's maximum over
   the part when the sample has a cloud (the whole map for an RGB-only sample); ``"max"``.
 - **torchrun**: not supported (``supports_distributed`` False): training is seconds.
