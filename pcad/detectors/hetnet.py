@@ -408,7 +408,8 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
                 "device": "auto", "fpfh_neighbours": FPFH_DEFAULT_NEIGHBOURS,
                 **CalibrationOption.CALIBRATION_DEFAULTS}
     SCORES = ("foreground-max", "max")
-    #: runs saved before the calibration existed score raw discrepancies
+    #: runs saved before the calibration existed score raw discrepancies; those saved before the
+    #: photometric views were fitted without them
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
                                                 **CalibrationOption.CALIBRATION_LEGACY,
                                                 "photometric_views": 0}
