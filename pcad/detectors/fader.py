@@ -71,7 +71,9 @@ What pcad does (and where it departs from the paper):
   (per level on potato seed 0, uncalibrated: block 4 0.37, block 10 0.64, FPFH 0.52).
 - **Small by design**: :meth:`FADeRDetector.complexity` gives the parameters and the FLOPs
   of one sample's forward (:func:`network_complexity`, counted by
-  :class:`torch.utils.flop_counter.FlopCounterMode`).
+  :class:`torch.utils.flop_counter.FlopCounterMode`). At 224 px on RGB + FPFH tokens (152 + 33
+  channels): 143 k parameters and 0.89 GFLOPs with the default ``pool=1`` (784 tokens), 106 k
+  and 0.105 GFLOPs with ``pool=2``; uniad on its 196 tokens has 295 k and 0.099 GFLOPs.
 - **Plug-in**: the same :class:`FADeR` module goes into ``uniad``'s decoder with
   ``-o fader=true`` (:mod:`pcad.detectors.uniad`).
 - **torchrun**: not supported, as vitad.
