@@ -161,3 +161,59 @@ def test_calibration_size_keeps_a_coreset_and_keep_limits_the_search(plate_bumps
     torch.testing.assert_close(part[~fg], d[~fg])  # off the part: not searched
     np.testing.assert_allclose(det.patch_scores(s).reshape(-1)[fg], full[fg].numpy(),
                                rtol=1e-6)
+
+
+def test_groups_restrict_the_search_to_the_samples_category():
+    g = torch.Generator().manual_seed(2)
+    tokens, errors = torch.randn(200, 5, generator=g), torch.rand(200, generator=g) + 0.5
+    groups = ["a" if i % 3 else "b" for i in range(200)]
+    cal = ErrorCalibration(tokens, errors, groups=groups)
+    z = torch.randn(40, 5, generator=g)
+    for name in ("a", "b"):
+        rows = torch.tensor([i for i, x in enumerate(groups) if x == name])
+        nearest = rows[torch.cdist(z.double(), tokens[rows].double()).argmin(1)]
+        torch.testing.assert_close(cal.reference(z, name), errors[nearest])
+    everywhere = errors[torch.cdist(z.double(), tokens.double()).argmin(1)]
+    for other in (None, "c"):  # no category, or one not fitted: every token
+        torch.testing.assert_close(cal.reference(z, other), everywhere)
+    # one group only: no restriction kept, as without groups
+    assert ErrorCalibration(tokens, errors, groups=["a"] * 200).groups == {}
+    # the groups survive a save and a load; a bad index is a FileFormatError
+    state = cal.state()
+    assert state["group_names"] == ["b", "a"]  # in order of first appearance
+    again = ErrorCalibration.from_state(state, 5, "f")
+    torch.testing.assert_close(again.reference(z, "b"), cal.reference(z, "b"))
+    for bad in ({**state, "group_index": state["group_index"] + 5},
+                {**state, "group_names": "ab"},
+                {k: v for k, v in state.items() if k != "group_names"}):
+        with pytest.raises(FileFormatError, match="group"):
+            ErrorCalibration.from_state(bad, 5, "f")
+    with pytest.raises(ValueError, match="groups"):
+        ErrorCalibration(tokens, errors, groups=["a"])
+
+
+def test_unified_fit_calibrates_each_category_against_its_own_tokens(plate_bumps,
+                                                                    plate_bumps_test,
+                                                                    tmp_path):
+    from dataclasses import replace
+
+    det = create_detector("uniad", image_size=64, modality="both", device="cpu", epochs=3)
+    train = list(open_split(plate_bumps, "plate", "train", det))
+    train = [replace(s, category="other") if i % 2 else s for i, s in enumerate(train)]
+    det.fit(train)
+    assert sorted(det.calibration.groups) == ["other", "plate"]
+    s = plate_bumps_test[-1]
+    z, d, fg = raw_errors(det, s)
+    for cat in ("plate", "other"):
+        want = (d / det.calibration.reference(z, cat)).numpy()
+        got = det.patch_scores(replace(s, category=cat)).reshape(-1)
+        np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)
+    det.save(tmp_path / "run")
+    loaded = load_detector(tmp_path / "run")
+    assert sorted(loaded.calibration.groups) == ["other", "plate"]
+    assert loaded.predict(s)[0] == det.predict(s)[0]
+    # with calibration_size k: a coreset of k tokens per category
+    small = create_detector("uniad", image_size=64, modality="both", device="cpu", epochs=3,
+                            calibration_size=4).fit(train)
+    assert {k: len(v) for k, v in small.calibration.groups.items()} == {"plate": 4,
+                                                                       "other": 4}

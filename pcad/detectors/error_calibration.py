@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +34,7 @@ from pcad.checks import check_choice, check_int
 from pcad.errors import FileFormatError
 
 __all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration", "coreset_errors",
-           "token_errors_in_batches"]
+           "sample_category", "token_errors_in_batches"]
 
 #: the ``calibration`` option: errors over the nearest training patch's (default), or raw
 CALIBRATIONS = ("nearest", "none")
@@ -51,7 +52,8 @@ class ErrorCalibration:
         device: where the nearest-neighbour search runs.
     """
 
-    def __init__(self, tokens: Any, errors: Any, device: Any = "cpu") -> None:
+    def __init__(self, tokens: Any, errors: Any, device: Any = "cpu",
+                 groups: Sequence[str] | None = None) -> None:
         from pcad.memory.search import NearestNeighbours
 
         self.tokens = torch.as_tensor(tokens, dtype=torch.float32).detach().cpu()
@@ -60,25 +62,59 @@ class ErrorCalibration:
                 or not len(self.tokens):
             raise ValueError(f"ErrorCalibration: expected (m, C) tokens and (m,) errors, got "
                              f"{tuple(self.tokens.shape)} and {tuple(self.errors.shape)}")
+        if groups is not None and len(groups) != len(self.tokens):
+            raise ValueError(f"ErrorCalibration: {len(groups)} groups for "
+                             f"{len(self.tokens)} tokens")
         self.floor = max(FLOOR * float(self.errors.median()), 1e-6)
         dev = torch.device(device)
+        self._device = dev if dev.type == "cuda" else None
         self._search = NearestNeighbours(self.tokens.numpy(), backend="auto",
-                                         device=dev if dev.type == "cuda" else None)
+                                         device=self._device)
+        #: each group's rows (``groups`` given and naming two or more groups), and its search
+        self.groups: dict[str, torch.Tensor] = {}
+        self._group_search: dict[str, Any] = {}
+        names = [str(g) for g in groups] if groups is not None else []
+        if len(set(names)) > 1:
+            for name in dict.fromkeys(names):
+                self.groups[name] = torch.tensor([i for i, g in enumerate(names) if g == name])
 
-    def reference(self, z: torch.Tensor) -> torch.Tensor:
+    def reference(self, z: torch.Tensor, group: str | None = None) -> torch.Tensor:
         """``(n,)``: the training error of each ``(n, C)`` token's nearest training token,
-        floored (on ``z``'s device)."""
-        _, idx = self._search.query(z.detach().float().cpu().numpy(), k=1)
-        return self.errors[torch.from_numpy(idx[:, 0])].clamp_min(self.floor).to(z.device)
+        floored (on ``z``'s device); with ``group`` one of :attr:`groups`, the nearest of
+        that group's tokens (another or None: of all)."""
+        from pcad.memory.search import NearestNeighbours
 
-    def __call__(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``(n,)`` calibrated errors ``d / reference(z)`` of ``(n, C)`` tokens ``z`` with
-        errors ``d``."""
-        return d / self.reference(z).to(d.dtype)
+        q = z.detach().float().cpu().numpy()
+        rows = self.groups.get(str(group)) if group is not None else None
+        if rows is None:
+            _, idx = self._search.query(q, k=1)
+            pick = torch.from_numpy(idx[:, 0])
+        else:
+            if group not in self._group_search:
+                self._group_search[group] = NearestNeighbours(
+                    self.tokens[rows].numpy(), backend="auto", device=self._device)
+            _, idx = self._group_search[group].query(q, k=1)
+            pick = rows[torch.from_numpy(idx[:, 0])]
+        return self.errors[pick].clamp_min(self.floor).to(z.device)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """What a run saves: ``{"tokens", "errors"}``."""
-        return {"tokens": self.tokens, "errors": self.errors}
+    def __call__(self, z: torch.Tensor, d: torch.Tensor, group: str | None = None
+                 ) -> torch.Tensor:
+        """``(n,)`` calibrated errors ``d / reference(z, group)`` of ``(n, C)`` tokens ``z``
+        with errors ``d``."""
+        return d / self.reference(z, group).to(d.dtype)
+
+    def state(self) -> dict[str, Any]:
+        """What a run saves: ``{"tokens", "errors"}`` and, with :attr:`groups`,
+        ``"group_names"`` (list) and ``"group_index"`` ``(m,)`` int64 (each token's name's
+        index)."""
+        out: dict[str, Any] = {"tokens": self.tokens, "errors": self.errors}
+        if self.groups:
+            names = list(self.groups)
+            index = torch.empty(len(self.tokens), dtype=torch.int64)
+            for i, name in enumerate(names):
+                index[self.groups[name]] = i
+            out.update(group_names=names, group_index=index)
+        return out
 
     @classmethod
     def from_state(cls, state: Any, width: int, where: str, device: Any = "cpu"
@@ -95,7 +131,17 @@ class ErrorCalibration:
         if not ok:
             raise FileFormatError(f"{where}: 'calibration' must hold finite (m, {width}) "
                                   "'tokens' and (m,) non-negative 'errors'")
-        return cls(state["tokens"], state["errors"], device)
+        groups = None
+        if "group_names" in state or "group_index" in state:
+            names, index = state.get("group_names"), state.get("group_index")
+            if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+                    and isinstance(index, torch.Tensor) and index.dtype == torch.int64
+                    and index.shape == (len(state["tokens"]),)
+                    and bool(((index >= 0) & (index < len(names))).all())):
+                raise FileFormatError(f"{where}: 'calibration' must hold a list of str "
+                                      "'group_names' and an (m,) int64 'group_index' into it")
+            groups = [names[i] for i in index.tolist()]
+        return cls(state["tokens"], state["errors"], device, groups)
 
     @classmethod
     def from_run(cls, saved: dict[str, Any], mode: str, width: int, where: str,
@@ -159,45 +205,63 @@ class CalibrationOption:
         """Whether a fit keeps a calibration (``calibration="nearest"``)."""
         return self.config.get("calibration") == "nearest"
 
-    def fit_error_calibration(self, tokens: Any, errors: Any, keep: Any = None) -> None:
+    def fit_error_calibration(self, tokens: Any, errors: Any, keep: Any = None,
+                              groups: Sequence[str] | None = None) -> None:
         """With ``calibration="nearest"``: keep the fitted model's ``(m,)`` ``errors`` on its
         ``(m, C)`` standardised training ``tokens``, those of the ``(m,)`` bool mask ``keep``
         only (the part) when it selects any; otherwise no calibration. With
         ``calibration_size`` ``k < m``: a greedy k-center coreset of the tokens (PatchCore's,
         :func:`~pcad.memory.coreset.greedy_coreset`), each holding the mean error of the
-        training tokens nearest to it (a ``k``-row search per test patch instead of ``m``)."""
+        training tokens nearest to it (a ``k``-row search per test patch instead of ``m``).
+        ``groups``: each token's ``(m,)`` category; with two or more, :meth:`calibrate` given
+        a sample's category searches that category's tokens only (and the coreset is taken
+        per category, ``k`` each)."""
         self.calibration = None
         if not self.calibrating:
             return
         t = torch.as_tensor(tokens, dtype=torch.float32).detach().cpu()
         e = torch.as_tensor(errors, dtype=torch.float32).detach().cpu()
+        g = None if groups is None else np.asarray([str(x) for x in groups], dtype=object)
         if keep is not None:
-            k = torch.as_tensor(np.asarray(keep, dtype=bool).reshape(-1))
+            k = np.asarray(keep, dtype=bool).reshape(-1)
             if bool(k.any()):
-                t, e = t[k], e[k]
+                t, e = t[torch.from_numpy(k)], e[torch.from_numpy(k)]
+                g = None if g is None else g[k]
         size = self.config.get("calibration_size")
-        if size is not None and size < len(t):
-            t, e = coreset_errors(t, e, size, self.config.get("seed", 0))
-        self.calibration = ErrorCalibration(t, e, self.device)
+        if size is not None:
+            names = [None] if g is None else list(dict.fromkeys(g.tolist()))
+            parts = [torch.arange(len(t)) if name is None else
+                     torch.from_numpy(np.flatnonzero(g == name)) for name in names]
+            if any(size < len(rows) for rows in parts):
+                picked = [coreset_errors(t[rows], e[rows], size, self.config.get("seed", 0))
+                          if size < len(rows) else (t[rows], e[rows]) for rows in parts]
+                t = torch.cat([c for c, _ in picked])
+                e = torch.cat([x for _, x in picked])
+                if g is not None:
+                    g = np.asarray([n for n, (c, _) in zip(names, picked, strict=True)
+                                    for _ in range(len(c))], dtype=object)
+        self.calibration = ErrorCalibration(t, e, self.device,
+                                            None if g is None else g.tolist())
 
-    def calibrate(self, z: Any, d: Any, keep: Any = None) -> Any:
+    def calibrate(self, z: Any, d: Any, keep: Any = None, group: str | None = None) -> Any:
         """``d`` (``(n,)``, torch or numpy) over the training error of each ``(n, C)`` token
-        ``z``'s nearest training token, or ``d`` itself without a calibration; with the
-        ``(n,)`` bool mask ``keep`` (the part) only those tokens are searched and divided (the
-        others keep ``d``: the map is 0 there)."""
+        ``z``'s nearest training token (of the category ``group`` where the calibration
+        holds it), or ``d`` itself without a calibration; with the ``(n,)`` bool mask
+        ``keep`` (the part) only those tokens are searched and divided (the others keep
+        ``d``: the map is 0 there)."""
         if self.calibration is None:
             return d
         numpy = isinstance(d, np.ndarray)
         zt = torch.from_numpy(np.asarray(z, dtype=np.float32)) if numpy else z
         dt = torch.from_numpy(d) if numpy else d
         if keep is None:
-            out = self.calibration(zt, dt)
+            out = self.calibration(zt, dt, group)
         else:
             rows = torch.from_numpy(np.flatnonzero(np.asarray(keep, dtype=bool).reshape(-1)))
             out = dt.clone()
             if len(rows):
                 rows = rows.to(dt.device)
-                out[rows] = self.calibration(zt[rows.to(zt.device)], dt[rows])
+                out[rows] = self.calibration(zt[rows.to(zt.device)], dt[rows], group)
         return out.numpy().astype(d.dtype) if numpy else out
 
     def calibration_state(self) -> dict[str, Any]:
@@ -209,6 +273,18 @@ class CalibrationOption:
         from_run`)."""
         self.calibration = ErrorCalibration.from_run(saved, self.config.get("calibration"),
                                                      width, where, self.device)
+
+
+def sample_category(sample: Any) -> str | None:
+    """The sample's ``category`` as a str (what pcad's datasets set), None without one.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> sample_category(SimpleNamespace(category="gear")), sample_category(object())
+        ('gear', None)
+    """
+    cat = getattr(sample, "category", None)
+    return None if cat is None or cat == "" else str(cat)
 
 
 def coreset_errors(tokens: torch.Tensor, errors: torch.Tensor, size: int, seed: int = 0
