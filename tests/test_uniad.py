@@ -29,7 +29,8 @@ def fitted(plate_bumps_fit):
 
 def test_neighbour_mask_option_is_capped_by_the_token_grid():
     det = create_detector("uniad")
-    assert det.config["modality"] == "auto" and det.config["neighbor_mask"] == 3
+    assert det.config["modality"] == "auto" and det.config["neighbor_mask"] == 7
+    assert det.mask_size == 7 and create_detector("uniad", image_size=64).mask_size == 3
     sizes = [create_detector("uniad", image_size=n, pool=p, neighbor_mask=k).mask_size
              for n, p, k in ((64, 2, 3), (64, 2, 7), (32, 2, 3), (32, 4, 3), (224, 2, 15),
                              (224, 2, 0), (40, 1, 9))]

@@ -28,8 +28,14 @@ What pcad does (and where it departs from the paper):
   and in the decoder's self- and cross-attention (UniAD's three masks), token ``(i, j)``
   ignores tokens ``(i', j')`` with ``|i - i'|, |j - j'| <= k // 2``. ``k`` must be smaller
   than the token grid: a larger ``k`` is capped at the largest odd size below the grid's
-  side (UniAD: 7 on 14 x 14; pcad's default 3 fits the 4 x 4 tokens at 64 px; at 32 px,
-  2 x 2 tokens, it is 1: a token ignores only itself).
+  side (the default 7 is UniAD's on 14 x 14 tokens, 224 px; on the 4 x 4 tokens at 64 px it
+  is 3; at 32 px, 2 x 2 tokens, 1: a token ignores only itself). 3 -> 7 on the demo dataset
+  (7 built-in categories, seed 0): unified, I-AUROC 0.721 -> 0.730, mAD 0.694 -> 0.713; per
+  category 0.821 -> 0.826, mAD 0.745 -> 0.747; on the built-in gear, plate, bracket and
+  potato (dataset seeds 0-2, 12 runs per category) 0.805 -> 0.801 (7 runs worse by at most
+  0.011, none better, AUPRO@0.3 0.877 -> 0.877): per category the mask's size hardly matters;
+  one model for seven categories, which could otherwise copy a token from its neighbours,
+  gains.
 - **Jittering**: with probability ``jitter_prob`` per training batch, each input token
   ``x`` gets ``N(0, 1) * |x| / C * jitter_scale`` (UniAD's rule and defaults 20 / 1.0),
   from a seeded generator (saved in the checkpoint: ``--resume`` is bit-identical).
@@ -55,8 +61,8 @@ What pcad does (and where it departs from the paper):
 Example:
     >>> from pcad.detectors import create_detector
     >>> det = create_detector("uniad", image_size=64, modality="both")
-    >>> det.modalities, det.token_grid, det.config["neighbor_mask"]
-    (('rgb', 'xyz'), (4, 4), 3)
+    >>> det.modalities, det.token_grid, det.config["neighbor_mask"], det.mask_size
+    (('rgb', 'xyz'), (4, 4), 7, 3)
 """
 
 from __future__ import annotations
@@ -248,7 +254,7 @@ class UniADDetector(ViTADDetector):
     modalities = ("rgb",)
     supports_distributed = False
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
-                "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "jitter_scale": 20.0,
+                "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 7, "jitter_scale": 20.0,
                 "jitter_prob": 1.0, "fader": False, "epochs": 40, "lr": 1e-3, "batch_size": 8,
                 "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0, "sigma": 4.0,
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
