@@ -16,7 +16,10 @@ Detectors: ``vitad``, ``uniad`` and ``onenip`` (those registered), beside ``btf`
 ``patchcore-rgb`` in the same run (``PCAD_BENCH_DETECTORS=vitad,btf`` restricts them;
 ``PCAD_BENCH_SETS=demo`` the datasets). Every (detector, dataset, setting) runs in its own
 child process with one torch thread, so that its peak resident memory (the child's
-``ru_maxrss``) is its own. ``--quick``: two categories, 64 x 64, 6 training samples, 2 good and
+``ru_maxrss``) is its own, and with ``OMP_WAIT_POLICY=PASSIVE`` (unless set): OpenMP threads
+that spin while they wait took the CPU from the run beside them (an onenip training step on
+the demo bracket, one other run beside it: 1.4 s spinning, 0.23 s passive).
+``--quick``: two categories, 64 x 64, 6 training samples, 2 good and
 1 of each defect type per category, the demo set only (a smoke test).
 ``PCAD_BENCH_RUNS=FILE.jsonl`` keeps every finished (detector, dataset, setting) as one JSON
 line and skips those already there (an interrupted benchmark resumes; datasets all of whose
@@ -224,8 +227,9 @@ def _child(data: str, det: str, dataset: str, setting: str, cats: list[str], tmp
     """One (detector, dataset, setting) in its own process: ``{"detector", "dataset",
     "setting", "result"}`` or ``{..., "error"}``."""
     work = tmp / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work), ",".join(cats),
-                           setting], capture_output=True, text=True, cwd=ROOT)
+                           setting], capture_output=True, text=True, cwd=ROOT, env=env)
     r: dict[str, Any] = {"detector": det, "dataset": dataset, "setting": setting}
     if proc.returncode != 0:
         r["error"] = proc.stderr[-3000:]
