@@ -14,8 +14,9 @@ selected detector is fitted two ways on each dataset:
 
 Detectors: ``vitad``, ``uniad`` and ``onenip`` (those registered), beside ``btf`` and
 ``patchcore-rgb`` in the same run (``PCAD_BENCH_DETECTORS=vitad,btf`` restricts them;
-``PCAD_BENCH_SETS=demo`` the datasets). Every (detector, dataset, setting) runs in its own
-child process with one torch thread, so that its peak resident memory (the child's
+``PCAD_BENCH_SETS=demo`` the datasets, ``PCAD_BENCH_SETTINGS=unified`` the settings).
+Every (detector, dataset, setting) runs in its own child process with one torch thread,
+so that its peak resident memory (the child's
 ``ru_maxrss``) is its own, and with ``OMP_WAIT_POLICY=PASSIVE`` (unless set): OpenMP threads
 that spin while they wait took the CPU from the run beside them (an onenip training step on
 the demo bracket, one other run beside it: 1.4 s spinning, 0.23 s passive).
@@ -199,16 +200,17 @@ def run(quick: bool) -> list[dict]:
     from pcad.detectors import list_detectors
 
     dets = selected(DETECTORS, "PCAD_BENCH_DETECTORS", list_detectors())
+    settings = selected(SETTINGS, "PCAD_BENCH_SETTINGS", list(SETTINGS))
     log = Path(os.environ["PCAD_BENCH_RUNS"]) if os.environ.get("PCAD_BENCH_RUNS") else None
     kept = {(r["detector"], r["dataset"], r["setting"]): r for r in load_runs(log)}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset, cats in _datasets(quick).items():
-            todo = [(d, s) for d in dets for s in SETTINGS if (d, dataset, s) not in kept]
+            todo = [(d, s) for d in dets for s in settings if (d, dataset, s) not in kept]
             data, names = (_render(cats, data_root(Path(tmp) / "data") / dataset, quick) if todo
                            else ("", []))
             for det in dets:
-                for setting in SETTINGS:
+                for setting in settings:
                     r = kept.get((det, dataset, setting))
                     if r is None:
                         r = _child(data, det, dataset, setting, names, Path(tmp))

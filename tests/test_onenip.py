@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcad.detectors import create_detector, load_detector
-from pcad.detectors.onenip import OneNIPNet, PromptDecoderLayer
+from pcad.detectors.onenip import OneNIPNet, PromptDecoderLayer, epoch_rows
 from pcad.engine import open_split
 from pcad.errors import InvalidInputError
 
@@ -48,6 +48,8 @@ def fitted(two_categories):
     ({"loss": "mse"}, "loss"), ({"map": "mean"}, "map"),
     ({"unknown_category": "skip"}, "unknown_category"), ({"dim": 66}, "multiple of heads"),
     ({"holdout_defects": [1]}, "holdout_defects"), ({"textures": 3}, "textures"),
+    ({"variants": 2, "variants_per_epoch": 3}, "variants_per_epoch"),
+    ({"variants_per_epoch": 0}, "variants_per_epoch"),
     ({"modality": "depth"}, "modality"), ({"nope": 1}, "nope"),
 ])
 def test_bad_options_are_one_line_errors(config, word):
@@ -143,3 +145,58 @@ def test_a_category_without_prompt(fitted, plate_bumps_test, tmp_path):
         strict.predict(sample)
     assert "\n" not in str(info.value) and "plate" in str(info.value)
     assert np.isfinite(strict.predict(plate_bumps_test[0])[0])
+
+
+def test_variants_take_turns_across_epochs():
+    """Each epoch trains on every clean sample and ``per_epoch`` of its variants; over
+    ``variants / per_epoch`` epochs each variant once; with all variants, the rows are the
+    items (the training before the option, row for row)."""
+    items = torch.arange(3 * 3)  # 3 samples, clean + 2 variants of 4 each epoch
+    seen = set()
+    for epoch in range(2):
+        rows = epoch_rows(items, epoch, variants=4, per_epoch=2)
+        assert sorted(rows[::3].tolist()) == [0, 5, 10]  # the clean rows, every epoch
+        seen |= set(rows.tolist())
+    assert seen == set(range(15))  # all 4 variants of the 3 samples after 2 epochs
+    torch.testing.assert_close(epoch_rows(torch.arange(15), 7, 4, 4), torch.arange(15))
+
+
+def test_variants_per_epoch_is_seeded_and_changes_the_training(two_categories):
+    base = {**QUICK, "variants": 2, "epochs": 2}
+    det = create_detector("onenip", **base, variants_per_epoch=1)
+    det.fit(two_categories, defect_source=_source())
+    again = create_detector("onenip", **base, variants_per_epoch=1)
+    again.fit(two_categories, defect_source=_source())
+    assert det.history == again.history  # seeded
+    every = create_detector("onenip", **base).fit(two_categories, defect_source=_source())
+    assert every.config["variants_per_epoch"] is None and every.history != det.history
+
+
+def test_the_map_is_calibrated_per_category_and_old_runs_map_raw_values(two_categories,
+                                                                        plate_bumps_test,
+                                                                        tmp_path):
+    """``calibration="nearest"``: the map over its value on the nearest clean training token
+    of the sample's category (each training sample scored with its category's prompt), so a
+    training token scores at most 1; a run saved before the option maps the raw values."""
+    assert create_detector("onenip").config["calibration"] == "none"
+    fitted = create_detector("onenip", **QUICK, calibration="nearest").fit(
+        two_categories, defect_source=_source())
+    assert sorted(fitted.calibration.groups) == ["other", "plate"]
+    for s in (two_categories[0], two_categories[4]):
+        assert float(fitted.patch_scores(s).max()) <= 1.0 + 1e-6
+    s = plate_bumps_test[-1]
+    x, fg = fitted.standardised_tokens(s)
+    raw = fitted.map_values(x[None], fitted.prompts["plate"][None])[0]
+    want = (raw / fitted.calibration.reference(x, "plate")).numpy()
+    np.testing.assert_allclose(fitted.patch_scores(s).reshape(-1)[fg], want[fg], rtol=1e-5)
+    fitted.save(tmp_path / "run")
+    assert load_detector(tmp_path / "run").predict(s)[0] == fitted.predict(s)[0]
+    rec_path = tmp_path / "run" / "detector.json"
+    record = json.loads(rec_path.read_text())
+    for key in ("calibration", "calibration_size", "variants_per_epoch"):
+        del record["config"][key]  # a run saved before the options
+    rec_path.write_text(json.dumps(record))
+    old = load_detector(tmp_path / "run")
+    assert old.config["calibration"] == "none" and old.config["variants_per_epoch"] is None
+    np.testing.assert_allclose(old.patch_scores(s).reshape(-1)[fg], raw.numpy()[fg],
+                               rtol=1e-5)

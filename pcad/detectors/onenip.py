@@ -84,6 +84,7 @@ from torch import nn
 from pcad.checks import check_choice, check_int
 from pcad.detectors.base import RUN_FILE, read_run_file
 from pcad.detectors.defect_source import DefectSourceMixin
+from pcad.detectors.error_calibration import CalibrationOption, sample_category
 from pcad.detectors.patches import FPFHOption, SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
@@ -99,6 +100,27 @@ LOSSES = ("bce+dice", "focal+dice", "focal")
 UNKNOWN = ("nearest", "error")
 #: the most 3x3 convolutions of the refiner
 MAX_REFINER_LAYERS = 16
+
+
+def epoch_rows(items: torch.Tensor, epoch: int, variants: int, per_epoch: int
+               ) -> torch.Tensor:
+    """The training rows of an epoch's ``items``: item ``k`` is sample ``k // (1 + per_epoch)``
+    and slot ``s = k % (1 + per_epoch)``; slot 0 is the clean sample (row ``i * (1 +
+    variants)``), slot ``s >= 1`` its variant ``(s - 1 + epoch * per_epoch) % variants`` (row
+    ``i * (1 + variants) + 1 + v``): the variants take turns, so ``variants / per_epoch``
+    epochs train on each once.
+
+    Example:
+        >>> import torch
+        >>> [epoch_rows(torch.arange(4), e, variants=3, per_epoch=1).tolist() for e in range(3)]
+        [[0, 1, 4, 5], [0, 2, 4, 6], [0, 3, 4, 7]]
+        >>> epoch_rows(torch.arange(8), 5, variants=3, per_epoch=3).tolist()  # all: rows = items
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    per = 1 + per_epoch
+    turn = items % per
+    variant = torch.where(turn == 0, 0, 1 + (turn - 1 + epoch * per_epoch) % variants)
+    return (items // per) * (1 + variants) + variant
 
 
 class PromptDecoderLayer(QueryDecoderLayer):
@@ -204,17 +226,22 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
     state_file = STATE_FILE
     std_floor = STD_FLOOR
     network_word = "network"
-    #: no ``calibration`` option (vitad's): the refiner reads the raw errors
-    legacy_options: ClassVar[dict[str, Any]] = FPFHOption.legacy_options
+    #: runs saved before ``calibration`` and ``variants_per_epoch`` existed map raw values
+    #: and trained on every variant each epoch
+    legacy_options: ClassVar[dict[str, Any]] = {**FPFHOption.legacy_options,
+                                                **CalibrationOption.CALIBRATION_LEGACY,
+                                                "variants_per_epoch": None}
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "variants": 4,
-                "refiner_hidden": 32, "refiner_layers": 2, "loss": "bce+dice",
-                "map": "product", "unknown_category": "nearest", "epochs": 40, "lr": 1e-3,
-                "batch_size": 8, "weight_decay": 1e-4, "warmup_epochs": 2, "seed": 0,
-                "sigma": 4.0, "image_score": "foreground-max", "holdout_defects": [],
+                "variants_per_epoch": None, "refiner_hidden": 32, "refiner_layers": 2,
+                "loss": "bce+dice", "map": "product", "unknown_category": "nearest",
+                "epochs": 40, "lr": 1e-3, "batch_size": 8, "weight_decay": 1e-4,
+                "warmup_epochs": 2, "seed": 0, "sigma": 4.0, "image_score": "foreground-max",
+                "holdout_defects": [],
                 "defect_types": None, "textures": None, "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
-                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS}
+                "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
+                **CalibrationOption.CALIBRATION_DEFAULTS, "calibration": "none"}
     option_help: ClassVar[dict[str, str]] = {
         **ViTADDetector.option_help,
         "dim": "transformer width (the input projection maps the tokens to it); a multiple "
@@ -227,6 +254,8 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                          "mask); the prompt's tokens are always visible",
         "variants": "synthetic anomalies made from each clean training sample (restoration "
                     "and refiner targets)",
+        "variants_per_epoch": "of a sample's variants, how many an epoch trains on (they take "
+                              "turns across epochs); null: all of them",
         "refiner_hidden": "channels of the refiner's 3x3 convolutions",
         "refiner_layers": "3x3 convolutions of the refiner",
         "loss": "refiner loss: bce+dice, focal+dice or focal",
@@ -247,6 +276,9 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         if k % 2 == 0 and k:
             raise InvalidInputError(f"neighbor_mask: must be 0 or odd, got {k}")
         c["variants"] = check_int(c["variants"], "variants", minimum=1, maximum=64)
+        if c["variants_per_epoch"] is not None:
+            c["variants_per_epoch"] = check_int(c["variants_per_epoch"], "variants_per_epoch",
+                                                minimum=1, maximum=c["variants"])
         c["refiner_hidden"] = check_int(c["refiner_hidden"], "refiner_hidden", minimum=1,
                                         maximum=1024)
         c["refiner_layers"] = check_int(c["refiner_layers"], "refiner_layers", minimum=1,
@@ -301,11 +333,12 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         c = self.config
         use_xyz = "xyz" in self.modalities
         held = set(c["holdout_defects"])
-        clean, anomalous, masks, levels = [], [], [], None
+        clean, fgs, anomalous, masks, levels = [], [], [], [], None
         for i, s in enumerate(tqdm(items, disable=not progress, desc="onenip features",
                                    unit="sample")):
-            t, _, levels = self.tokens(s, where="training set")
+            t, fg, levels = self.tokens(s, where="training set")
             clean.append(t)
+            fgs.append(fg)
             for v in range(c["variants"]):
                 a = source(s.rgb, s.xyz if use_xyz else None,
                            np.random.default_rng([c["seed"], i, v]))
@@ -321,8 +354,38 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                 masks.append(self._token_mask(mask))
         cats = [str(getattr(s, "category", None) or "") for s in items]
         paths = [None if getattr(s, "path", None) is None else str(s.path) for s in items]
-        return self.fit_tokens(np.stack(clean), levels, np.stack(anomalous), np.stack(masks),
-                               cats, paths, progress=progress)
+        self.fit_tokens(np.stack(clean), levels, np.stack(anomalous), np.stack(masks),
+                        cats, paths, progress=progress)
+        self.fit_calibration(np.stack(clean), fgs, cats)
+        return self
+
+    def map_values(self, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """``(B, n)``: the ``map`` per token of standardised tokens ``x (B, n, C)`` with their
+        ``prompts (B, n, C)``, uncalibrated."""
+        with torch.no_grad():
+            rec, logits = self.decoder(x, prompts)
+        err = torch.linalg.vector_norm(rec - x, dim=-1)
+        kind = self.config["map"]
+        prob = torch.sigmoid(logits)
+        return prob if kind == "refiner" else err if kind == "reconstruction" else prob * err
+
+    def fit_calibration(self, tokens: np.ndarray, fgs: Sequence[np.ndarray | None],
+                        categories: Sequence[str] | None = None) -> None:
+        """With ``calibration="nearest"``: keep the :meth:`map_values` of every clean training
+        token ``(N, n, C)`` on the part, each sample with its category's prompt (vitad's
+        calibration, per category)."""
+        if not self.calibrating:
+            return
+        n_img, n_tok, width = tokens.shape
+        cats = [""] * n_img if categories is None else [str(c) for c in categories]
+        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+        prompts = torch.stack([self.prompts[c] for c in cats]).to(x.device)
+        vals = torch.cat([self.map_values(x[i:i + 8], prompts[i:i + 8]).cpu()
+                          for i in range(0, n_img, 8)])
+        keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
+                         for fg in fgs])
+        self.fit_error_calibration(x.reshape(-1, width), vals.reshape(-1), keep,
+                                   np.repeat(np.asarray(cats, object), n_tok))
 
     def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
                    anomalous: np.ndarray | None = None, masks: np.ndarray | None = None,
@@ -346,13 +409,15 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         categories = [""] * n_img if categories is None else [str(x) for x in categories]
         paths = [None] * n_img if paths is None else list(paths)
         xa = self._standardise(anomalous.reshape(-1, width)).reshape(-1, n_tok, width)
-        # item k: sample k // (1 + var); k % (1 + var) == 0 the clean tokens, else a variant
-        per = 1 + var
+        # row i * (1 + var) + j: sample i's clean tokens (j = 0) or its variant j - 1; an
+        # epoch's items are mapped to rows by epoch_rows
+        per_epoch = var if c["variants_per_epoch"] is None else c["variants_per_epoch"]
+        per = 1 + per_epoch
         inputs = torch.cat([x[:, None], xa.reshape(n_img, var, n_tok, width)], 1)
-        inputs = inputs.reshape(n_img * per, n_tok, width)
+        inputs = inputs.reshape(n_img * (1 + var), n_tok, width)
         targets_m = torch.cat([torch.zeros(n_img, 1, n_tok),
                                torch.from_numpy(masks.astype(np.float32)).reshape(
-                                   n_img, var, n_tok)], 1).reshape(n_img * per, n_tok)
+                                   n_img, var, n_tok)], 1).reshape(n_img * (1 + var), n_tok)
         targets_m = targets_m.to(self.device)
         groups: dict[str, list[int]] = {}
         for i, cat in enumerate(categories):
@@ -373,7 +438,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
             owners = (idx // per).tolist()
             prompt_idx = [partners[o][int(u * len(partners[o]))]
                           for o, u in zip(owners, draws.tolist(), strict=True)]
-            dev = idx.to(self.device)
+            dev = epoch_rows(idx, epoch, var, per_epoch).to(self.device)
             rec, logits = model(inputs[dev], x[torch.tensor(prompt_idx, device=self.device)])
             rec_loss = ((rec - x[torch.tensor(owners, device=self.device)]) ** 2).mean()
             ref_loss = self._refiner_loss(logits, targets_m[dev])
@@ -432,11 +497,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray | None]:
         """``(x (n, C), reconstruction (n, C), refiner probability (n,), fg (n,) or None)`` of
         ``sample`` (standardised tokens), with the prompt of its category or ``prompt``."""
-        self._require_fit()
-        toks, fg, _ = self.tokens(sample, foreground)
-        self.check_width(toks.shape[1], self.stats["mean"].numel(),
-                         f"its {self.network_word} ({self.state_file})")
-        x = self._standardise(toks)
+        x, fg = self.standardised_tokens(sample, foreground)
         p = self.prompt_for(getattr(sample, "category", None), x) if prompt is None \
             else prompt.to(x.device)
         with torch.no_grad():
@@ -447,11 +508,10 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                      ) -> np.ndarray:
         """``(h, w) float32`` on the :attr:`token_grid`: the ``map`` per token (0 off the part
         with point features)."""
-        x, rec, prob, fg = self.reconstruction(sample, foreground)
-        err = torch.linalg.vector_norm(rec - x, dim=-1)
-        kind = self.config["map"]
-        d = prob if kind == "refiner" else err if kind == "reconstruction" else prob * err
-        return patch_grid(d, fg, self.token_grid)
+        x, fg = self.standardised_tokens(sample, foreground)
+        category = sample_category(sample)
+        d = self.map_values(x[None], self.prompt_for(category, x)[None])[0]
+        return patch_grid(self.calibrate(x, d, fg, category), fg, self.token_grid)
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -461,7 +521,8 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         names = sorted(self.prompts)
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()},
-                 "prompts": torch.stack([self.prompts[k].cpu() for k in names])}
+                 "prompts": torch.stack([self.prompts[k].cpu() for k in names]),
+                 **self.calibration_state()}
         atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:

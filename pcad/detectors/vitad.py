@@ -260,7 +260,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         if c["mlp_ratio"] > 16:
             raise InvalidInputError(f"mlp_ratio: must be <= 16, got {c['mlp_ratio']:g}")
         self.check_training_options()
-        self.check_calibration()  # not onenip's: its refiner reads the errors
+        self.check_calibration()
         self.decoder: ViTADDecoder | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.history: list[float] = []
@@ -395,15 +395,21 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         self.fitted = True
         return self
 
-    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
-                     ) -> np.ndarray:
-        """``(h, w) float32`` on the :attr:`token_grid`: the mean over levels of ``1 - cos``
-        per token (0 off the part with point features)."""
+    def standardised_tokens(self, sample: Any, foreground: SampleForeground | None = None
+                            ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """``(z (n, C), fg (n,) or None)``: the fitted detector's standardised :meth:`tokens`
+        of a test ``sample`` (their width checked against the fit's)."""
         self._require_fit()
         toks, fg, _ = self.tokens(sample, foreground)
         self.check_width(toks.shape[1], self.stats["mean"].numel(),
                          f"its {self.network_word} ({self.state_file})")
-        z = self._standardise(toks)
+        return self._standardise(toks), fg
+
+    def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
+                     ) -> np.ndarray:
+        """``(h, w) float32`` on the :attr:`token_grid`: the mean over levels of ``1 - cos``
+        per token (0 off the part with point features)."""
+        z, fg = self.standardised_tokens(sample, foreground)
         with torch.no_grad():
             d = self.decoder.distances(z[None])[0]
             d = self.calibrate(z, d, fg, sample_category(sample))
