@@ -85,15 +85,16 @@ class ErrorCalibration:
         from pcad.memory.search import NearestNeighbours
 
         q = z.detach().float().cpu().numpy()
-        rows = self.groups.get(str(group)) if group is not None else None
+        key = None if group is None else str(group)
+        rows = self.groups.get(key) if key is not None else None
         if rows is None:
             _, idx = self._search.query(q, k=1)
             pick = torch.from_numpy(idx[:, 0])
         else:
-            if group not in self._group_search:
-                self._group_search[group] = NearestNeighbours(
+            if key not in self._group_search:
+                self._group_search[key] = NearestNeighbours(
                     self.tokens[rows].numpy(), backend="auto", device=self._device)
-            _, idx = self._group_search[group].query(q, k=1)
+            _, idx = self._group_search[key].query(q, k=1)
             pick = rows[torch.from_numpy(idx[:, 0])]
         return self.errors[pick].clamp_min(self.floor).to(z.device)
 

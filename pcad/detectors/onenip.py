@@ -379,23 +379,14 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         prob = torch.sigmoid(logits)
         return prob if kind == "refiner" else err if kind == "reconstruction" else prob * err
 
-    def fit_calibration(self, tokens: np.ndarray, fgs: Sequence[np.ndarray | None],
-                        categories: Sequence[str] | None = None) -> None:
-        """With ``calibration="nearest"``: keep the :meth:`map_values` of every clean training
-        token ``(N, n, C)`` on the part, each sample with its category's prompt (vitad's
-        calibration, per category)."""
-        if not self.calibrating:
-            return
-        n_img, n_tok, width = tokens.shape
-        cats = [""] * n_img if categories is None else [str(c) for c in categories]
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+    def training_values(self, x: torch.Tensor, categories: Sequence[str] | None = None
+                        ) -> np.ndarray:
+        """``(N, n)``: :meth:`map_values` of standardised training tokens ``x (N, n, C)``, each
+        sample with the prompt of its category (``categories``), for the calibration."""
+        cats = [""] * len(x) if categories is None else [str(c or "") for c in categories]
         prompts = torch.stack([self.prompts[c] for c in cats]).to(x.device)
-        vals = torch.cat([self.map_values(x[i:i + 8], prompts[i:i + 8]).cpu()
-                          for i in range(0, n_img, 8)])
-        keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
-                         for fg in fgs])
-        self.fit_error_calibration(x.reshape(-1, width), vals.reshape(-1), keep,
-                                   np.repeat(np.asarray(cats, object), n_tok))
+        return torch.cat([self.map_values(x[i:i + 8], prompts[i:i + 8]).cpu()
+                          for i in range(0, len(x), 8)]).numpy()
 
     def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
                    anomalous: np.ndarray | None = None, masks: np.ndarray | None = None,
@@ -508,7 +499,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         """``(x (n, C), reconstruction (n, C), refiner probability (n,), fg (n,) or None)`` of
         ``sample`` (standardised tokens), with the prompt of its category or ``prompt``."""
         x, fg = self.standardised_tokens(sample, foreground)
-        p = self.prompt_for(getattr(sample, "category", None), x) if prompt is None \
+        p = self.prompt_for(sample_category(sample), x) if prompt is None \
             else prompt.to(x.device)
         with torch.no_grad():
             rec, logits = self.decoder(x[None], p[None])

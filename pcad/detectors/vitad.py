@@ -339,12 +339,19 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
             return
         n_img, n_tok, width = tokens.shape
         x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
-        err = token_errors_in_batches(self.decoder.distances, x)
+        err = self.training_values(x, categories)
         keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
                          for fg in fgs])
         groups = None if categories is None else np.repeat(np.asarray(categories, object),
                                                           n_tok)
         self.fit_error_calibration(x.reshape(-1, width), err.reshape(-1), keep, groups)
+
+    def training_values(self, x: torch.Tensor, categories: Sequence[str] | None = None
+                        ) -> np.ndarray:
+        """``(N, n)``: the fitted network's per-token value (what the map shows, before the
+        calibration) on standardised training tokens ``x (N, n, C)`` of the samples'
+        ``categories``: the decoder's distances."""
+        return token_errors_in_batches(self.decoder.distances, x)
 
     def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int]) -> torch.Tensor:
         """Check ``tokens (N, n, C)`` against the token grid and the ``levels`` (widths, summing
