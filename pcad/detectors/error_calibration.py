@@ -73,10 +73,10 @@ class ErrorCalibration:
         #: each group's rows (``groups`` given and naming two or more groups), and its search
         self.groups: dict[str, torch.Tensor] = {}
         self._group_search: dict[str, Any] = {}
-        names = [str(g) for g in groups] if groups is not None else []
-        if len(set(names)) > 1:
-            for name in dict.fromkeys(names):
-                self.groups[name] = torch.tensor([i for i, g in enumerate(names) if g == name])
+        names = np.asarray([str(g) for g in groups] if groups is not None else [], dtype=object)
+        if len(set(names.tolist())) > 1:
+            for name in dict.fromkeys(names.tolist()):
+                self.groups[name] = torch.from_numpy(np.flatnonzero(names == name))
 
     def reference(self, z: torch.Tensor, group: str | None = None) -> torch.Tensor:
         """``(n,)``: the training error of each ``(n, C)`` token's nearest training token,

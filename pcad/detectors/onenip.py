@@ -362,7 +362,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                                        path=getattr(s, "path", None), shape=s.shape)
                 anomalous.append(self.tokens(fake, where="training set")[0])
                 masks.append(self._token_mask(mask))
-        cats = [str(getattr(s, "category", None) or "") for s in items]
+        cats = [sample_category(s) or "" for s in items]
         paths = [None if getattr(s, "path", None) is None else str(s.path) for s in items]
         self.fit_tokens(np.stack(clean), levels, np.stack(anomalous), np.stack(masks),
                         cats, paths, progress=progress)
@@ -383,7 +383,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                         ) -> np.ndarray:
         """``(N, n)``: :meth:`map_values` of standardised training tokens ``x (N, n, C)``, each
         sample with the prompt of its category (``categories``), for the calibration."""
-        cats = [""] * len(x) if categories is None else [str(c or "") for c in categories]
+        cats = [""] * len(x) if categories is None else [c or "" for c in categories]
         prompts = torch.stack([self.prompts[c] for c in cats]).to(x.device)
         return torch.cat([self.map_values(x[i:i + 8], prompts[i:i + 8]).cpu()
                           for i in range(0, len(x), 8)]).numpy()
