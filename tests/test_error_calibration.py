@@ -192,16 +192,24 @@ def test_groups_restrict_the_search_to_the_samples_category():
         ErrorCalibration(tokens, errors, groups=["a"])
 
 
-def test_unified_fit_calibrates_each_category_against_its_own_tokens(plate_bumps,
+@pytest.mark.parametrize("name", NAMES)
+def test_unified_fit_calibrates_each_category_against_its_own_tokens(name, plate_bumps,
                                                                     plate_bumps_test,
                                                                     tmp_path):
     from dataclasses import replace
 
-    det = create_detector("uniad", image_size=64, modality="both", device="cpu", epochs=3)
+    det = create_detector(name, image_size=64, modality="both", device="cpu", **QUICK[name])
     train = list(open_split(plate_bumps, "plate", "train", det))
     train = [replace(s, category="other") if i % 2 else s for i, s in enumerate(train)]
     det.fit(train)
     assert sorted(det.calibration.groups) == ["other", "plate"]
+    # each category's references are its own samples' patches on the part (hetnet: and their
+    # photometric copies)
+    copies = 1 + det.config.get("photometric_views", 0)
+    on_part = [copies * (len(z) if fg is None else int(np.sum(fg)))
+               for z, _, fg in (raw_errors(det, t) for t in train)]
+    assert {k: len(v) for k, v in det.calibration.groups.items()} == {
+        "plate": sum(on_part[0::2]), "other": sum(on_part[1::2])}
     s = plate_bumps_test[-1]
     z, d, fg = raw_errors(det, s)
     for cat in ("plate", "other"):
@@ -213,7 +221,7 @@ def test_unified_fit_calibrates_each_category_against_its_own_tokens(plate_bumps
     assert sorted(loaded.calibration.groups) == ["other", "plate"]
     assert loaded.predict(s)[0] == det.predict(s)[0]
     # with calibration_size k: a coreset of k tokens per category
-    small = create_detector("uniad", image_size=64, modality="both", device="cpu", epochs=3,
+    small = create_detector(name, image_size=64, modality="both", device="cpu", **QUICK[name],
                             calibration_size=4).fit(train)
     assert {k: len(v) for k, v in small.calibration.groups.items()} == {"plate": 4,
                                                                        "other": 4}

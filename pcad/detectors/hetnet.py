@@ -120,7 +120,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import CalibrationOption
+from pcad.detectors.error_calibration import CalibrationOption, sample_category
 from pcad.detectors.patches import (
     FPFH_DEFAULT_NEIGHBOURS,
     GridDeviceMixin,
@@ -531,8 +531,13 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
         self.fit_features(feats, masks, progress=progress)
         if self.calibrating:
             pairs = [self.patch_errors(f) for f in feats]
+            # feats holds each sample's features, then its photometric copies
+            copies = len(feats) // len(items)
+            groups = np.repeat(np.asarray([str(sample_category(s)) for s in items], object),
+                               copies * masks.shape[1])
             self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
-                                       torch.cat([d for _, d in pairs]), np.concatenate(masks))
+                                       torch.cat([d for _, d in pairs]), np.concatenate(masks),
+                                       groups)
         return self
 
     def training_features(self, items: Sequence[Any], progress: bool = False
@@ -640,7 +645,8 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
                                     f"with {len(self.net.widths)}")
         for f, width in zip(feats, self.net.widths, strict=True):
             self.check_width(f.shape[1], width, f"its students ({STATE_FILE})")
-        return patch_grid(self.calibrate(*self.patch_errors(feats), fg), fg, self.grid)
+        return patch_grid(self.calibrate(*self.patch_errors(feats), fg, sample_category(sample)),
+                          fg, self.grid)
 
     def patch_errors(self, feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z (n, sum C_k), d (n,))`` of one image's teacher features: the standardised

@@ -79,6 +79,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,7 +97,7 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import CalibrationOption
+from pcad.detectors.error_calibration import CalibrationOption, sample_category
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -275,12 +276,15 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
         for s in tqdm(items, disable=not progress, desc="pbas features", unit="sample"):
             feats, fg = self.patches(s, where="training set")
             rows.append(feats if fg is None else feats[fg])
-        return self.fit_patches(rows, progress=progress)
+        return self.fit_patches(rows, progress=progress,
+                                categories=[sample_category(s) for s in items])
 
-    def fit_patches(self, rows: list[np.ndarray], progress: bool = False) -> PBASDetector:
+    def fit_patches(self, rows: list[np.ndarray], progress: bool = False,
+                    categories: Sequence[str | None] | None = None) -> PBASDetector:
         """Fit the standardisation, the hypersphere, the adaptor and the discriminator on the
         normal patch features of each training image, ``(m_i, C)`` each (batches of
-        ``batch_size`` images)."""
+        ``batch_size`` images); with the images' ``categories`` (two or more), a test
+        sample's calibration references are its own category's patches."""
         from pcad.detectors.training import run_training
 
         c = self.config
@@ -322,7 +326,9 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
         self.net.eval()
         if self.calibrating:
             with torch.no_grad():
-                self.fit_error_calibration(x, F.softplus(self.net(x)))
+                groups = None if categories is None else np.repeat(
+                    np.asarray([str(g) for g in categories], object), np.diff(bounds))
+                self.fit_error_calibration(x, F.softplus(self.net(x)), groups=groups)
         self.fitted = True
         return self
 
@@ -336,7 +342,7 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
                          f"its networks ({STATE_FILE})")
         z = self._standardise(feats)
         with torch.no_grad():
-            s = self.calibrate(z, F.softplus(self.net(z)), fg)
+            s = self.calibrate(z, F.softplus(self.net(z)), fg, sample_category(sample))
         return patch_grid(s, fg, self.grid)
 
     # --- persistence ----------------------------------------------------------------------

@@ -80,7 +80,7 @@ import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, check_run_stats, read_run_file
-from pcad.detectors.error_calibration import CalibrationOption
+from pcad.detectors.error_calibration import CalibrationOption, sample_category
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -298,8 +298,10 @@ class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMi
             zs, costs = zip(*(self.token_costs(toks) for toks, _ in pairs), strict=True)
             keep = [np.ones(len(z), bool) if fg is None else np.asarray(fg, bool)
                     for z, (_, fg) in zip(zs, pairs, strict=True)]
+            groups = np.repeat(np.asarray([str(sample_category(s)) for s in items], object),
+                               [len(z) for z in zs])
             self.fit_error_calibration(np.concatenate(zs), np.concatenate(costs),
-                                       np.concatenate(keep))
+                                       np.concatenate(keep), groups)
         return self
 
     def fit_tokens(self, tokens: np.ndarray, progress: bool = False) -> PrototypesOTDetector:
@@ -349,7 +351,7 @@ class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMi
         self.check_width(toks.shape[1], self.state["mean"].numel(),
                          f"its prototypes ({STATE_FILE})")
         z, scores = self.token_costs(toks)
-        return patch_grid(self.calibrate(z, scores, fg), fg, self.grid)
+        return patch_grid(self.calibrate(z, scores, fg, sample_category(sample)), fg, self.grid)
 
     def token_costs(self, toks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z (n, C) float64, costs (n,) float32)`` of ``(n, C)`` patch tokens: the
