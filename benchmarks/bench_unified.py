@@ -15,7 +15,8 @@ selected detector is fitted two ways on each dataset:
 Detectors: ``vitad``, ``uniad`` and ``onenip`` (those registered), beside ``btf`` and
 ``patchcore-rgb`` in the same run (``PCAD_BENCH_DETECTORS=vitad,btf`` restricts them;
 ``PCAD_BENCH_SETS=demo`` the datasets, ``PCAD_BENCH_SETTINGS=unified`` the settings).
-Every (detector, dataset, setting) runs in its own child process with one torch thread,
+Every (detector, dataset, setting) runs in its own child process with one torch thread
+(``PCAD_BENCH_THREADS=2``: two, the issue's "two CPU cores" for a run alone on the machine),
 so that its peak resident memory (the child's
 ``ru_maxrss``) is its own, and with ``OMP_WAIT_POLICY=PASSIVE`` (unless set): OpenMP threads
 that spin while they wait took the CPU from the run beside them (an onenip training step on
@@ -29,7 +30,9 @@ runs are kept are not rendered again); ``PCAD_BENCH_DATA=DIR`` keeps the rendere
 
 Rows: per (detector, dataset, setting) the mean over categories of I-AUROC, I-AP, I-F1-max,
 P-AUROC, P-AP, P-F1-max, AUPRO@0.3 and mAD (``per_category`` holds each category's), fit
-seconds (all categories), inference ms/sample and peak RSS; per (detector, dataset) the
+seconds (all categories: features, training and calibration), training seconds (the training
+loops alone, from each run's ``train_log.csv``; none for the memory banks), inference
+ms/sample and peak RSS; per (detector, dataset) the
 difference ``unified - per category`` of mAD and I-AUROC. The README table:
 ``python benchmarks/bench_unified.py --table FILE.json`` (a ``benchmarks/run.py`` output).
 """
@@ -65,9 +68,10 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[6]) if len(sys.argv) > 6 else 1)
 from pcad.engine import evaluate_run, train
 from pcad.multiclass import evaluate_categories
+from pcad.trainlog import training_seconds
 data, det, work, cats, setting = (sys.argv[1], sys.argv[2], Path(sys.argv[3]),
                                   sys.argv[4].split(","), sys.argv[5])
 t0 = time.perf_counter()
@@ -75,18 +79,22 @@ blocks = {}
 if setting == "unified":
     train(data, cats, det, work / "run", {}, progress=False)
     fit_s = time.perf_counter() - t0
+    train_s = training_seconds(work / "run" / "train_log.csv")
     top = evaluate_categories(data, cats, work / "run", work / "eval", progress=False,
                               write_maps=False)
     blocks = top["per_category"]
 else:
-    fit_s = 0.0
+    fit_s, train_s = 0.0, None
     for c in cats:
         t0 = time.perf_counter()
         train(data, c, det, work / "run" / c, {}, progress=False)
         fit_s += time.perf_counter() - t0
+        t = training_seconds(work / "run" / c / "train_log.csv")
+        train_s = None if t is None else (train_s or 0.0) + t
         blocks[c] = evaluate_run(data, c, work / "run" / c, work / "eval" / c, progress=False,
                                  write_maps=False)
-out = {"fit_s": fit_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+out = {"fit_s": fit_s, "train_s": train_s,
+       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
        "per_category": {c: {**{k: b.get(k) for k in ("i_auroc", "i_ap", "i_f1_max", "p_auroc",
                                                      "p_ap", "p_f1_max", "aupro_0.3", "mad")},
                             "infer_ms": b["latency_ms_per_sample"]} for c, b in blocks.items()}}
@@ -130,7 +138,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 def rows_for(det: str, dataset: str, setting: str, result: dict[str, Any]) -> list[dict]:
     """The rows of one child's result: one per metric (means over categories) plus fit time,
-    inference time and peak RSS."""
+    training time (None: no training loop, or a run from before it was kept), inference time
+    and peak RSS."""
     means = summarize(result)
     bench = f"{BENCH} {det} [{dataset}, {setting}]"
     base = {"reference": None, "ratio": None, "detector": det, "dataset": dataset,
@@ -141,6 +150,8 @@ def rows_for(det: str, dataset: str, setting: str, result: dict[str, Any]) -> li
             for key, label in METRICS]
     rows += [{"benchmark": bench, "case": "fit (all categories)", "value": result["fit_s"],
               "unit": "s", **base, "metric": "fit_s"},
+             {"benchmark": bench, "case": "training loops (all categories)",
+              "value": result.get("train_s"), "unit": "s", **base, "metric": "train_s"},
              {"benchmark": bench, "case": "inference", "value": means["infer_ms"],
               "unit": "ms/sample", **base, "metric": "infer_ms"},
              {"benchmark": bench, "case": "peak RSS", "value": result["peak_rss_mb"],
@@ -230,8 +241,9 @@ def _child(data: str, det: str, dataset: str, setting: str, cats: list[str], tmp
     "setting", "result"}`` or ``{..., "error"}``."""
     work = tmp / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    threads = os.environ.get("PCAD_BENCH_THREADS", "1")
     proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work), ",".join(cats),
-                           setting], capture_output=True, text=True, cwd=ROOT, env=env)
+                           setting, threads], capture_output=True, text=True, cwd=ROOT, env=env)
     r: dict[str, Any] = {"detector": det, "dataset": dataset, "setting": setting}
     if proc.returncode != 0:
         r["error"] = proc.stderr[-3000:]
@@ -252,20 +264,21 @@ def render_table(rows: list[dict]) -> str:
 
     >>> rs = rows_for("d", "demo", "unified", {"fit_s": 3.0, "peak_rss_mb": 100.0,
     ...     "per_category": {"a": {**{k: 0.5 for k, _ in METRICS}, "infer_ms": 12.0}}})
-    >>> render_table(rs).splitlines()[2].split(" | ")[-6:]
-    ['0.500', '0.500', '0.500', '3', '12', '100 |']
+    >>> render_table(rs).splitlines()[2].split(" | ")[-7:]
+    ['0.500', '0.500', '0.500', '3', '-', '12', '100 |']
     """
     idx = {(r["detector"], r["dataset"], r["setting"], r["metric"]): r["value"] for r in rows
            if "setting" in r and "metric" in r}
     head = ["detector", "dataset", "setting"] + [label for _, label in METRICS] + [
-        "fit s", "ms/sample", "peak RSS MB"]
+        "fit s", "train s", "ms/sample", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key3 in dict.fromkeys((d, s, t) for d, s, t, _ in idx):
         def cell(key: str, fmt: str, key3: tuple = key3) -> str:
             v = idx.get((*key3, key))
             return "-" if v is None else format(v, fmt)
         cells = ([*key3] + [cell(k, ".3f") for k, _ in METRICS]
-                 + [cell("fit_s", ".0f"), cell("infer_ms", ".0f"), cell("peak_rss_mb", ".0f")])
+                 + [cell("fit_s", ".0f"), cell("train_s", ".0f"), cell("infer_ms", ".0f"),
+                    cell("peak_rss_mb", ".0f")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LOG_COLUMNS", "write_train_log"]
+__all__ = ["LOG_COLUMNS", "training_seconds", "write_train_log"]
 
 #: the columns of ``train_log.csv``
 LOG_COLUMNS = ("epoch", "steps", "loss", "lr", "seconds")
@@ -41,3 +41,25 @@ def write_train_log(path: str | os.PathLike[str], rows: Sequence[Sequence[Any]])
                       for e, st, lo, r, t in rows])
     with atomic_write(path, "w") as fh:
         fh.write(buf.getvalue())
+
+
+def training_seconds(path: str | os.PathLike[str]) -> float | None:
+    """The ``seconds`` of the last row of the training log ``path`` (how long the training
+    loop ran, without feature extraction or calibration), or None when there is no such file
+    or no finished epoch.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     log = Path(tmp) / "train_log.csv"
+        ...     write_train_log(log, [[1, 4, 0.5, 1e-3, 0.2], [2, 8, 0.4, 1e-3, 0.45]])
+        ...     training_seconds(log), training_seconds(Path(tmp) / "missing.csv")
+        (0.45, None)
+    """
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        return None
+    return float(rows[-1]["seconds"]) if rows else None

@@ -24,7 +24,7 @@ def _result(mad_a: float, mad_b: float, fit: float = 2.0) -> dict:
                                         ("p_auroc", 0), ("p_ap", 0), ("p_f1_max", 0),
                                         ("aupro_0.3", 0))}, "mad": mad, "infer_ms": ms}
 
-    return {"fit_s": fit, "peak_rss_mb": 321.0,
+    return {"fit_s": fit, "train_s": fit / 2, "peak_rss_mb": 321.0,
             "per_category": {"a": block(mad_a, 10.0), "b": block(mad_b, 30.0)}}
 
 
@@ -42,6 +42,7 @@ def test_child_runs_both_settings(bu, plate_bumps, tmp_path, setting):
     mean7 = sum(block[k] for k, _ in bu.METRICS if k != "mad") / 7
     assert block["mad"] == pytest.approx(mean7)  # mAD: the mean of the seven
     assert out["fit_s"] > 0 and out["peak_rss_mb"] > 50
+    assert out["train_s"] is None  # a memory bank has no training loop
 
 
 def test_rows_gaps_and_table(bu, tmp_path, capsys):
@@ -58,7 +59,7 @@ def test_rows_gaps_and_table(bu, tmp_path, capsys):
     table = bu.render_table(rows + gap).splitlines()
     assert table[0].startswith("| detector | dataset | setting | I-AUROC |")
     assert table[2].startswith("| d | demo | per category | 0.500 |")
-    assert table[3].endswith("| 0.650 | 3 | 20 | 321 |")
+    assert table[3].endswith("| 0.650 | 3 | 2 | 20 | 321 |")
     assert len(table) == 4  # the gap rows are not table lines
     path = tmp_path / "u.json"
     path.write_text(json.dumps({"rows": rows}))
