@@ -49,7 +49,14 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_generalization import _stats, selected_seeds  # noqa: E402
-from runlog import append_run, data_root, load_runs, setting_row, table_main  # noqa: E402
+from runlog import (  # noqa: E402
+    append_run,
+    child_env,
+    data_root,
+    load_runs,
+    setting_row,
+    table_main,
+)
 
 BENCH = "conditions"
 PARTS = ("gear", "plate", "bracket", "potato")
@@ -167,7 +174,7 @@ def run_child(data: dict[str, str], category: str, detector: str, work: Path
 
     proc = subprocess.run([sys.executable, "-c", CHILD, str(BENCH_DIR), json.dumps(data),
                            category, detector, str(work)], capture_output=True, text=True,
-                          cwd=BENCH_DIR.parent)
+                          cwd=BENCH_DIR.parent, env=child_env())
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from runlog import child_env  # noqa: E402
+
 # label -> (detector, options, datasets)
 DETECTORS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     "patchcore-rgb": ("patchcore-rgb", {}, ("demo",)),
@@ -115,7 +120,8 @@ def run(quick: bool) -> list[dict]:
                 work = Path(tmp) / "work" / f"{label}-{set_name}".replace(" ", "_")
                 proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work),
                                        ",".join(cats), json.dumps(options)],
-                                      capture_output=True, text=True, cwd=ROOT)
+                                      capture_output=True, text=True, cwd=ROOT,
+                                      env=child_env())
                 if proc.returncode != 0:
                     raise RuntimeError(f"{label} on {set_name}: {proc.stderr[-3000:]}")
                 r = json.loads(proc.stdout.strip().splitlines()[-1])

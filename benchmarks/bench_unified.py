@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from runlog import append_run, data_root, load_runs, table_main  # noqa: E402
+from runlog import append_run, child_env, data_root, load_runs, table_main  # noqa: E402
 
 BENCH = "unified"
 #: the detectors compared (those not registered are left out)
@@ -240,10 +240,10 @@ def _child(data: str, det: str, dataset: str, setting: str, cats: list[str], tmp
     """One (detector, dataset, setting) in its own process: ``{"detector", "dataset",
     "setting", "result"}`` or ``{..., "error"}``."""
     work = tmp / "work" / f"{det}-{dataset}-{setting}".replace(" ", "_")
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     threads = os.environ.get("PCAD_BENCH_THREADS", "1")
     proc = subprocess.run([sys.executable, "-c", CHILD, data, det, str(work), ",".join(cats),
-                           setting, threads], capture_output=True, text=True, cwd=ROOT, env=env)
+                           setting, threads], capture_output=True, text=True, cwd=ROOT,
+                          env=child_env())
     r: dict[str, Any] = {"detector": det, "dataset": dataset, "setting": setting}
     if proc.returncode != 0:
         r["error"] = proc.stderr[-3000:]
