@@ -38,7 +38,7 @@ def raw_errors(det, sample):
     if det.name == "prototypes-ot":
         z, d = det.token_costs(toks)
         return torch.from_numpy(z.astype(np.float32)), torch.from_numpy(d), fg
-    z = det._standardise(toks)
+    z = det._standardise(toks, sample.category)  # uniad's own category's statistics
     with torch.no_grad():
         return z, det.decoder.distances(z[None])[0], fg
 
@@ -211,8 +211,8 @@ def test_unified_fit_calibrates_each_category_against_its_own_tokens(name, plate
     assert {k: len(v) for k, v in det.calibration.groups.items()} == {
         "plate": sum(on_part[0::2]), "other": sum(on_part[1::2])}
     s = plate_bumps_test[-1]
-    z, d, fg = raw_errors(det, s)
     for cat in ("plate", "other"):
+        z, d, fg = raw_errors(det, replace(s, category=cat))
         want = (d / det.calibration.reference(z, cat)).numpy()
         got = det.patch_scores(replace(s, category=cat)).reshape(-1)
         np.testing.assert_allclose(got[fg], want[fg], rtol=1e-5)

@@ -305,7 +305,7 @@ class FADeRDetector(ViTADDetector):
                 "rgb_backbone": "effnet-lite0", "weights": None, "point_backbone": "fpfh",
                 "point_weights": None, "num_group": None, "group_size": None,
                 "device": "auto", **FPFH_DEFAULTS,
-                **ViTADDetector.CALIBRATION_DEFAULTS}
+                **ViTADDetector.CALIBRATION_DEFAULTS, "standardise": "global"}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "decoder width (the input projection maps the tokens to it); a multiple of heads",
         "depth": "decoder transformer blocks",
@@ -346,15 +346,16 @@ class FADeRDetector(ViTADDetector):
         ``levels`` channel widths."""
         return network_complexity(self, levels)
 
-    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
-                   progress: bool = False) -> FADeRDetector:
+    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int], progress: bool = False,
+                   categories: Sequence[str | None] | None = None) -> FADeRDetector:
         """Fit the standardisation and the network on ``(N, n, C)`` encoder tokens whose
-        channels are the ``levels`` (widths) concatenated."""
+        channels are the ``levels`` (widths) concatenated (``categories``: the samples', for
+        ``standardise="category"``)."""
         from pcad.detectors.training import run_training
 
         c = self.config
         n_img = len(tokens)
-        x = self.fit_standardisation(tokens, levels)
+        x = self.fit_standardisation(tokens, levels, categories)
         self.decoder = self.new_network(levels)
         noise = torch.Generator().manual_seed(c["seed"] + 1)
 

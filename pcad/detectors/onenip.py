@@ -240,7 +240,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
     #: and trained on every variant each epoch
     legacy_options: ClassVar[dict[str, Any]] = {**FPFHOption.legacy_options,
                                                 **CalibrationOption.CALIBRATION_LEGACY,
-                                                "variants_per_epoch": None}
+                                                "variants_per_epoch": None, "standardise": "global"}
     defaults = {"image_size": 224, "modality": "auto", "pool": 2, "dim": 64, "depth": 2,
                 "heads": 4, "mlp_ratio": 4.0, "neighbor_mask": 3, "variants": 4,
                 "variants_per_epoch": None, "refiner_hidden": 32, "refiner_layers": 2,
@@ -251,7 +251,8 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                 "defect_types": None, "textures": None, "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
-                **CalibrationOption.CALIBRATION_DEFAULTS, "calibration": "none"}
+                **CalibrationOption.CALIBRATION_DEFAULTS, "calibration": "none",
+                "standardise": "global"}
     option_help: ClassVar[dict[str, str]] = {
         **ViTADDetector.option_help,
         "dim": "transformer width (the input projection maps the tokens to it); a multiple "
@@ -401,7 +402,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
 
         c = self.config
         n_img, n_tok, width = tokens.shape
-        x = self.fit_standardisation(tokens, levels)
+        x = self.fit_standardisation(tokens, levels, categories)
         var = c["variants"]
         if anomalous is None or masks is None or anomalous.shape != (n_img * var, n_tok, width) \
                 or masks.shape != (n_img * var, n_tok):
@@ -409,7 +410,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                                     f"masks per sample of tokens {tokens.shape}")
         categories = [""] * n_img if categories is None else [str(x) for x in categories]
         paths = [None] * n_img if paths is None else list(paths)
-        xa = self._standardise(anomalous.reshape(-1, width)).reshape(-1, n_tok, width)
+        xa = self.standardise_samples(anomalous, np.repeat(np.asarray(categories, object), var))
         # row i * (1 + var) + j: sample i's clean tokens (j = 0) or its variant j - 1; an
         # epoch's items are mapped to rows by epoch_rows
         per_epoch = var if c["variants_per_epoch"] is None else c["variants_per_epoch"]
@@ -523,7 +524,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()},
                  "prompts": torch.stack([self.prompts[k].cpu() for k in names]),
-                 **self.calibration_state()}
+                 **self.category_stats_state(), **self.calibration_state()}
         atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
 
     def _state_record(self) -> dict[str, Any]:

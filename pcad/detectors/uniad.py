@@ -260,7 +260,7 @@ class UniADDetector(ViTADDetector):
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
-                **ViTADDetector.CALIBRATION_DEFAULTS}
+                **ViTADDetector.CALIBRATION_DEFAULTS, "standardise": "category"}
     option_help: ClassVar[dict[str, str]] = {
         "dim": "transformer width (the input projection maps the tokens to it); a multiple "
                "of heads",
@@ -307,15 +307,16 @@ class UniADDetector(ViTADDetector):
                                 c["mlp_ratio"], self.mask_size,
                                 c["dim"] // 2 if c["fader"] else 0)
 
-    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
-                   progress: bool = False) -> UniADDetector:
+    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int], progress: bool = False,
+                   categories: Sequence[str | None] | None = None) -> UniADDetector:
         """Fit the standardisation and the transformer on ``(N, n, C)`` encoder tokens whose
-        channels are the ``levels`` (widths) concatenated."""
+        channels are the ``levels`` (widths) concatenated (``categories``: the samples', for
+        ``standardise="category"``)."""
         from pcad.detectors.training import run_training
 
         c = self.config
         n_img = len(tokens)
-        x = self.fit_standardisation(tokens, levels)
+        x = self.fit_standardisation(tokens, levels, categories)
         self.decoder = self.new_network(levels)
         noise = torch.Generator().manual_seed(c["seed"] + 1)
 

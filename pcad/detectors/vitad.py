@@ -85,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcad.checks import check_int, check_positive
+from pcad.checks import check_choice, check_int, check_positive
 from pcad.detectors.base import (
     RUN_FILE,
     Detector,
@@ -115,6 +115,9 @@ from pcad.detectors.tokens import (
 from pcad.errors import FileFormatError, InvalidInputError
 
 STATE_FILE = "vitad.pt"
+#: the ``standardise`` option: one mean / std per channel over every training token, or one
+#: per category in a unified run
+STANDARDISE = ("global", "category")
 #: the largest decoder (an edited run could otherwise ask for gigabytes)
 MAX_DIM, MAX_DEPTH = 2048, 32
 
@@ -223,11 +226,13 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
                 "image_score": "foreground-max", "rgb_backbone": "effnet-lite0",
                 "weights": None, "point_backbone": "fpfh", "point_weights": None,
                 "num_group": None, "group_size": None, "device": "auto", **FPFH_DEFAULTS,
-                **CalibrationOption.CALIBRATION_DEFAULTS}
+                **CalibrationOption.CALIBRATION_DEFAULTS, "standardise": "global"}
     SCORES = ("foreground-max", "max")
-    #: runs saved before the calibration existed score uncalibrated errors
+    #: runs saved before the calibration existed score uncalibrated errors; before
+    #: ``standardise``, with the global statistics
     legacy_options: ClassVar[dict[str, Any]] = {**ModalityPatchesMixin.legacy_options,
-                                                **CalibrationOption.CALIBRATION_LEGACY}
+                                                **CalibrationOption.CALIBRATION_LEGACY,
+                                                "standardise": "global"}
     option_help: ClassVar[dict[str, str]] = {
         "modality": "encoder tokens: rgb (backbone patches), xyz (point patches), both "
                     "(concatenated per patch) or auto (both when the training samples have "
@@ -240,6 +245,10 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         "mlp_ratio": "hidden width of the decoder MLPs as a multiple of dim",
         "batch_size": "training batch size in images",
         "image_score": IMAGE_SCORE_HELP,
+        "standardise": "each channel's mean / std for the network: over every training token "
+                       "(global) or, in a unified run, over each category's (category: a "
+                       "sample is standardised with its own category's; one of a category "
+                       "the fit did not see, or a single-category run, with the global ones)",
     }
 
     def __init__(self, **config: Any) -> None:
@@ -261,8 +270,12 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
             raise InvalidInputError(f"mlp_ratio: must be <= 16, got {c['mlp_ratio']:g}")
         self.check_training_options()
         self.check_calibration()
+        c["standardise"] = check_choice(c["standardise"], "standardise", STANDARDISE)
         self.decoder: ViTADDecoder | None = None
         self.stats: dict[str, torch.Tensor] = {}
+        #: with ``standardise="category"`` and two or more training categories: each one's
+        #: ``{"mean", "std"}``
+        self.category_stats: dict[str, dict[str, torch.Tensor]] = {}
         self.history: list[float] = []
 
     # --- features -------------------------------------------------------------------------
@@ -309,8 +322,21 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         return (*self._pooled(feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1),
                               fg), levels)
 
-    def _standardise(self, x: np.ndarray) -> torch.Tensor:
-        return standardise(x, self.stats["mean"], self.stats["std"], self.device)
+    def _standardise(self, x: np.ndarray, category: str | None = None) -> torch.Tensor:
+        st = self.stats if category is None else self.category_stats.get(str(category),
+                                                                          self.stats)
+        return standardise(x, st["mean"], st["std"], self.device)
+
+    def standardise_samples(self, tokens: np.ndarray,
+                            categories: Sequence[str | None] | None = None) -> torch.Tensor:
+        """``(N, n, C)`` float32 on the device: each sample's ``(n, C)`` tokens standardised
+        with its category's statistics (:attr:`category_stats`; the global ones without
+        them)."""
+        n_img, n_tok, width = tokens.shape
+        if not self.category_stats or categories is None:
+            return self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+        return torch.stack([self._standardise(t, c)
+                            for t, c in zip(tokens, categories, strict=True)])
 
     # --- fit / predict --------------------------------------------------------------------
 
@@ -324,8 +350,9 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
             t, fg, levels = self.tokens(s, where="training set")
             toks.append(t)
             fgs.append(fg)
-        self.fit_tokens(np.stack(toks), levels, progress=progress)
-        self.fit_calibration(np.stack(toks), fgs, [sample_category(s) for s in items])
+        cats = [sample_category(s) for s in items]
+        self.fit_tokens(np.stack(toks), levels, progress=progress, categories=cats)
+        self.fit_calibration(np.stack(toks), fgs, cats)
         return self
 
     def fit_calibration(self, tokens: np.ndarray, fgs: Sequence[np.ndarray | None],
@@ -338,7 +365,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         if not self.calibrating:
             return
         n_img, n_tok, width = tokens.shape
-        x = self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+        x = self.standardise_samples(tokens, categories)
         err = self.training_values(x, categories)
         keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
                          for fg in fgs])
@@ -353,11 +380,14 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         ``categories``: the decoder's distances."""
         return token_errors_in_batches(self.decoder.distances, x)
 
-    def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int]) -> torch.Tensor:
+    def fit_standardisation(self, tokens: np.ndarray, levels: Sequence[int],
+                            categories: Sequence[str | None] | None = None) -> torch.Tensor:
         """Check ``tokens (N, n, C)`` against the token grid and the ``levels`` (widths, summing
         to C), fit :attr:`stats` (each channel's mean and std over every training token; the
-        std floored at :attr:`std_floor` x the median channel std and at 1e-6) and return the
-        standardised tokens ``(N, n, C)`` float32 on the detector's device."""
+        std floored at :attr:`std_floor` x the median channel std and at 1e-6) and, with
+        ``standardise="category"`` and the samples' ``categories`` naming two or more,
+        :attr:`category_stats` (the same over each category's tokens); return the standardised
+        tokens ``(N, n, C)`` float32 on the detector's device."""
         n_img, n_tok, width = tokens.shape
         th, tw = self.token_grid
         if n_tok != th * tw or sum(levels) != width:
@@ -365,7 +395,14 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
                                     f"{self.token_grid} token grid and levels {list(levels)}")
         mean, std = channel_stats(torch.from_numpy(tokens.reshape(-1, width)), self.std_floor)
         self.stats = {"mean": mean, "std": std}
-        return self._standardise(tokens.reshape(-1, width)).reshape(n_img, n_tok, width)
+        self.category_stats = {}
+        names = np.asarray([str(c) for c in categories or ()], dtype=object)
+        if self.config["standardise"] == "category" and len(set(names.tolist())) > 1:
+            for name in dict.fromkeys(names.tolist()):
+                m, sd = channel_stats(torch.from_numpy(tokens[names == name].reshape(-1, width)),
+                                      self.std_floor)
+                self.category_stats[name] = {"mean": m, "std": sd}
+        return self.standardise_samples(tokens, categories)
 
     def new_network(self, levels: Sequence[int]) -> nn.Module:
         """:meth:`_network` for ``levels`` initialised from the ``seed`` option (the global torch
@@ -375,15 +412,16 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
             net = self._network(levels)
         return net.to(self.device)
 
-    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int],
-                   progress: bool = False) -> ViTADDetector:
+    def fit_tokens(self, tokens: np.ndarray, levels: Sequence[int], progress: bool = False,
+                   categories: Sequence[str | None] | None = None) -> ViTADDetector:
         """Fit the standardisation and the decoder on ``(N, n, C)`` encoder tokens whose
-        channels are the ``levels`` (widths, finest first) concatenated."""
+        channels are the ``levels`` (widths, finest first) concatenated (``categories``: the
+        samples', for ``standardise="category"``)."""
         from pcad.detectors.training import run_training
 
         c = self.config
         n_img = len(tokens)
-        x = self.fit_standardisation(tokens, levels)
+        x = self.fit_standardisation(tokens, levels, categories)
         self.decoder = self.new_network(levels)
 
         def step_loss(model: nn.Module, epoch: int, step: int,
@@ -410,7 +448,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         toks, fg, _ = self.tokens(sample, foreground)
         self.check_width(toks.shape[1], self.stats["mean"].numel(),
                          f"its {self.network_word} ({self.state_file})")
-        return self._standardise(toks), fg
+        return self._standardise(toks, sample_category(sample)), fg
 
     def patch_scores(self, sample: Any, foreground: SampleForeground | None = None
                      ) -> np.ndarray:
@@ -429,8 +467,41 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
 
         state = {"decoder": {k: v.cpu() for k, v in self.decoder.state_dict().items()},
                  "stats": {k: v.cpu() for k, v in self.stats.items()},
-                 **self.calibration_state()}
+                 **self.category_stats_state(), **self.calibration_state()}
         atomic_save(folder / self.state_file, lambda tmp: torch.save(state, tmp))
+
+    def category_stats_state(self) -> dict[str, Any]:
+        """``{"category_stats": {"names", "mean" (G, C), "std" (G, C)}}`` for the state file,
+        or ``{}`` without :attr:`category_stats`."""
+        if not self.category_stats:
+            return {}
+        names = list(self.category_stats)
+        return {"category_stats": {
+            "names": names,
+            **{k: torch.stack([self.category_stats[n][k].cpu() for n in names])
+               for k in ("mean", "std")}}}
+
+    def load_category_stats(self, saved: dict[str, Any], width: int, where: str) -> None:
+        """:attr:`category_stats` from a state file's dict ``saved`` (none when it has no
+        entry); a bad entry is a :class:`~pcad.errors.FileFormatError` naming ``where``."""
+        self.category_stats = {}
+        entry = saved.get("category_stats")
+        if entry is None:
+            return
+        names = entry.get("names") if isinstance(entry, dict) else None
+        ok = isinstance(names, list) and len(names) > 1 and all(isinstance(n, str)
+                                                                for n in names)
+        if ok:
+            shape = (len(names), width)
+            ok = all(isinstance(entry.get(k), torch.Tensor) and entry[k].is_floating_point()
+                     and tuple(entry[k].shape) == shape and bool(torch.isfinite(entry[k]).all())
+                     for k in ("mean", "std")) and bool((entry["std"] > 0).all())
+        if not ok:
+            raise FileFormatError(f"{where}: 'category_stats' must hold a list of two or more "
+                                  f"str 'names', a finite (G, {width}) 'mean' and a positive "
+                                  "'std'")
+        self.category_stats = {n: {"mean": entry["mean"][i].float(), "std": entry["std"][i].float()}
+                               for i, n in enumerate(names)}
 
     def _state_record(self) -> dict[str, Any]:
         return {"levels": list(self.decoder.level_dims), "history": self.history}
@@ -455,5 +526,6 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         self.decoder.to(self.device).eval()
         width = sum(levels)
         self.stats = check_run_stats(saved["stats"], {"mean": width, "std": width}, str(path))
+        self.load_category_stats(saved, width, str(path))
         self.history = [float(x) for x in state.get("history", [])]
         self.load_calibration(saved, width, str(path))
