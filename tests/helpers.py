@@ -34,3 +34,17 @@ def bench_module(name: str):
         yield importlib.import_module(name)
     finally:
         sys.path.remove(BENCH_DIR)
+
+
+def saved_before(run: str | os.PathLike[str], *options: str) -> dict:
+    """Make the run folder ``run`` look saved before ``options`` existed: drop them from its
+    ``detector.json`` config; return the edited record (write it back to edit it more)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run) / "detector.json"
+    record = json.loads(path.read_text())
+    for key in options:
+        del record["config"][key]
+    path.write_text(json.dumps(record))
+    return record

@@ -6,7 +6,6 @@ saved before the option load with the global ones, bad entries are one-line erro
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +16,7 @@ from pcad.detectors import create_detector, load_detector
 from pcad.detectors.tokens import channel_stats
 from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
+from tests.helpers import saved_before
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUICK = {"vitad": {"epochs": 2}, "uniad": {"epochs": 2}, "fader": {"epochs": 2},
@@ -93,10 +93,7 @@ def test_old_runs_load_with_global_statistics_and_bad_entries_are_errors(plate_b
                           standardise="global")
     _fit(det, _two_categories(plate_bumps, det))
     det.save(tmp_path / "run")
-    rec_path = tmp_path / "run" / "detector.json"
-    record = json.loads(rec_path.read_text())
-    del record["config"]["standardise"]  # a run saved before the option
-    rec_path.write_text(json.dumps(record))
+    saved_before(tmp_path / "run", "standardise")
     old = load_detector(tmp_path / "run")
     assert old.config["standardise"] == "global" and old.category_stats == {}
     assert old.predict(plate_bumps_test[0])[0] == det.predict(plate_bumps_test[0])[0]

@@ -15,6 +15,7 @@ from pcad.detectors import create_detector, load_detector
 from pcad.detectors.error_calibration import FLOOR, ErrorCalibration, coreset_errors
 from pcad.engine import open_split
 from pcad.errors import FileFormatError, InvalidInputError
+from tests.helpers import saved_before
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = ("vitad", "uniad", "fader", "prototypes-ot", "hetnet", "pbas")
@@ -114,15 +115,12 @@ def test_old_runs_score_raw_errors_and_a_missing_state_is_an_error(plate_bumps,
     det.fit(list(open_split(plate_bumps, "plate", "train", det)))
     assert det.calibration is None
     det.save(tmp_path / "run")
-    rec_path = tmp_path / "run" / "detector.json"
-    record = json.loads(rec_path.read_text())
-    del record["config"]["calibration"]  # a run saved before the option
-    rec_path.write_text(json.dumps(record))
+    record = saved_before(tmp_path / "run", "calibration")
     old = load_detector(tmp_path / "run")
     assert old.config["calibration"] == "none"
     assert old.predict(plate_bumps_test[0])[0] == det.predict(plate_bumps_test[0])[0]
     record["config"]["calibration"] = "nearest"  # edited: no saved calibration
-    rec_path.write_text(json.dumps(record))
+    (tmp_path / "run" / "detector.json").write_text(json.dumps(record))
     with pytest.raises(FileFormatError, match="calibration"):
         load_detector(tmp_path / "run")
 
