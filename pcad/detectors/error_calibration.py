@@ -34,7 +34,7 @@ from pcad.checks import check_choice, check_int
 from pcad.errors import FileFormatError
 
 __all__ = ["CALIBRATIONS", "FLOOR", "CalibrationOption", "ErrorCalibration", "coreset_errors",
-           "sample_category", "token_errors_in_batches"]
+           "patch_groups", "sample_category", "token_errors_in_batches"]
 
 #: the ``calibration`` option: errors over the nearest training patch's (default), or raw
 CALIBRATIONS = ("nearest", "none")
@@ -286,6 +286,18 @@ def sample_category(sample: Any) -> str | None:
     """
     cat = getattr(sample, "category", None)
     return None if cat is None or cat == "" else str(cat)
+
+
+def patch_groups(categories: Sequence[str | None], counts: Any) -> np.ndarray:
+    """``(sum(counts),)`` object array: each sample's category (as a str) repeated for its
+    ``counts`` patches (an int for all, or one per sample), the ``groups`` of
+    :meth:`CalibrationOption.fit_error_calibration`.
+
+    Example:
+        >>> patch_groups(["gear", None], [2, 1]).tolist()
+        ['gear', 'gear', 'None']
+    """
+    return np.repeat(np.asarray([str(c) for c in categories], dtype=object), counts)
 
 
 def coreset_errors(tokens: torch.Tensor, errors: torch.Tensor, size: int, seed: int = 0

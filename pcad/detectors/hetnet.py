@@ -120,7 +120,11 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import CalibrationOption, sample_category
+from pcad.detectors.error_calibration import (
+    CalibrationOption,
+    patch_groups,
+    sample_category,
+)
 from pcad.detectors.patches import (
     FPFH_DEFAULT_NEIGHBOURS,
     GridDeviceMixin,
@@ -533,8 +537,8 @@ class HetNetDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, D
             pairs = [self.patch_errors(f) for f in feats]
             # feats holds each sample's features, then its photometric copies
             copies = len(feats) // len(items)
-            groups = np.repeat(np.asarray([str(sample_category(s)) for s in items], object),
-                               copies * masks.shape[1])
+            groups = patch_groups([sample_category(s) for s in items],
+                                  copies * masks.shape[1])
             self.fit_error_calibration(torch.cat([z for z, _ in pairs]),
                                        torch.cat([d for _, d in pairs]), np.concatenate(masks),
                                        groups)

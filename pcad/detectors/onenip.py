@@ -100,7 +100,11 @@ from torch import nn
 from pcad.checks import check_choice, check_int
 from pcad.detectors.base import RUN_FILE, read_run_file
 from pcad.detectors.defect_source import DefectSourceMixin
-from pcad.detectors.error_calibration import CalibrationOption, sample_category
+from pcad.detectors.error_calibration import (
+    CalibrationOption,
+    patch_groups,
+    sample_category,
+)
 from pcad.detectors.patches import FPFHOption, SampleForeground
 from pcad.detectors.registry import register_detector
 from pcad.detectors.synthsup import _dice, _focal, segmentation_head
@@ -416,7 +420,7 @@ class OneNIPDetector(DefectSourceMixin, ViTADDetector):
                                     f"masks per sample of tokens {tokens.shape}")
         categories = [""] * n_img if categories is None else [str(x) for x in categories]
         paths = [None] * n_img if paths is None else list(paths)
-        xa = self.standardise_samples(anomalous, np.repeat(np.asarray(categories, object), var))
+        xa = self.standardise_samples(anomalous, patch_groups(categories, var))
         # row i * (1 + var) + j: sample i's clean tokens (j = 0) or its variant j - 1; an
         # epoch's items are mapped to rows by epoch_rows
         per_epoch = var if c["variants_per_epoch"] is None else c["variants_per_epoch"]

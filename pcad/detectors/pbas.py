@@ -97,7 +97,11 @@ from pcad.detectors.base import (
     read_run_file,
     run_dims,
 )
-from pcad.detectors.error_calibration import CalibrationOption, sample_category
+from pcad.detectors.error_calibration import (
+    CalibrationOption,
+    patch_groups,
+    sample_category,
+)
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -326,8 +330,8 @@ class PBASDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, Det
         self.net.eval()
         if self.calibrating:
             with torch.no_grad():
-                groups = None if categories is None else np.repeat(
-                    np.asarray([str(g) for g in categories], object), np.diff(bounds))
+                groups = None if categories is None else patch_groups(categories,
+                                                                      np.diff(bounds))
                 self.fit_error_calibration(x, F.softplus(self.net(x)), groups=groups)
         self.fitted = True
         return self

@@ -80,7 +80,11 @@ import torch
 
 from pcad.checks import check_choice, check_fraction, check_int, check_positive
 from pcad.detectors.base import Detector, check_run_stats, read_run_file
-from pcad.detectors.error_calibration import CalibrationOption, sample_category
+from pcad.detectors.error_calibration import (
+    CalibrationOption,
+    patch_groups,
+    sample_category,
+)
 from pcad.detectors.patches import (
     GridDeviceMixin,
     SampleForeground,
@@ -298,8 +302,7 @@ class PrototypesOTDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMi
             zs, costs = zip(*(self.token_costs(toks) for toks, _ in pairs), strict=True)
             keep = [np.ones(len(z), bool) if fg is None else np.asarray(fg, bool)
                     for z, (_, fg) in zip(zs, pairs, strict=True)]
-            groups = np.repeat(np.asarray([str(sample_category(s)) for s in items], object),
-                               [len(z) for z in zs])
+            groups = patch_groups([sample_category(s) for s in items], [len(z) for z in zs])
             self.fit_error_calibration(np.concatenate(zs), np.concatenate(costs),
                                        np.concatenate(keep), groups)
         return self

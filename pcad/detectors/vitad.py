@@ -111,6 +111,7 @@ from pcad.detectors.base import (
 )
 from pcad.detectors.error_calibration import (
     CalibrationOption,
+    patch_groups,
     sample_category,
     token_errors_in_batches,
 )
@@ -384,8 +385,7 @@ class ViTADDetector(CalibrationOption, ModalityPatchesMixin, GridDeviceMixin, De
         err = self.training_values(x, categories)
         keep = np.stack([np.ones(n_tok, bool) if fg is None else np.asarray(fg, bool)
                          for fg in fgs])
-        groups = None if categories is None else np.repeat(np.asarray(categories, object),
-                                                          n_tok)
+        groups = None if categories is None else patch_groups(categories, n_tok)
         self.fit_error_calibration(x.reshape(-1, width), err.reshape(-1), keep, groups)
 
     def training_values(self, x: torch.Tensor, categories: Sequence[str] | None = None
