@@ -76,9 +76,14 @@ import numpy as np
 
 from pcad.detectors.base import RUN_FILE
 from pcad.detectors.fusion import (
+    LOO_DEFAULTS,
+    LOO_HELP,
+    LOO_LEGACY,
     MIN_LOO_SAMPLES,
     Z_FUSIONS,
+    check_loo_samples,
     fuse_normalized,
+    loo_indices,
     loo_stats,
     others_bank,
     read_loo_stats,
@@ -113,10 +118,12 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
     concatenation in one bank, the image score (``fusion``) from one bank per modality."""
 
     modalities = ("rgb", "xyz")
-    defaults = {**PatchCoreRGB.defaults, "fusion": "zsum", **FPFHOption.FPFH_DEFAULTS}
+    defaults = {**PatchCoreRGB.defaults, "fusion": "zsum", **LOO_DEFAULTS,
+                **FPFHOption.FPFH_DEFAULTS}
+    legacy_options: ClassVar[dict[str, Any]] = {**FPFHOption.legacy_options, **LOO_LEGACY}
     FUSIONS = ("joint", *Z_FUSIONS)
     option_help: ClassVar[dict[str, str]] = {
-        **PatchCoreRGB.option_help,
+        **PatchCoreRGB.option_help, **LOO_HELP,
         "fusion": "image score: zsum (default) or zmax of the RGB and FPFH banks' scores, "
                   "LOO-normalised; joint: the concatenated bank's",
     }
@@ -124,6 +131,7 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self.check_fpfh_option()
+        self.config["loo_samples"] = check_loo_samples(self.config["loo_samples"])
         if self.config["fusion"] not in self.FUSIONS:
             raise InvalidInputError(f"fusion: expected one of {self.FUSIONS}, got "
                                     f"{self.config['fusion']!r}")
@@ -146,8 +154,9 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
 
     def fit_sources(self, stacked: dict[str, np.ndarray], items: Sequence[Any]) -> None:
         """One bank per modality (the same coreset ratio) and, for each, the leave-one-out
-        image scores of the training samples: sample ``i`` scored against every patch of the
-        other samples, as a test sample is scored against the bank."""
+        image scores of the training samples (``loo_samples`` of them at most,
+        :func:`~pcad.detectors.fusion.loo_indices`): sample ``i`` scored against every patch of
+        the other samples, as a test sample is scored against the bank."""
         from pcad.memory import MemoryBank
 
         self.source_banks, self.z_image = {}, None
@@ -156,13 +165,15 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
         n = len(items)
         n_patch = len(stacked["rgb"]) // n
         size = self.config["image_size"]
-        scores = np.zeros((n, len(self.modalities)))
-        for i, sample in enumerate(items):
+        chosen = loo_indices(n, self.config["loo_samples"], self.config["seed"])
+        scores = np.zeros((len(chosen), len(self.modalities)))
+        for row, i in enumerate(chosen.tolist()):
+            sample = items[i]
             fore = SampleForeground(sample.xyz, size)
             for j, m in enumerate(self.modalities):
                 own = stacked[m][i * n_patch:(i + 1) * n_patch]
                 others = others_bank(stacked[m], i, n, self.device)
-                _, (scores[i, j],) = self.score_patches(others, [own], [sample], [fore])
+                _, (scores[row, j],) = self.score_patches(others, [own], [sample], [fore])
         self.z_image = loo_stats(scores)
         for m in self.modalities:
             self.source_banks[m] = MemoryBank(coreset_ratio=self.config["coreset_ratio"],

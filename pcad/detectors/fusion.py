@@ -8,6 +8,14 @@ others only, as a test sample would be); :func:`loo_stats` turns them into a per
 (``"zsum"``) or takes the maximum (``"zmax"``), so more evidence in any source never lowers the
 fused score. :func:`read_loo_stats` checks those statistics when a run is loaded.
 
+Scoring every training sample against all the others costs the square of the training set
+(each of ``N`` samples searches the ``N - 1`` others' patches). The ``loo_samples`` option
+(:data:`LOO_DEFAULTS`) caps the samples scored: with more training samples than that, a seeded
+subset of them (:func:`loo_indices`) is scored, each still against every patch of all the
+others, so the cost grows linearly. Its default, 32, leaves a training set of up to 32 samples
+as it was (every sample scored); a unified run over eight 30-sample categories scores 32 of its
+240 samples (``benchmarks/bench_loo.py`` times the difference).
+
 Example:
     >>> st = loo_stats(np.array([[1.0, 10.0], [2.0, 12.0], [3.0, 14.0]]))
     >>> st.tolist()
@@ -22,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from pcad.checks import check_int
 from pcad.detectors.base import check_run_number
 from pcad.errors import FileFormatError, InvalidInputError
 
-__all__ = ["MIN_LOO_SAMPLES", "Z_FUSIONS", "fuse_normalized", "loo_stats", "others_bank",
+__all__ = ["LOO_DEFAULTS", "LOO_HELP", "LOO_LEGACY", "MIN_LOO_SAMPLES", "Z_FUSIONS",
+           "check_loo_samples", "fuse_normalized", "loo_indices", "loo_stats", "others_bank",
            "read_loo_stats"]
 
 #: the fewest training samples the LOO-normalised fusions (``"zsum"``, ``"zmax"``) accept: the
@@ -33,6 +43,41 @@ __all__ = ["MIN_LOO_SAMPLES", "Z_FUSIONS", "fuse_normalized", "loo_stats", "othe
 MIN_LOO_SAMPLES = 3
 #: fusions whose bank scores are normalised by leave-one-out statistics of the training set
 Z_FUSIONS = ("zsum", "zmax")
+#: the ``loo_samples`` option, for a detector's ``defaults``
+LOO_DEFAULTS = {"loo_samples": 32}
+#: what runs saved before the option were fitted with (every training sample), for
+#: ``legacy_options``
+LOO_LEGACY = {"loo_samples": None}
+#: its ``option_help`` line
+LOO_HELP = {"loo_samples": "training samples scored leave-one-out for the fusion's per-bank "
+                           "statistics: with more, a seeded subset of this many (each against "
+                           "every patch of all the others); null: every sample"}
+
+
+def check_loo_samples(value: Any) -> int | None:
+    """The ``loo_samples`` option checked: None or an int >= :data:`MIN_LOO_SAMPLES`.
+
+    >>> check_loo_samples(32), check_loo_samples(None)
+    (32, None)
+    """
+    return None if value is None else check_int(value, "loo_samples", minimum=MIN_LOO_SAMPLES)
+
+
+def loo_indices(n_samples: int, limit: int | None, seed: int) -> np.ndarray:
+    """``(m,) int64`` ascending: the training samples scored leave-one-out, every one of the
+    ``n_samples`` when ``limit`` is None or not below it, else ``limit`` of them drawn without
+    replacement by ``numpy.random.default_rng([seed, n_samples])``.
+
+    >>> loo_indices(4, 32, 0).tolist()
+    [0, 1, 2, 3]
+    >>> a = loo_indices(100, 5, 0)
+    >>> len(a), bool((np.diff(a) > 0).all()), a.tolist() == loo_indices(100, 5, 0).tolist()
+    (5, True, True)
+    """
+    if limit is None or n_samples <= limit:
+        return np.arange(n_samples, dtype=np.int64)
+    rng = np.random.default_rng([seed, n_samples])
+    return np.sort(rng.choice(n_samples, size=limit, replace=False)).astype(np.int64)
 
 
 def loo_stats(scores: np.ndarray) -> np.ndarray:

@@ -133,9 +133,14 @@ from pcad.detectors.base import (
     upsample_maps,
 )
 from pcad.detectors.fusion import (
+    LOO_DEFAULTS,
+    LOO_HELP,
+    LOO_LEGACY,
     MIN_LOO_SAMPLES,
     Z_FUSIONS,
+    check_loo_samples,
     fuse_normalized,
+    loo_indices,
     loo_stats,
     others_bank,
     read_loo_stats,
@@ -219,8 +224,9 @@ class MultiBankDetector(FPFHOption, Detector):
         **FEATURE_DEFAULTS, "coreset_ratio": 0.1, "seed": 0, "sigma": 4.0, "n_reweight": 3,
         "bank_score": "foreground-max", "fusion": "zsum", "map_fusion": "zsum",
         "ocsvm_nu": 0.5, "ocsvm_max_iter": 1000, "svm_patches": "all", "bank_weights": None,
-        "image_score": "dlf", **FPFHOption.FPFH_DEFAULTS,
+        "image_score": "dlf", **LOO_DEFAULTS, **FPFHOption.FPFH_DEFAULTS,
     }
+    legacy_options: ClassVar[dict[str, Any]] = {**FPFHOption.legacy_options, **LOO_LEGACY}
     BANK_SCORES = ("reweighted", "foreground-max")
     FUSIONS = ("ocsvm", "sum", *Z_FUSIONS)
     IMAGE_SCORES = ("dlf", "foreground-max")
@@ -235,7 +241,7 @@ class MultiBankDetector(FPFHOption, Detector):
         "bank_weights": "weight per bank, e.g. {\"xyz\": 1, \"rgb\": 0.1}; null: the "
                         "detector's",
         "image_score": "dlf (fused bank scores) or foreground-max (fused map over the part)",
-        "batch_size": "training batch size in samples",
+        "batch_size": "training batch size in samples", **LOO_HELP,
     }
 
     def __init__(self, **config: Any) -> None:
@@ -250,6 +256,7 @@ class MultiBankDetector(FPFHOption, Detector):
         c["n_reweight"] = check_int(c["n_reweight"], "n_reweight", minimum=1)
         c["ocsvm_nu"] = check_fraction(c["ocsvm_nu"], "ocsvm_nu", inclusive_zero=False)
         c["ocsvm_max_iter"] = check_int(c["ocsvm_max_iter"], "ocsvm_max_iter", minimum=1)
+        c["loo_samples"] = check_loo_samples(c["loo_samples"])
         c["device"] = check_device(c["device"])
         self.check_fpfh_option()
         for key in ("num_group", "group_size"):
@@ -388,24 +395,27 @@ class MultiBankDetector(FPFHOption, Detector):
 
     def _fit_fusion(self, per_bank: dict[str, np.ndarray], n_samples: int, n_patch: int,
                     items: Sequence[Any] | None, fg: np.ndarray) -> None:
-        """Leave-one-out per-bank scores of the training samples, then the two SVMs."""
+        """Leave-one-out per-bank scores of the training samples (``loo_samples`` of them at
+        most, :func:`~pcad.detectors.fusion.loo_indices`), then the two SVMs."""
 
         k = len(self.BANKS)
         lam = np.array([self.config["bank_weights"][b] for b in self.BANKS])
         self.w_image, self.w_patch = np.ones(k), np.ones(k)
         if self.config["fusion"] == "sum" and self.config["map_fusion"] == "sum":
             return  # no leave-one-out scores needed
-        img = np.zeros((n_samples, k))
-        pix = np.zeros((n_samples, n_patch, k))
+        chosen = loo_indices(n_samples, self.config["loo_samples"], self.config["seed"])
+        img = np.zeros((len(chosen), k))
+        pix = np.zeros((len(chosen), n_patch, k))
         # sample by sample, so that each sample's foreground is computed once for all banks
-        for i in range(n_samples):
+        for row, i in enumerate(chosen.tolist()):
             sample = None if items is None else items[i]
             fore = None if sample is None else SampleForeground(sample.xyz)
             for j, b in enumerate(self.BANKS):
                 sub = others_bank(per_bank[b], i, n_samples, self.banks[b].device)
                 feats = per_bank[b][i * n_patch:(i + 1) * n_patch]
-                pix[i, :, j], img[i, j] = self._bank_image_score(sub, feats, sample, fore)
-        rows = fg.reshape(-1) if self.config["svm_patches"] == "foreground" else slice(None)
+                pix[row, :, j], img[row, j] = self._bank_image_score(sub, feats, sample, fore)
+        rows = (fg.reshape(n_samples, n_patch)[chosen].reshape(-1)
+                if self.config["svm_patches"] == "foreground" else slice(None))
         # the LOO statistics are kept whatever the fusion (cheap; lets a run compare fusions)
         self.z_image, self.z_patch = loo_stats(img), loo_stats(pix.reshape(-1, k)[rows])
         if self.config["fusion"] == "ocsvm":
