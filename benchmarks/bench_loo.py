@@ -9,7 +9,8 @@ Workload: m3dm's fusion fit (:meth:`MultiBankDetector._fit_fusion`, ``bank_score
 "reweighted"``, ``fusion="zsum"``) on seeded standard-normal features of ``N`` samples of
 ``n`` patches per bank (the widths of m3dm's banks with FPFH), timed alone (the banks' networks
 and memory banks are not part of it). Full: ``N`` = 240 (eight 30-sample categories in one
-unified run), 196 patches (112 px); ``--quick``: ``N`` = 48, 64 patches.
+unified run), 64 patches (64 px; the cost of both grows with the square of the patches);
+``--quick``: ``N`` = 48, 16 patches.
 
 Rows: the seconds with the default against the reference ``loo_samples=None`` (every sample;
 ``ratio`` = reference / default, higher is better), and ``max_rel_diff``, the largest relative
@@ -48,7 +49,7 @@ def _fusion_seconds(loo_samples: int | None, n_samples: int, n_patch: int
 
 
 def run(quick: bool) -> list[dict]:
-    n_samples, n_patch = (48, 64) if quick else (240, 196)
+    n_samples, n_patch = (48, 16) if quick else (240, 64)
     t_all, z_all = _fusion_seconds(None, n_samples, n_patch)
     default = create_detector("m3dm").config["loo_samples"]
     t_cap, z_cap = _fusion_seconds(default, n_samples, n_patch)
