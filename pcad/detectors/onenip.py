@@ -77,8 +77,11 @@ What pcad does (and where it departs from the paper):
   category runs): I-AUROC 0.802 -> 0.824, mAD 0.734 -> 0.736, AUPRO@0.3 0.843 -> 0.838. The
   gain is the flat plate's (0.82 / 0.59 / 0.89 -> 0.98 / 0.91 / 0.90, the one part whose small
   variations the pooled statistics squash); the other nine runs move by -0.17 to +0.05 (6 of
-  12 better in all). Demo dataset unified (7 built-in categories, seed 0), checked afterwards:
-  0.774 -> 0.832, mAD 0.748 -> 0.767 (per category 0.825 / 0.741).
+  12 better in all). Demo dataset unified (7 built-in categories, seed 0, the unified
+  benchmark), checked afterwards: 0.774 -> 0.779, mAD 0.748 -> 0.754 (per category 0.825 /
+  0.741); an earlier run of the same options outside the benchmark gave 0.832 / 0.767, so two
+  numerically different runs of one configuration differ by 0.05 there (6 good test samples
+  per category).
 - **torchrun**: not supported (the token cache is not sharded over ranks).
 
 Example:
