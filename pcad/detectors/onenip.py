@@ -79,8 +79,8 @@ What pcad does (and where it departs from the paper):
   variations the pooled statistics squash); the other nine runs move by -0.17 to +0.05 (6 of
   12 better in all). Demo dataset unified (7 built-in categories, seed 0, the unified
   benchmark), checked afterwards: 0.774 -> 0.779, mAD 0.748 -> 0.754 (per category 0.825 /
-  0.741); an earlier run of the same options outside the benchmark gave 0.832 / 0.767, so two
-  numerically different runs of one configuration differ by 0.05 there (6 good test samples
+  0.741); an earlier run of the same options outside the benchmark (through a feature cache)
+  gave 0.832 / 0.767: two runs of the same options differ by 0.05 there (6 good test samples
   per category).
 - **torchrun**: not supported (the token cache is not sharded over ranks).
 
