@@ -95,7 +95,8 @@ def test_one_prompt_per_category_nearest_its_mean_saved_and_loaded(fitted, two_c
                                                                    tmp_path):
     assert sorted(fitted.prompts) == ["other", "plate"]
     for cat, members in (("plate", two_categories[:3]), ("other", two_categories[3:])):
-        x = torch.stack([fitted._standardise(fitted.tokens(s)[0]) for s in members])
+        # each category's tokens with its own statistics (standardise="category")
+        x = torch.stack([fitted._standardise(fitted.tokens(s)[0], cat) for s in members])
         best = int(torch.argmin(((x - x.mean(0)) ** 2).sum(dim=(1, 2))))
         assert torch.allclose(fitted.prompts[cat], x[best], atol=1e-5)
         assert fitted.prompt_sources[cat] == str(members[best].path)
@@ -182,8 +183,8 @@ def test_the_map_is_calibrated_per_category_and_old_runs_map_raw_values(two_cate
     fitted = create_detector("onenip", **QUICK, calibration="nearest").fit(
         two_categories, defect_source=_source())
     assert sorted(fitted.calibration.groups) == ["other", "plate"]
-    for s in (two_categories[0], two_categories[4]):
-        assert float(fitted.patch_scores(s).max()) <= 1.0 + 1e-6
+    for s in (two_categories[0], two_categories[4]):  # float32 rounding: 1e-5
+        assert float(fitted.patch_scores(s).max()) <= 1.0 + 1e-5
     s = plate_bumps_test[-1]
     x, fg = fitted.standardised_tokens(s)
     raw = fitted.map_values(x[None], fitted.prompts["plate"][None])[0]
