@@ -54,7 +54,7 @@ What pcad does (and where it departs from the paper):
   its four variants): 40 -> 30 on the built-in gear, plate, bracket and potato (seeds 0-2,
   unified, 12 category runs) moved I-AUROC 0.824 -> 0.828, mAD 0.736 -> 0.738, AUPRO@0.3 0.838
   -> 0.841 (5 runs better, 4 worse) and cuts training by a quarter
-  (``benchmarks/bench_unified_training.py``).
+  (``benchmarks/bench_training.py``).
 - **Map** (``map``): ``"product"`` (default: the refiner's probability times uniad's L2
   reconstruction error per token), ``"refiner"`` (OneNIP's output, the refiner's probability)
   or ``"reconstruction"`` (the L2 error); 0 off the part with point features, upsampled and

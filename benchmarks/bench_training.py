@@ -72,7 +72,7 @@ def run(quick: bool) -> list[dict]:
             per_epoch = max(three - one, 0.0) / 2
             default = int(create_detector(name).config["epochs"])
             minutes = (one - per_epoch + default * per_epoch) / 60
-            rows.append({"benchmark": "unified training",
+            rows.append({"benchmark": "training time",
                          "case": f"{name}, {n_samples} samples, {size} px, {threads} threads, "
                                  f"{default} epochs (estimate)",
                          "value": minutes, "unit": "min",
