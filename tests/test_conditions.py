@@ -17,17 +17,21 @@ from synth.dataset import DatasetConfig, generate
 from synth.render.conditions import STRONG, conditions_for
 from tests.helpers import run_pcad
 
-#: the tiny dataset below, as the generator writes it with ``--conditions standard``. First taken
-#: with the code of commit 6d31b91 (before --conditions existed) on the development machine:
+#: the tiny dataset below, as the generator writes it with ``--conditions standard``: the hashes
+#: the unchanged generator has written on the machines it ran on. First taken with the code of
+#: commit 6d31b91 (before --conditions existed) on the development machine:
 #: c23741359c35c65fa3318be633a2295b8457fd7e3ec5966500a21ae93593e53e. On 2026-12-06 a fresh
 #: ``make install`` (numpy 2.4.6, scipy 1.17.1, trimesh 5.2.0, open3d 0.20.0, numba 0.68.1,
-#: pillow 13.0.0, tifffile 2026.3.3, manifold3d 3.5.4) gave other bytes from the unchanged
-#: code (no version of those, swapped one at a time for an older one, gave the old bytes back),
-#: so the hash was taken again there; it pins the generator's bytes under the dependency set
-#: that ``make install`` installs, and a code change that moves them fails here.
+#: pillow 13.0.0, tifffile 2026.3.3, manifold3d 3.5.4) on another machine gave
+#: adbe995d71bf29237ebfcd27c5b0209fd2e6eb3c19cbf7d8a4407a36c5f322d0 from the unchanged code (no
+#: version of those, swapped one at a time for an older one, gave the first bytes back); on
+#: 2026-12-07 the same package versions on an AMD EPYC machine gave the first hash again. So the
+#: bytes depend on the machine as well as on the dependency set; either hash is the old output,
+#: and a code change that moves the bytes gives a third one and fails here.
 TINY = {"categories": ("plate",), "size": (48, 48), "train": 1, "validation": 1,
         "test_good": 1, "test_defect": 1, "defects": ("dent", "contamination"), "seed": 5}
-TINY_SHA256 = "adbe995d71bf29237ebfcd27c5b0209fd2e6eb3c19cbf7d8a4407a36c5f322d0"
+TINY_SHA256 = ("c23741359c35c65fa3318be633a2295b8457fd7e3ec5966500a21ae93593e53e",
+               "adbe995d71bf29237ebfcd27c5b0209fd2e6eb3c19cbf7d8a4407a36c5f322d0")
 TINY_ARGS = ["--categories", "plate", "--size", "48", "48", "--train", "1", "--validation", "1",
              "--test-good", "1", "--test-defect", "1", "--defects", "dent", "contamination",
              "--seed", "5", "--quiet"]
@@ -59,7 +63,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_standard_is_the_old_output_byte_for_byte(tiny):
-    assert _tree_hash(tiny["standard"]) == TINY_SHA256
+    assert _tree_hash(tiny["standard"]) in TINY_SHA256
     record = json.loads((tiny["standard"] / "dataset.json").read_text())
     assert "conditions" not in record["config"]
     assert "conditions" not in DatasetConfig().to_json()
