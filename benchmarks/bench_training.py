@@ -13,7 +13,9 @@ default epochs is set-up + epochs x seconds per epoch. Nothing else should run m
 ``--quick``: 14 samples, 8 x 8 tokens (128 px).
 
 Rows: per detector the estimated minutes for the default epochs against the 15-minute target
-(``ratio`` = 15 / estimate: above 1 meets it), with ``s_per_epoch`` and ``epochs`` in the JSON.
+(``ratio`` = 15 / estimate: above 1 meets it), with ``s_per_epoch``, ``setup_s`` and
+``epochs`` in the JSON (the set-up, a difference of two timings, can come out slightly
+negative when it is near zero).
 
 ``run(quick)`` returns the rows that ``benchmarks/run.py`` prints and saves.
 """
