@@ -37,9 +37,20 @@ for _p in (str(BENCH_DIR), str(ROOT)):
 
 
 def discover(only: str | None = None) -> list[str]:
-    """Names of the ``bench_*.py`` modules next to this file, sorted; ``only`` filters them."""
+    """Names of the ``bench_*.py`` modules next to this file, sorted; ``only`` filters them:
+    the module it names exactly (``unified`` or ``bench_unified``) when there is one, else
+    every module whose name contains it.
+
+    >>> discover("unified"), discover("bench_loo")
+    (['bench_unified'], ['bench_loo'])
+    >>> "bench_generalization" in discover("general")
+    True
+    """
     names = sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
-    return [n for n in names if only is None or only in n]
+    if only is None:
+        return names
+    exact = [n for n in names if n in (only, f"bench_{only}")]
+    return exact or [n for n in names if only in n]
 
 
 def _num(v: Any) -> str:
@@ -123,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller problem sizes (a smoke test, not for reporting)")
     parser.add_argument("--only", default=None,
-                        help="run only the bench_*.py modules whose name contains this text")
+                        help="run only the bench_*.py module of this name (unified or "
+                             "bench_unified), else those whose name contains this text")
     args = parser.parse_args(argv)
 
     names = discover(args.only)
