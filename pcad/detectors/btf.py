@@ -56,6 +56,15 @@ busted 0.67 -> 0.71, the nut 0.75 -> 0.77. The cost: inference 14-24 % slower on
 saved before the option existed load with 100 (``FPFHOption.legacy_options``), as they were
 fitted.
 
+**Tried, not adopted: local scaling of the banks' distances** (each patch's distance to its
+nearest bank feature divided by that feature's own distance to the nearest patch of another
+training sample, floored: normal structure that varies from sample to sample would score
+about 1, a defect more). On the built-in parts (as above, seeds 0-2, 12 runs, both
+per-modality banks and their leave-one-out statistics so scaled) I-AUROC 0.862 -> 0.845 /
+0.852 / 0.862 with the floor at 0.5 / 1 x the median scale and at the mean scale (4 runs
+better, 6-8 worse each); holes lost most (0.84 -> 0.75-0.78): the flat FPFH histograms of most
+training patches are nearly equal, so their scales are tiny and the floor decides.
+
 The sample's foreground (background-plane fit) is computed once per prediction and shared by
 the FPFH features and the image score (:class:`~pcad.detectors.patches.SampleForeground`).
 
