@@ -66,7 +66,7 @@ def predict_ms(det: Any, samples: list[Any]) -> float:
     >>> class Slow:
     ...     def predict(self, s):
     ...         time.sleep(0.01)
-    >>> 9.0 < predict_ms(Slow(), [0, 1]) < 200.0
+    >>> predict_ms(Slow(), [0, 1]) >= 10.0
     True
     """
     det.predict(samples[0])
