@@ -149,6 +149,11 @@ class PatchMemoryDetector(Detector):
         fores = list(foregrounds) if foregrounds is not None else [None] * len(samples)
         return [self.patch_features(s, f) for s, f in zip(samples, fores, strict=True)]
 
+    def training_features(self, samples: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        """What :meth:`fit` keeps of each training sample: its :meth:`batch_patch_features`
+        (``btf`` adds rotated copies of each sample's rows after its own)."""
+        return self.batch_patch_features(samples)
+
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([parts[m] / self.scales.get(m, 1.0) for m in sorted(parts)],
                               axis=1).astype(np.float32)
@@ -168,7 +173,7 @@ class PatchMemoryDetector(Detector):
                   unit="sample") as bar:
             for lo in range(0, len(mine), self.BATCH):
                 chunk = mine[lo:lo + self.BATCH]
-                for parts in self.batch_patch_features(chunk):
+                for parts in self.training_features(chunk):
                     for m, f in parts.items():
                         feats.setdefault(m, []).append(f)
                 bar.update(len(chunk))
