@@ -49,11 +49,10 @@ SETTINGS = {"per category": CATEGORIES[:1], "unified": CATEGORIES}
 
 def _options(name: str, quick: bool) -> dict[str, Any]:
     """The options a detector is fitted with here: one epoch for the learned ones."""
-    from pcad.detectors import create_detector
+    from pcad.detectors.registry import detector_info
 
     opts: dict[str, Any] = {}
-    defaults = create_detector(name).config
-    if "epochs" in defaults:
+    if "epochs" in detector_info(name).obj.defaults:  # the class's, no detector built
         opts["epochs"] = 1
     if quick:
         opts["image_size"] = 96

@@ -220,8 +220,7 @@ class BTFDetector(FPFHOption, PatchCoreRGB):
         turns = quarter_turns(self.config["rotations"])[1:]
         if not turns:
             return parts
-        h, w = self.grid
-        self._rgb.device = self.device
+        h, w = self.grid  # batch_patch_features has put the backbone on the device
         turned = [self._rgb.batch([np.ascontiguousarray(np.rot90(s.rgb, k)) for s in samples])
                   for k in turns]
         return [{"rgb": np.concatenate([p["rgb"], *(t[i] for t in turned)]),
